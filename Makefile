@@ -1,0 +1,44 @@
+# Two set-up commands for a new user: `make demo` and `make test`. Each makes its own virtual
+# environment and installs the Debian tools it needs (Prometheus, Alertmanager, Pushgateway, jq, curl).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEBS   := prometheus prometheus-alertmanager prometheus-pushgateway jq curl
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint debs venv generate check-generated clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+# apt-get only when a tool is missing, so a second run costs nothing.
+debs:
+	@missing=""; \
+	for t in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
+	         amtool:prometheus-alertmanager prometheus-pushgateway:prometheus-pushgateway jq:jq curl:curl; do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+demo: venv debs
+	$(BIN)/claude-exporter demo $(ARGS)
+
+lint: venv
+	$(BIN)/ruff check exporter tests benchmarks
+	$(BIN)/ruff format --check exporter tests benchmarks
+	$(BIN)/mypy
+
+test: venv debs lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info exporter/*.egg-info

@@ -1,0 +1,7 @@
+"""``python -m claude_exporter``: the same as the ``claude-exporter`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,95 @@
+"""One request as the caller sees it: opened by an entry-point wrapper, finished exactly once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .extract import Usage, code_blocks, error_type
+from .recorder import ExecutionRecord
+
+if TYPE_CHECKING:
+    from .children import RequestLabels
+    from .execution import Execution
+    from .recorder import Recorder
+
+__all__ = ["Call"]
+
+_NO_USAGE = Usage()
+
+
+class Call:
+    """A request in progress; the middleware adds its attempts, the wrappers finish it."""
+
+    __slots__ = ("client_blocks", "done", "execution", "labels", "last_reason", "rec", "start")
+
+    def __init__(self, rec: Recorder, labels: RequestLabels, execution: Execution | None) -> None:
+        self.rec = rec
+        self.labels = labels
+        self.execution = execution
+        self.last_reason = "unknown"
+        self.done = False
+        self.client_blocks: list[tuple[str, str]] | None = None  # results of client code tools sent in
+        self.start = time.perf_counter()
+        rec.running_calls[id(self)] = self
+
+    def retried(self) -> None:
+        """An attempt after the first began: count the retry under what caused it."""
+        self.labels.retry(self.last_reason)
+
+    def succeed_message(self, message: Any) -> None:
+        usage = Usage()
+        usage.update(message.usage)
+        self.succeed(usage, message.stop_reason, code_blocks(message.content))
+
+    def succeed(self, usage: Usage, stop_reason: str | None, blocks: Iterable[tuple[str, str]]) -> None:
+        if self.done:
+            return
+        self.done = True
+        seconds = time.perf_counter() - self.start
+        tokens, cost = self.rec.tokens_and_cost(self.labels, usage)
+        found = list(blocks)
+        if self.client_blocks:
+            found.extend(self.client_blocks)
+        self.labels.finish(True, seconds, tokens, cost, stop_reason, None, found)
+        self._close(None, seconds, usage, stop_reason)
+
+    def fail(self, exc: BaseException, usage: Usage | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        seconds = time.perf_counter() - self.start
+        tokens, cost = self.rec.tokens_and_cost(self.labels, usage) if usage is not None else (None, 0.0)
+        self.labels.finish(False, seconds, tokens, cost, None, error_type(exc), self.client_blocks or ())
+        self._close(exc, seconds, usage or _NO_USAGE, None)
+
+    def _close(
+        self, exc: BaseException | None, seconds: float, usage: Usage, stop_reason: str | None
+    ) -> None:
+        rec = self.rec
+        rec.running_calls.pop(id(self), None)
+        labels = self.labels
+        ex = self.execution
+        if ex is not None:
+            ex.add(usage.all_input, usage.output, labels.model, stop_reason)
+            return
+        # Outside any execution the request is an execution of its own.
+        labels.default_exec.record(exc is None, seconds, usage.all_input, usage.output, 1)
+        if rec.listeners:
+            rec.finish_execution(
+                ExecutionRecord(
+                    labels.agent,
+                    "default",
+                    exc is None,
+                    seconds,
+                    usage.all_input,
+                    usage.output,
+                    1,
+                    exc,
+                    labels.model,
+                    stop_reason,
+                    uuid.uuid4().hex,
+                )
+            )

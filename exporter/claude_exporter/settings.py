@@ -1,0 +1,67 @@
+"""From a configuration to what the instrumentation decides once: label caps, default agent, timeout
+buckets, prices, client-side code tools, and the listeners (event log, health window) that a finished
+execution is handed to."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Config, config_from_env, default_config, load_config
+from .extract import Usage
+from .pricing import ModelPrice, cost_of, load_price_table
+from .recorder import Recorder, RecorderOptions
+
+__all__ = ["Settings", "as_config", "resolve_settings", "usage_cost"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    config: Config
+    recorder: RecorderOptions
+    price_lookup: Callable[[str], ModelPrice | None]
+    cost: Callable[[Any, Usage], float]
+    listeners: tuple[Callable[[Recorder], None], ...] = field(default=())
+
+    def attach(self, rec: Recorder) -> None:
+        for add in self.listeners:
+            add(rec)
+
+
+def usage_cost(price: ModelPrice, usage: Usage) -> float:
+    cache_5m, cache_1h = usage.cache_split()
+    return cost_of(
+        price, usage.input, usage.output, cache_5m, cache_1h, usage.cache_read, usage.service_tier == "batch"
+    )
+
+
+def as_config(config: Any) -> Config:
+    """A Config, a path to one, or None (``CLAUDE_EXPORTER_CONFIG``, else the built-in default)."""
+    if config is None:
+        return config_from_env() or default_config()
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config)
+    raise TypeError(f"config must be a Config, a path or None, got {type(config).__name__}")
+
+
+def resolve_settings(config: Any, listeners: tuple[Callable[[Recorder], None], ...] = ()) -> Settings:
+    cfg = as_config(config)
+    prices = load_price_table()
+    if cfg.pricing_overrides:
+        prices = prices.with_overrides(cfg.pricing_overrides)
+    caps = cfg.label_caps
+    options = RecorderOptions(
+        default_agent=cfg.default_agent,
+        agent_cap=caps.agent,
+        task_cap=caps.task,
+        model_cap=caps.model,
+        combination_cap=caps.combinations,
+        timeout_seconds=cfg.timeout_buckets(),
+        code_tools={name: agent.code_tools for name, agent in cfg.agents.items() if agent.code_tools},
+        default_code_tools=cfg.defaults.code_tools,
+    )
+    return Settings(cfg, options, prices.lookup, usage_cost, listeners)
