@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +53,7 @@ class Call:
         if self.client_blocks:
             found.extend(self.client_blocks)
         self.labels.finish(True, seconds, tokens, cost, stop_reason, None, found)
-        self._close(None, seconds, usage, stop_reason)
+        self._close(None, seconds, usage, cost, len(found), stop_reason)
 
     def fail(self, exc: BaseException, usage: Usage | None = None) -> None:
         if self.done:
@@ -62,18 +61,25 @@ class Call:
         self.done = True
         seconds = time.perf_counter() - self.start
         tokens, cost = self.rec.tokens_and_cost(self.labels, usage) if usage is not None else (None, 0.0)
-        self.labels.finish(False, seconds, tokens, cost, None, error_type(exc), self.client_blocks or ())
-        self._close(exc, seconds, usage or _NO_USAGE, None)
+        blocks = self.client_blocks or ()
+        self.labels.finish(False, seconds, tokens, cost, None, error_type(exc), blocks)
+        self._close(exc, seconds, usage or _NO_USAGE, cost, len(blocks), None)
 
     def _close(
-        self, exc: BaseException | None, seconds: float, usage: Usage, stop_reason: str | None
+        self,
+        exc: BaseException | None,
+        seconds: float,
+        usage: Usage,
+        cost: float,
+        blocks: int,
+        stop: str | None,
     ) -> None:
         rec = self.rec
         rec.running_calls.pop(id(self), None)
         labels = self.labels
         ex = self.execution
         if ex is not None:
-            ex.add(usage.all_input, usage.output, labels.model, stop_reason)
+            ex.add(usage, cost, blocks, labels.model, stop)
             return
         # Outside any execution the request is an execution of its own.
         labels.default_exec.record(exc is None, seconds, usage.all_input, usage.output, 1)
@@ -84,12 +90,16 @@ class Call:
                     "default",
                     exc is None,
                     seconds,
-                    usage.all_input,
+                    usage.input,
                     usage.output,
+                    usage.cache_creation,
+                    usage.cache_read,
                     1,
-                    exc,
+                    cost,
+                    blocks,
                     labels.model,
-                    stop_reason,
-                    uuid.uuid4().hex,
+                    stop,
+                    None if exc is None else error_type(exc),
+                    None if exc is None else str(exc),
                 )
             )

@@ -10,13 +10,13 @@ import functools
 import inspect
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from contextvars import Token
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from .children import ExecLabels
+from .extract import Usage
 from .recorder import ExecutionRecord
 from .state import CURRENT_EXECUTION, STATE
 
@@ -31,6 +31,10 @@ class Execution:
     __slots__ = (
         "_lock",
         "agent",
+        "cache_creation_tokens",
+        "cache_read_tokens",
+        "code_blocks",
+        "cost_usd",
         "input_tokens",
         "labels",
         "model",
@@ -48,19 +52,31 @@ class Execution:
         self.start = time.perf_counter()
         self.input_tokens = 0
         self.output_tokens = 0
+        self.cache_creation_tokens = 0
+        self.cache_read_tokens = 0
+        self.cost_usd = 0.0
+        self.code_blocks = 0
         self.requests = 0
         self.model: str | None = None
         self.stop_reason: str | None = None
         self._lock = threading.Lock()
 
-    def add(self, input_tokens: int, output_tokens: int, model: str, stop_reason: str | None) -> None:
+    def add(self, usage: Usage, cost: float, blocks: int, model: str, stop_reason: str | None) -> None:
         with self._lock:  # requests of one execution may finish in several threads
-            self.input_tokens += input_tokens
-            self.output_tokens += output_tokens
+            self.input_tokens += usage.input
+            self.output_tokens += usage.output
+            self.cache_creation_tokens += usage.cache_creation
+            self.cache_read_tokens += usage.cache_read
+            self.cost_usd += cost
+            self.code_blocks += blocks
             self.requests += 1
             self.model = model
             if stop_reason is not None:
                 self.stop_reason = stop_reason
+
+    @property
+    def all_input(self) -> int:
+        return self.input_tokens + self.cache_creation_tokens + self.cache_read_tokens
 
 
 def _open(task: str, agent: str | None) -> Execution:
@@ -90,7 +106,7 @@ def _close(ex: Execution, error: BaseException | None) -> None:
     try:
         seconds = time.perf_counter() - ex.start
         rec.running_executions.pop(id(ex), None)
-        labels.record(error is None, seconds, ex.input_tokens, ex.output_tokens, ex.requests)
+        labels.record(error is None, seconds, ex.all_input, ex.output_tokens, ex.requests)
         if rec.listeners:
             rec.finish_execution(
                 ExecutionRecord(
@@ -100,11 +116,15 @@ def _close(ex: Execution, error: BaseException | None) -> None:
                     seconds,
                     ex.input_tokens,
                     ex.output_tokens,
+                    ex.cache_creation_tokens,
+                    ex.cache_read_tokens,
                     ex.requests,
-                    error,
+                    ex.cost_usd,
+                    ex.code_blocks,
                     ex.model,
                     ex.stop_reason,
-                    uuid.uuid4().hex,
+                    None if error is None else type(error).__name__,
+                    None if error is None else str(error),
                 )
             )
     except Exception:

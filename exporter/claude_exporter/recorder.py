@@ -52,9 +52,12 @@ class RecorderOptions:
         return self.code_tools.get(agent, self.default_code_tools)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ExecutionRecord:
-    """A finished execution, as handed to listeners (event log, health window)."""
+    """A finished execution, as handed to listeners (event log, health window).
+
+    ``input_tokens`` is plain input as the API reports it; cache writes and reads are apart.
+    """
 
     agent: str
     task: str
@@ -62,11 +65,16 @@ class ExecutionRecord:
     seconds: float
     input_tokens: int
     output_tokens: int
+    cache_creation_tokens: int
+    cache_read_tokens: int
     requests: int
-    error: BaseException | None
+    cost_usd: float
+    code_blocks: int
     model: str | None
     stop_reason: str | None
-    execution_id: str | None
+    error_type: str | None
+    error_message: str | None
+    execution_id: str | None = None  # made when something needs it: the event log, not the metrics
 
 
 class Recorder:
@@ -104,6 +112,7 @@ class Recorder:
         self.last_headers: Any = None
         self.listeners: list[Callable[[ExecutionRecord], None]] = []
         self.config: Any = None  # the Config it was made from, for the endpoints that read it
+        self.health: Any = None  # the HealthWindow, when a listener set one
         self._faults: dict[str, Callable[..., None]] = {}
 
     @property

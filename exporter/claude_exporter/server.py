@@ -1,4 +1,4 @@
-"""The HTTP endpoints: ``/metrics``, ``/-/healthy`` and whatever routes the caller adds, as one WSGI app.
+"""The HTTP endpoints as one WSGI app: ``/metrics``, ``/health/claude-agent``, ``/v1/events``, ``/-/healthy``.
 
 ``/metrics`` is prometheus_client's own app, so content negotiation (OpenMetrics) and gzip behave exactly
 as Prometheus expects. ``/-/healthy`` is never authenticated, so liveness probes need no secret.
@@ -7,9 +7,11 @@ as Prometheus expects. ``/-/healthy`` is never authenticated, so liveness probes
 from __future__ import annotations
 
 import hmac
+import os
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -17,7 +19,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry
 
-__all__ = ["MetricsServer", "Route", "make_wsgi_app", "start_http_server"]
+from .config import ServerConfig
+from .state import STATE
+
+__all__ = ["MetricsServer", "Route", "default_routes", "make_wsgi_app", "read_token", "start_http_server"]
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -43,8 +48,7 @@ def make_wsgi_app(
     ``token``: when set, every endpoint but ``/-/healthy`` asks for ``Authorization: Bearer <token>``.
     """
     metrics_app = prometheus_client.make_wsgi_app(REGISTRY if registry is None else registry)
-    table: dict[str, Route] = {"/metrics": metrics_app}
-    table.update(routes or {})
+    table: dict[str, Route] = {"/metrics": metrics_app, **default_routes(), **(routes or {})}
     expected = f"Bearer {token}".encode() if token else None
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -93,6 +97,28 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
+def read_token(server: ServerConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token: from the file named in the config, else from the environment variable it names."""
+    if server.token_file:
+        token = Path(server.token_file).read_text(encoding="utf-8").strip()
+        if not token:
+            raise ValueError(f"exporter.server.token_file: {server.token_file} is empty")
+        return token
+    env = os.environ if environ is None else environ
+    return env.get(server.token_env) or None if server.token_env else None
+
+
+def default_routes() -> dict[str, Route]:
+    """The health and ingestion endpoints, reading whichever recorder is active when asked."""
+    from .health import health_route
+    from .ingest import events_route
+
+    def active() -> Any:
+        return STATE.recorder
+
+    return {"/health/claude-agent": health_route(active), "/v1/events": events_route(active)}
+
+
 def start_http_server(
     port: int = 9466,
     addr: str = "127.0.0.1",
@@ -104,7 +130,19 @@ def start_http_server(
     keyfile: str | None = None,
     routes: Mapping[str, Route] | None = None,
 ) -> MetricsServer:
-    """Serve the exporter's endpoints from a daemon thread; binds to loopback unless told otherwise."""
+    """Serve ``/metrics``, ``/health/claude-agent``, ``/v1/events`` and ``/-/healthy`` from a daemon thread.
+
+    Binds to loopback unless told otherwise. ``config`` (a Config or a path) supplies the bearer token
+    (``exporter.server.token_file`` or the variable named by ``token_env``) and TLS files; explicit
+    arguments win over it.
+    """
+    if config is not None:
+        from .settings import as_config
+
+        server_config = as_config(config).server
+        token = token if token is not None else read_token(server_config)
+        certfile = certfile or server_config.tls_cert_file
+        keyfile = keyfile or server_config.tls_key_file
     app = make_wsgi_app(registry, routes=routes, token=token)
     server = make_server(addr, port, app, _ThreadingServer, handler_class=_QuietHandler)
     scheme = "http"
