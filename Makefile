@@ -32,12 +32,22 @@ debs:
 demo: venv debs
 	$(BIN)/claude-exporter demo $(ARGS)
 
+LINTED := exporter tests benchmarks dashboards
+
 lint: venv
-	$(BIN)/ruff check exporter tests benchmarks
-	$(BIN)/ruff format --check exporter tests benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-test: venv debs lint
+# Regenerate the committed dashboards and rules from their sources.
+generate: venv
+	$(BIN)/python dashboards/src/generate.py
+
+# Fails naming every generated file that is out of date with its source.
+check-generated: venv
+	$(BIN)/python dashboards/src/generate.py --check
+
+test: venv debs lint check-generated
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

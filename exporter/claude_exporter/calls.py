@@ -41,7 +41,10 @@ class Call:
     def succeed_message(self, message: Any) -> None:
         usage = Usage()
         usage.update(message.usage)
-        self.succeed(usage, message.stop_reason, code_blocks(message.content))
+        content = message.content
+        # Most replies hold no code-execution result: skip the generator unless a block could be one.
+        blocks = code_blocks(content) if len(content) > 1 else ()
+        self.succeed(usage, message.stop_reason, blocks)
 
     def succeed(self, usage: Usage, stop_reason: str | None, blocks: Iterable[tuple[str, str]]) -> None:
         if self.done:
@@ -82,7 +85,7 @@ class Call:
             ex.add(usage, cost, blocks, labels.model, stop)
             return
         # Outside any execution the request is an execution of its own.
-        labels.default_exec.record(exc is None, seconds, usage.all_input, usage.output, 1)
+        (labels._default_exec or labels.default_exec()).record(exc is None, seconds, usage.all_input, usage.output, 1)
         if rec.listeners:
             rec.finish_execution(
                 ExecutionRecord(

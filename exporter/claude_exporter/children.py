@@ -91,7 +91,6 @@ class RequestLabels:
         self.unpriced = unpriced
         self.code_tools = code_tools  # client-side tools whose results count as code execution
 
-    @property
     def default_exec(self) -> ExecSeries:
         """The (agent, "default") execution series, for requests made outside any execution."""
         found = self._default_exec
