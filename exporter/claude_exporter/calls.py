@@ -85,8 +85,10 @@ class Call:
             ex.add(usage, cost, blocks, labels.model, stop)
             return
         # Outside any execution the request is an execution of its own.
-        (labels._default_exec or labels.default_exec()).record(exc is None, seconds, usage.all_input, usage.output, 1)
-        if rec.listeners:
+        (labels._default_exec or labels.default_exec()).record(
+            exc is None, seconds, usage.all_input, usage.output, 1
+        )
+        if rec.listeners and rec.listening():
             rec.finish_execution(
                 ExecutionRecord(
                     labels.agent,

@@ -98,8 +98,6 @@ def event_log_listener(
         default_rate = config.defaults.sampling_rate
 
         def write(record: ExecutionRecord) -> None:
-            if not logger.isEnabledFor(logging.INFO):
-                return
             if record.ok:
                 rate = rates.get(record.agent, default_rate)
                 if rate < 1.0 and rng() >= rate:
@@ -107,5 +105,6 @@ def event_log_listener(
             logger.info(json.dumps(event_fields(record), separators=(",", ":")))
 
         rec.listeners.append(write)
+        rec.gates.append(lambda: logger.isEnabledFor(logging.INFO))
 
     return attach

@@ -107,7 +107,7 @@ def _close(ex: Execution, error: BaseException | None) -> None:
         seconds = time.perf_counter() - ex.start
         rec.running_executions.pop(id(ex), None)
         labels.record(error is None, seconds, ex.all_input, ex.output_tokens, ex.requests)
-        if rec.listeners:
+        if rec.listeners and rec.listening():
             rec.finish_execution(
                 ExecutionRecord(
                     labels.agent,

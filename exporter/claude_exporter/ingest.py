@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .extract import Usage
-from .recorder import ExecutionRecord, Recorder
+from .recorder import Recorder
 
 __all__ = ["MAX_BODY", "Event", "apply_events", "events_route", "parse_body", "parse_event"]
 
@@ -140,18 +140,8 @@ def apply_events(rec: Recorder, events: Iterable[Event]) -> int:
         rec.exec_labels(agent, event.task).record(
             event.ok, event.seconds, usage.all_input, usage.output, event.requests
         )
-        health = getattr(rec, "health", None)
-        if health is not None:
-            health.add(_record(agent, event, cost))
         count += 1
     return count
-
-
-def _record(agent: str, event: Event, cost: float) -> ExecutionRecord:
-    return ExecutionRecord(
-        agent, event.task, event.ok, event.seconds, *event.usage, event.requests, cost, 0,
-        event.model, event.stop_reason, event.error_type, event.error_message,
-    )  # fmt: skip
 
 
 def _json(start_response: Callable[..., Any], status: str, payload: dict[str, Any]) -> list[bytes]:

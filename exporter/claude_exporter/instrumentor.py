@@ -115,6 +115,8 @@ def uninstrument() -> None:
     with _lock:
         rec = STATE.recorder
         STATE.recorder = None
+        if rec is not None:
+            rec.close()
         for owner, method, original in reversed(_patched):
             setattr(owner, method, original)
         _patched.clear()

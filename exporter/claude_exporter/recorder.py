@@ -111,6 +111,9 @@ class Recorder:
         self.running_executions: dict[int, Execution] = {}
         self.last_headers: Any = None
         self.listeners: list[Callable[[ExecutionRecord], None]] = []
+        # Each listener's gate: a record is built only when some gate says a listener would use it.
+        self.gates: list[Callable[[], bool]] = []
+        self.closers: list[Callable[[], None]] = []  # run by uninstrument(): stop threads, close files
         self.config: Any = None  # the Config it was made from, for the endpoints that read it
         self.health: Any = None  # the HealthWindow, when a listener set one
         self._faults: dict[str, Callable[..., None]] = {}
@@ -221,6 +224,16 @@ class Recorder:
         if total:
             labels.unpriced(total)
         return tokens, 0.0
+
+    def listening(self) -> bool:
+        return any(gate() for gate in self.gates)
+
+    def close(self) -> None:
+        for close in self.closers:
+            try:
+                close()
+            except Exception:
+                self.fault("close")
 
     def finish_execution(self, record: ExecutionRecord) -> None:
         for listener in self.listeners:

@@ -12,7 +12,7 @@ from typing import Any
 from .config import Config, config_from_env, default_config, load_config
 from .events import event_log_listener
 from .extract import Usage
-from .health import HealthWindow, health_listener
+from .health import health_listener
 from .pricing import ModelPrice, cost_of, load_price_table
 from .recorder import Recorder, RecorderOptions
 
@@ -66,6 +66,5 @@ def resolve_settings(config: Any, listeners: tuple[Callable[[Recorder], None], .
         code_tools={name: agent.code_tools for name, agent in cfg.agents.items() if agent.code_tools},
         default_code_tools=cfg.defaults.code_tools,
     )
-    window = HealthWindow(cfg)
-    defaults = (event_log_listener(cfg), health_listener(window))
+    defaults = (event_log_listener(cfg), health_listener(cfg))
     return Settings(cfg, options, prices.lookup, usage_cost, (*defaults, *listeners))

@@ -1,0 +1,223 @@
+"""End to end: agents on the real SDK -> exporter -> Prometheus -> Alertmanager -> a webhook.
+
+The Debian ``prometheus`` and ``prometheus-alertmanager`` run on loopback with ``deploy/``'s configs, only
+addresses and intervals substituted; the rules are ``claude-exporter rules`` output for a config whose
+windows and thresholds are shrunk so the whole run takes well under a minute:
+
+- ``slow``: one execution of 3 s against a 2 s timeout -> ClaudeExecutionTimeout (finished), paged;
+- ``hung``: an execution sleeping 15 s -> ClaudeExecutionTimeout (running) while it still runs;
+- ``spiky``: tokens per execution up 4x -> ClaudeTokenSpike, ticketed;
+- ``healthy``: the same settings, steady traffic -> nothing, ever.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import claude_exporter as ce
+import pytest
+import yaml
+from claude_exporter.config import load_config
+from claude_exporter.rules import render_rules
+from claude_exporter.testing import FakeAnthropic, Reply
+from prometheus_client import CollectorRegistry
+from stack import Alertmanager, Prometheus, Webhook, require_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 2.0
+# Every agent gets the same shrunk settings, so "nothing fires for healthy" is a real check.
+ALERTS: list[dict[str, Any]] = [
+    {"name": "execution_timeout", "threshold_ms": int(TIMEOUT_S * 1000)},
+    {"name": "token_spike", "window": "5s", "baseline_window": "20s", "min_executions": 3, "for": "2s"},
+    {"name": "latency_drift", "window": "5s", "baseline_window": "20s", "min_executions": 3, "for": "2s"},
+    {"name": "error_rate", "window": "5s", "min_requests": 3, "for": "2s"},
+    {"name": "rate_limited", "window": "5s", "for": "2s"},
+    {"name": "code_execution_failures", "window": "5s", "min_blocks": 3, "for": "2s"},
+    {"name": "truncated_responses", "window": "5s", "min_requests": 3, "for": "2s"},
+]
+AGENTS = ("slow", "hung", "spiky", "healthy")
+SPIKE_AFTER = 26.0  # seconds of steady traffic first: the 20 s baseline ends 5 s before "now"
+
+
+def _substitute(text: str, replacements: dict[str, str]) -> str:
+    for old, new in replacements.items():
+        assert old in text, f"deploy config no longer contains {old!r}: update this test"
+        text = text.replace(old, new)
+    return text
+
+
+class Traffic:
+    """Agent threads driving the real SDK through the fake API until ``stop``."""
+
+    def __init__(self, fake: FakeAnthropic) -> None:
+        self.fake = fake
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.t0 = time.monotonic()
+        self.marks: dict[str, float] = {}
+        self.errors: list[BaseException] = []
+        self.clients: dict[str, Any] = {}
+
+    def spawn(self, name: str, target: Callable[[], None]) -> None:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as e:  # surfaced by the test, not lost in a thread
+                self.errors.append(e)
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def call(self, agent: str, task: str) -> None:
+        client = self.clients.get(agent) or self.clients.setdefault(
+            agent, self.fake.client(key=agent, max_retries=0)
+        )
+        with ce.execution(task, agent=agent):
+            client.messages.create(
+                model="claude-sonnet-4-6", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+            )
+
+    def loop(self, agent: str, task: str, pause: float) -> None:
+        while not self.stop.is_set():
+            self.call(agent, task)
+            self.stop.wait(pause)
+
+    def slow(self) -> None:
+        # Fast executions first, so the slow one lands on a series Prometheus already knows.
+        while time.monotonic() - self.t0 < 6 and not self.stop.is_set():
+            self.call("slow", "plan")
+            self.stop.wait(0.3)
+        self.marks["slow_start"] = time.monotonic()
+        self.call("slow", "plan")  # 3 s: the responder answers the fourth "slow" phase slowly
+        self.marks["slow_end"] = time.monotonic()
+        self.loop("slow", "plan", 0.3)
+
+    def hung(self) -> None:
+        self.stop.wait(3)
+        with ce.execution("stuck", agent="hung"):
+            self.marks["hung_start"] = time.monotonic()
+            self.stop.wait(15)
+        self.marks["hung_end"] = time.monotonic()
+
+    def reply(self, request: Any) -> Reply:
+        if request.key == "spiky":
+            if time.monotonic() - self.t0 < SPIKE_AFTER:
+                return Reply(latency=0.05, input_tokens=400, output_tokens=600)
+            self.marks.setdefault("spike", time.monotonic())
+            return Reply(latency=0.05, input_tokens=1600, output_tokens=2400)
+        if request.key == "slow" and "slow_start" in self.marks and "slow_end" not in self.marks:
+            return Reply(latency=TIMEOUT_S + 1.0, input_tokens=500, output_tokens=500)
+        return Reply(latency=0.1, input_tokens=500, output_tokens=500)
+
+
+@pytest.fixture
+def exporter_config(tmp_path: Path) -> Path:
+    path = tmp_path / "claude-exporter.yaml"
+    config = {
+        "monitoring": {agent: {"alerts": ALERTS} for agent in AGENTS},
+        "exporter": {"rules": {"evaluation_interval": "1s"}},
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def instrumented(exporter_config: Path) -> Iterator[str]:
+    config = load_config(exporter_config)
+    registry = CollectorRegistry()
+    ce.instrument(config=config, registry=registry)
+    server = ce.start_http_server(port=0, addr="127.0.0.1", config=config, registry=registry)
+    try:
+        yield f"127.0.0.1:{server.port}"
+    finally:
+        server.close()
+        ce.uninstrument()
+
+
+def _first(alerts: list[dict[str, Any]], **labels: str) -> dict[str, Any] | None:
+    for alert in alerts:
+        if alert["status"] == "firing" and all(alert["labels"].get(k) == v for k, v in labels.items()):
+            return alert
+    return None
+
+
+def test_alerts_reach_the_webhook(tmp_path: Path, exporter_config: Path, instrumented: str) -> None:
+    require_binary("prometheus")
+    require_binary("prometheus-alertmanager")
+    rules = tmp_path / "claude-exporter.rules.yml"
+    rules.write_text(render_rules(load_config(exporter_config)))
+    with Webhook() as webhook, FakeAnthropic() as fake:
+        am_config = _substitute(
+            (ROOT / "deploy/alertmanager.yml").read_text(),
+            {
+                "http://127.0.0.1:5001": webhook.url,
+                "group_wait: 30s": "group_wait: 1s",
+                "group_interval: 5m": "group_interval: 1s",
+            },
+        )
+        with Alertmanager(am_config, tmp=tmp_path / "am") as am:
+            prom_config = _substitute(
+                (ROOT / "deploy/prometheus.yml").read_text(),
+                {
+                    "scrape_interval: 15s": "scrape_interval: 1s",
+                    "evaluation_interval: 30s": "evaluation_interval: 1s",
+                    '"127.0.0.1:9466"': f'"{instrumented}"',
+                    '"127.0.0.1:9093"': f'"127.0.0.1:{am.port}"',
+                },
+            )
+            with Prometheus(prom_config, [rules], tmp=tmp_path / "prom") as prom:
+                prom.wait_for('up{job="claude-exporter"} == 1', timeout=15)
+                traffic = Traffic(fake)
+                fake.responder = traffic.reply
+                traffic.spawn("healthy", functools.partial(traffic.loop, "healthy", "chat", 0.2))
+                traffic.spawn("spiky", functools.partial(traffic.loop, "spiky", "chat", 0.2))
+                traffic.spawn("slow", traffic.slow)
+                traffic.spawn("hung", traffic.hung)
+                try:
+                    _check(webhook, prom, traffic)
+                finally:
+                    traffic.stop.set()
+                    for thread in traffic.threads:
+                        thread.join(timeout=10)
+                assert not traffic.errors, traffic.errors
+
+
+def _check(webhook: Webhook, prom: Prometheus, traffic: Traffic) -> None:
+    # A hung execution alerts while it still runs, paged (severity high).
+    hung = webhook.wait_for(
+        lambda alerts: _first(alerts, alertname="ClaudeExecutionTimeout", agent="hung", execution="running"),
+        20,
+    )
+    assert hung["labels"]["severity"] == "high" and hung["receiver_path"] == "/page"
+    assert "hung_end" not in traffic.marks and hung["received"] < traffic.marks["hung_start"] + 15
+    hung_delay = hung["received"] - (traffic.marks["hung_start"] + TIMEOUT_S)
+
+    # The slow execution's end to the webhook.
+    slow = webhook.wait_for(
+        lambda alerts: _first(alerts, alertname="ClaudeExecutionTimeout", agent="slow", execution="finished"),
+        20,
+    )
+    assert slow["labels"]["severity"] == "high" and slow["receiver_path"] == "/page"
+    assert slow["labels"]["task"] == "plan"
+    slow_delay = slow["received"] - traffic.marks["slow_end"]
+    assert slow_delay > 0
+
+    # The spike, ticketed (severity medium).
+    spike = webhook.wait_for(lambda alerts: _first(alerts, alertname="ClaudeTokenSpike", agent="spiky"), 40)
+    assert spike["labels"]["severity"] == "medium" and spike["receiver_path"] == "/ticket"
+    spike_delay = spike["received"] - traffic.marks["spike"]
+
+    # Nothing for the healthy agent: not at the webhook, and never even pending in Prometheus.
+    assert not [a for a in webhook.alerts() if a["labels"].get("agent") == "healthy"]
+    assert prom.query('count_over_time(ALERTS{agent="healthy"}[10m])') == []
+    assert prom.query('agent:claude_execution_tokens:avg_rate5m{agent="healthy"} > 0')  # it did run
+    print(
+        f"\nslow execution end -> webhook: {slow_delay:.1f} s; hung execution past its {TIMEOUT_S:.0f} s "
+        f"timeout -> webhook: {hung_delay:.1f} s (still running); token spike -> webhook: {spike_delay:.1f} s"
+    )
