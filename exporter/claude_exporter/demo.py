@@ -12,18 +12,24 @@ Four agents, each a thread running agent loops (executions of one to three reque
 from __future__ import annotations
 
 import random
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
 import anthropic
+import yaml
 from anthropic.types import MessageParam
 
+from .config import Config, load_config, parse_config
 from .execution import execution
 from .testing import FakeAnthropic, FakeRequest, Outcome, Reply, code_execution_blocks
 
-__all__ = ["AGENTS", "Fleet"]
+__all__ = ["AGENTS", "Fleet", "demo_config", "run"]
 
 MODEL = "claude-sonnet-5-5"
 OUTCOMES: tuple[Outcome, ...] = ("success", "nonzero_exit", "tool_error")
@@ -152,3 +158,83 @@ class Fleet:
         for thread in self._threads:
             thread.join(timeout=10)
         self.fake.stop()
+
+
+def demo_config(workdir: Path, path: str | None = None) -> Config:
+    """The demo's configuration (``path``, or the packaged demo.yaml), its event log put in ``workdir``."""
+    if path is not None:
+        return load_config(path)
+    data = yaml.safe_load(resources.files(__package__).joinpath("demo.yaml").read_text(encoding="utf-8"))
+    data["exporter"]["event_log"]["path"] = str(workdir / "events.log")
+    return parse_config(data, source="demo.yaml")
+
+
+def _loopback(addr: str) -> str:
+    """Where a local Prometheus reaches a server bound to ``addr``."""
+    return "127.0.0.1" if addr in ("", "0.0.0.0", "::") else addr
+
+
+_SEEN: dict[str, str] = {}
+
+
+def _print_alert(alert: dict[str, Any]) -> None:
+    # Alertmanager resends a whole group whenever it changes: print each alert's changes only.
+    key = str(alert.get("fingerprint"))
+    if _SEEN.get(key) == alert.get("status"):
+        return
+    _SEEN[key] = str(alert.get("status"))
+    labels = alert.get("labels", {})
+    state = "RESOLVED" if alert.get("status") == "resolved" else "FIRING  "
+    print(
+        f"{time.strftime('%H:%M:%S')} {state} {labels.get('alertname')} agent={labels.get('agent', '-')} "
+        f"severity={labels.get('severity', '-')}: {alert.get('annotations', {}).get('summary', '')}",
+        flush=True,
+    )
+
+
+def run(
+    port: int = 9466, addr: str = "127.0.0.1", duration: float | None = None, config: str | None = None
+) -> int:
+    """The ``demo`` command: instrument, serve, drive the fleet; with Prometheus and Alertmanager
+    installed, also run them on the demo's rules and print alerts as they arrive."""
+    from .instrumentor import instrument, uninstrument
+    from .localstack import LocalStack, binaries_present
+    from .server import start_http_server
+
+    with tempfile.TemporaryDirectory(prefix="claude-exporter-demo-") as tmp:
+        workdir = Path(tmp)
+        cfg = demo_config(workdir, config)
+        instrument(config=cfg)
+        server = start_http_server(port, addr)
+        fleet = Fleet().start()
+        stack = (
+            LocalStack(cfg, f"{_loopback(addr)}:{server.port}", workdir, _print_alert)
+            if binaries_present()
+            else None
+        )
+        try:
+            if stack is not None:
+                stack.start()
+            print(f"claude-exporter demo: {len(fleet.agents)} simulated agents ({', '.join(fleet.agents)})")
+            print(f"  against a fake Anthropic API at {fleet.fake.url}, real SDK calls, instrumented")
+            print(f"  metrics:      {server.url}/metrics")
+            print(f"  health:       {server.url}/health/claude-agent")
+            if stack is not None:
+                print(f"  prometheus:   {stack.prometheus_url}/alerts (rules from the demo config)")
+                print(f"  alertmanager: {stack.alertmanager_url}")
+                print("  Alerts print below as they fire; the first ones take about a minute.")
+            else:
+                print("  (install prometheus and prometheus-alertmanager to watch the alerts fire too)")
+            print("Press Ctrl-C to stop." if duration is None else f"Running for {duration:g} s.", flush=True)
+            deadline = None if duration is None else time.monotonic() + duration
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            print()
+        finally:
+            fleet.stop()
+            if stack is not None:
+                stack.stop()
+            server.close()
+            uninstrument()
+    return 0

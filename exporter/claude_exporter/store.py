@@ -156,16 +156,17 @@ class ExecSeries:
         self.requests = Histogram(request_bounds)
 
     def record(self, ok: bool, seconds: float, input_tokens: int, output_tokens: int, requests: int) -> None:
-        with self.lock:  # observe() inlined: this runs once per execution
+        duration, tokens_in, tokens_out, turns = self.duration, self.tokens_in, self.tokens_out, self.requests
+        with self.lock:  # observe() unrolled: this runs once per execution
             self.outcomes[0 if ok else 1] += 1
-            for histogram, value in (
-                (self.duration, seconds),
-                (self.tokens_in, input_tokens),
-                (self.tokens_out, output_tokens),
-                (self.requests, requests),
-            ):
-                histogram.counts[bisect_left(histogram.bounds, value)] += 1
-                histogram.sum += value
+            duration.counts[bisect_left(duration.bounds, seconds)] += 1
+            duration.sum += seconds
+            tokens_in.counts[bisect_left(tokens_in.bounds, input_tokens)] += 1
+            tokens_in.sum += input_tokens
+            tokens_out.counts[bisect_left(tokens_out.bounds, output_tokens)] += 1
+            tokens_out.sum += output_tokens
+            turns.counts[bisect_left(turns.bounds, requests)] += 1
+            turns.sum += requests
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:

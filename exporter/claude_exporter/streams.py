@@ -69,10 +69,12 @@ class StreamWatch:
     def observe(self, events: Iterator[Any]) -> Iterator[Any]:
         try:
             for event in events:
-                try:
-                    self.see(event)
-                except Exception:
-                    self.call.rec.fault("stream_event")
+                # Most events are text deltas after the first: they need nothing but the yield.
+                if self.first or event.type != "content_block_delta":
+                    try:
+                        self.see(event)
+                    except Exception:
+                        self.call.rec.fault("stream_event")
                 yield event
         except GeneratorExit:
             self.finish()
@@ -85,10 +87,12 @@ class StreamWatch:
     async def aobserve(self, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
         try:
             async for event in events:
-                try:
-                    self.see(event)
-                except Exception:
-                    self.call.rec.fault("stream_event")
+                # Most events are text deltas after the first: they need nothing but the yield.
+                if self.first or event.type != "content_block_delta":
+                    try:
+                        self.see(event)
+                    except Exception:
+                        self.call.rec.fault("stream_event")
                 yield event
         except GeneratorExit:
             self.finish()
