@@ -144,6 +144,16 @@ def apply_events(rec: Recorder, events: Iterable[Event]) -> int:
     return count
 
 
+def _drain(stream: Any, length: int, cap: int = 16 * MAX_BODY) -> None:
+    """Read and drop an oversized body, so the client gets the 413 instead of a broken pipe."""
+    left = min(length, cap)
+    while left > 0:
+        chunk = stream.read(min(left, 65536))
+        if not chunk:
+            return
+        left -= len(chunk)
+
+
 def _json(start_response: Callable[..., Any], status: str, payload: dict[str, Any]) -> list[bytes]:
     body = json.dumps(payload).encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
@@ -167,6 +177,7 @@ def events_route(
         except ValueError:
             return _json(start_response, "400 Bad Request", {"error": "Content-Length is not a number"})
         if length > MAX_BODY:
+            _drain(environ["wsgi.input"], length)
             return _json(start_response, "413 Content Too Large", {"error": f"body over {MAX_BODY} bytes"})
         body = environ["wsgi.input"].read(length) if length else b""
         events, problems = parse_body(body)

@@ -2,7 +2,7 @@
 
 It sees what the wrappers around ``create`` cannot: each retry and why (the previous attempt's status, a
 timeout or a connection failure), every 429, and the ``anthropic-ratelimit-*`` headers. The headers are
-kept by reference and parsed only when Prometheus scrapes.
+kept by reference in a short queue and parsed only when Prometheus scrapes.
 
 The middleware is added to a client the first time that client makes a measured request, so clients
 created before ``instrument()`` are covered too; ``uninstrument()`` takes it out again.
@@ -59,7 +59,7 @@ def _seen(call: Any, response: Any) -> None:
     try:
         http = response.http_response
         status = http.status_code
-        call.rec.last_headers = http.headers
+        call.rec.recent_headers.append(http.headers)
         if status >= 400:
             call.last_reason = str(status)
             if status == 429:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -109,7 +110,8 @@ class Recorder:
         # Running work, keyed by id(); read at scrape time for the in-flight gauges.
         self.running_calls: dict[int, Call] = {}
         self.running_executions: dict[int, Execution] = {}
-        self.last_headers: Any = None
+        # Response headers not parsed yet, oldest first; bounded, since only the newest values matter.
+        self.recent_headers: deque[Any] = deque(maxlen=32)
         self.listeners: list[Callable[[ExecutionRecord], None]] = []
         # Each listener's gate: a record is built only when some gate says a listener would use it.
         self.gates: list[Callable[[], bool]] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
 import anthropic
 
@@ -22,28 +21,29 @@ Samples = Iterator[tuple[tuple[str, ...], float]]
 
 
 class RateLimits:
-    """The latest ``anthropic-ratelimit-*`` values, parsed from the last response seen."""
+    """The latest ``anthropic-ratelimit-*`` values, parsed from the responses seen since the last scrape."""
 
     def __init__(self, rec: Recorder) -> None:
         self._rec = rec
-        self._parsed_from: Any = None
         self.values: dict[tuple[str, str], float] = {}
 
     def refresh(self) -> None:
-        headers = self._rec.last_headers
-        if headers is None or headers is self._parsed_from:
-            return
-        self._parsed_from = headers
-        for resource in RESOURCES:
-            prefix = "anthropic-ratelimit-" + resource.replace("_", "-") + "-"
-            for field in _FIELDS:
-                raw = headers.get(prefix + field)
-                if raw is None:
-                    continue  # a response without the header keeps the last known value
-                try:
-                    self.values[(resource, field)] = _parse(field, raw)
-                except ValueError:
-                    self._rec.fault("ratelimit_header")
+        pending = self._rec.recent_headers
+        while pending:
+            try:
+                headers = pending.popleft()
+            except IndexError:  # another scrape drained it first
+                return
+            for resource in RESOURCES:
+                prefix = "anthropic-ratelimit-" + resource.replace("_", "-") + "-"
+                for field in _FIELDS:
+                    raw = headers.get(prefix + field)
+                    if raw is None:
+                        continue  # a response without the header keeps the last known value
+                    try:
+                        self.values[(resource, field)] = _parse(field, raw)
+                    except ValueError:
+                        self._rec.fault("ratelimit_header")
 
     def samples(self, field: str) -> Samples:
         self.refresh()

@@ -76,6 +76,8 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 30  # seconds a client may stall mid-request before its connection is dropped
+
     def log_message(self, format: str, *args: Any) -> None:
         """Access logs would flood stderr at one scrape a second."""
 
@@ -132,17 +134,21 @@ def start_http_server(
 ) -> MetricsServer:
     """Serve ``/metrics``, ``/health/claude-agent``, ``/v1/events`` and ``/-/healthy`` from a daemon thread.
 
-    Binds to loopback unless told otherwise. ``config`` (a Config or a path) supplies the bearer token
-    (``exporter.server.token_file`` or the variable named by ``token_env``) and TLS files; explicit
-    arguments win over it.
+    Binds to loopback unless told otherwise. ``config`` (a Config or a path; by default the active
+    instrumentation's, else ``CLAUDE_EXPORTER_CONFIG``'s, else the built-in one) supplies the bearer token
+    (``exporter.server.token_file``, else the variable named by ``token_env``, by default
+    ``CLAUDE_EXPORTER_TOKEN``) and the TLS files; explicit arguments win over it.
     """
-    if config is not None:
-        from .settings import as_config
+    # Without a config: the active instrumentation's, else CLAUDE_EXPORTER_CONFIG's, else the defaults,
+    # so a token in CLAUDE_EXPORTER_TOKEN protects the endpoints however the server was started.
+    if config is None and STATE.recorder is not None and STATE.recorder.config is not None:
+        config = STATE.recorder.config
+    from .settings import as_config
 
-        server_config = as_config(config).server
-        token = token if token is not None else read_token(server_config)
-        certfile = certfile or server_config.tls_cert_file
-        keyfile = keyfile or server_config.tls_key_file
+    server_config = as_config(config).server
+    token = token if token is not None else read_token(server_config)
+    certfile = certfile or server_config.tls_cert_file
+    keyfile = keyfile or server_config.tls_key_file
     app = make_wsgi_app(registry, routes=routes, token=token)
     server = make_server(addr, port, app, _ThreadingServer, handler_class=_QuietHandler)
     scheme = "http"

@@ -1,0 +1,5 @@
+"""The directory ``claude-exporter run`` puts on ``PYTHONPATH``; its ``sitecustomize`` instruments
+the program.
+
+A package only so that it ships with the wheel; nothing imports it by this name.
+"""

@@ -1,0 +1,215 @@
+"""Shared fixtures and helpers for the instrumentation tests.
+
+Every test drives the real anthropic SDK over real HTTP against the fake API (the ``fake_anthropic`` fixture
+of the claude_exporter pytest plugin) and reads the metrics from a fresh registry. Helpers are plain
+functions here; test modules import them with ``from conftest import ...`` (tests/ is on sys.path, as for
+``stack.py``).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anthropic
+import claude_exporter as ce
+import pytest
+from claude_exporter.pricing import load_price_table
+from claude_exporter.state import STATE
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+MODEL = "claude-haiku-4-5"  # priced, and not on the SDK's deprecation list
+UNKNOWN_MODEL = "claude-unknown-9"
+USER = [{"role": "user", "content": "hi"}]
+FAST = 0.01  # seconds: retry-after used where the wait itself is not under test
+
+
+def kw(model: str = MODEL, **extra: Any) -> dict[str, Any]:
+    """Keyword arguments for ``messages.create`` / ``stream``."""
+    return {"model": model, "max_tokens": 64, "messages": USER, **extra}
+
+
+def val(reg: CollectorRegistry, name: str, **labels: str) -> float:
+    """The sample's value, 0.0 when the series does not exist."""
+    value = reg.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def has(reg: CollectorRegistry, name: str, **labels: str) -> bool:
+    return reg.get_sample_value(name, labels) is not None
+
+
+def requests(reg: CollectorRegistry, agent: str = "default", model: str = MODEL) -> tuple[float, float]:
+    """(success, error) of claude_requests_total."""
+    return (
+        val(reg, "claude_requests_total", agent=agent, model=model, outcome="success"),
+        val(reg, "claude_requests_total", agent=agent, model=model, outcome="error"),
+    )
+
+
+def tokens(reg: CollectorRegistry, agent: str = "default", model: str = MODEL) -> dict[str, float]:
+    return {
+        kind: val(reg, "claude_tokens_total", agent=agent, model=model, type=kind)
+        for kind in ("input", "output", "cache_creation", "cache_read")
+    }
+
+
+def duration(reg: CollectorRegistry, agent: str = "default", model: str = MODEL) -> tuple[float, float]:
+    """(count, sum) of claude_request_duration_seconds."""
+    return (
+        val(reg, "claude_request_duration_seconds_count", agent=agent, model=model),
+        val(reg, "claude_request_duration_seconds_sum", agent=agent, model=model),
+    )
+
+
+def ttft(reg: CollectorRegistry, agent: str = "default", model: str = MODEL) -> tuple[float, float]:
+    """(count, sum) of claude_time_to_first_token_seconds."""
+    return (
+        val(reg, "claude_time_to_first_token_seconds_count", agent=agent, model=model),
+        val(reg, "claude_time_to_first_token_seconds_sum", agent=agent, model=model),
+    )
+
+
+def executions(reg: CollectorRegistry, agent: str = "default", task: str = "default") -> tuple[float, float]:
+    """(success, error) of claude_executions_total."""
+    return (
+        val(reg, "claude_executions_total", agent=agent, task=task, outcome="success"),
+        val(reg, "claude_executions_total", agent=agent, task=task, outcome="error"),
+    )
+
+
+def exec_hist(
+    reg: CollectorRegistry, family: str, agent: str, task: str, **labels: str
+) -> tuple[float, float]:
+    """(count, sum) of an execution histogram (claude_execution_tokens / _requests / _duration_seconds)."""
+    return (
+        val(reg, f"{family}_count", agent=agent, task=task, **labels),
+        val(reg, f"{family}_sum", agent=agent, task=task, **labels),
+    )
+
+
+def expected_cost(
+    model: str = MODEL,
+    *,
+    input: int = 0,
+    output: int = 0,
+    cache_5m: int = 0,
+    cache_1h: int = 0,
+    cache_read: int = 0,
+    batch: bool = False,
+) -> float:
+    """Cost by hand from the price table (USD per million tokens), below any long-context threshold."""
+    price = load_price_table().lookup(model)
+    assert price is not None, model
+    total = (
+        input * price.input
+        + output * price.output
+        + cache_5m * price.cache_write_5m
+        + cache_1h * price.cache_write_1h
+        + cache_read * price.cache_read
+    ) / 1_000_000
+    return total * price.batch_multiplier if batch else total
+
+
+def scrape(reg: CollectorRegistry) -> str:
+    return generate_latest(reg).decode()
+
+
+def families(reg: CollectorRegistry) -> dict[str, Any]:
+    """Parsed exposition, by family name (counters without ``_total``, as the parser names them)."""
+    return {family.name: family for family in text_string_to_metric_families(scrape(reg))}
+
+
+def label_values(reg: CollectorRegistry, label: str) -> dict[str, set[str]]:
+    """Every value of ``label`` in the exposition, per family."""
+    out: dict[str, set[str]] = {}
+    for name, family in families(reg).items():
+        for sample in family.samples:
+            if label in sample.labels:
+                out.setdefault(name, set()).add(sample.labels[label])
+    return out
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+def collect_garbage() -> None:
+    for _ in range(3):
+        gc.collect()
+
+
+def run_in_thread(target: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Start ``target`` in a thread; the list receives its result or the exception it raised."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(target())
+        except BaseException as exc:
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def is_close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
+
+
+def sdk_frames(exc: BaseException) -> list[str]:
+    """Filenames of the traceback frames that are the SDK's own code."""
+    root = anthropic.__file__.rsplit("/", 1)[0]
+    names = []
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.startswith(root):
+            names.append(filename)
+        tb = tb.tb_next
+    return names
+
+
+# -- fixtures ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def instrumented(registry: CollectorRegistry) -> Iterator[tuple[CollectorRegistry, Any]]:
+    """``instrument(registry=registry)`` for the test, always undone."""
+    if STATE.recorder is not None:  # a test that failed half-way must not leak into this one
+        ce.uninstrument()
+    try:
+        rec = ce.instrument(registry=registry)
+        yield registry, rec
+    finally:
+        ce.uninstrument()
+
+
+@pytest.fixture
+def reg(instrumented: tuple[CollectorRegistry, Any]) -> CollectorRegistry:
+    """The instrumented registry alone, for tests that do not need the recorder."""
+    return instrumented[0]
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shrink the SDK's own backoff (0.5 s doubling) for retries that carry no retry-after header."""
+    import anthropic._base_client as base
+
+    monkeypatch.setattr(base, "INITIAL_RETRY_DELAY", 0.01)
