@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .extract import Usage, code_blocks, error_type
+from .extract import Usage, code_blocks, error_message, error_type
 from .recorder import ExecutionRecord
 
 if TYPE_CHECKING:
@@ -105,6 +105,6 @@ class Call:
                     labels.model,
                     stop,
                     None if exc is None else error_type(exc),
-                    None if exc is None else str(exc),
+                    error_message(exc),
                 )
             )

@@ -3,8 +3,9 @@
 The field names are the seed's (``claude_execution_complete`` / ``claude_execution_error`` with
 ``execution_id``, ``duration_ms``, ``input_tokens``, ``output_tokens``, ``stop_reason``, ``timestamp``),
 followed by agent, task, model, cache tokens, requests, code blocks and cost. Successes are sampled at the
-agent's ``sampling_rate``; errors are always written. Never a prompt; error messages pass through a
-redactor that removes anything shaped like an API key.
+agent's ``sampling_rate``; errors are always written. Never a prompt: an error message is written only
+for the SDK's own errors (the API's answer), through a redactor that removes anything shaped like an API
+key; the message of an exception raised by the application's code may quote a prompt, so it is left out.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def event_fields(record: ExecutionRecord, now: datetime | None = None) -> dict[s
     }
     if not record.ok:
         fields["error_type"] = record.error_type
-        fields["error_message"] = redact(record.error_message or "")
+        fields["error_message"] = redact(record.error_message) if record.error_message is not None else None
     fields.update(
         duration_ms=round(record.seconds * 1000),
         input_tokens=record.input_tokens,
@@ -86,14 +87,19 @@ def event_log_listener(
         logger = logging.getLogger(LOGGER_NAME)
         # A configuration file gets the destination it names; without one the lines go to the logger
         # for the application's own logging setup, and cost nothing while nobody listens.
-        if config.source != "<default>" and not any(
-            getattr(h, "_claude_exporter", False) for h in logger.handlers
-        ):
+        if config.source != "<default>":
             handler = _handler(config.event_log)
-            handler._claude_exporter = True  # type: ignore[attr-defined]
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)
             logger.propagate = False  # the lines are JSON for machines, not for the root logger's format
+
+            def detach() -> None:  # uninstrument(): the next configuration may name another destination
+                logger.removeHandler(handler)
+                handler.close()
+                logger.propagate = True
+                logger.setLevel(logging.NOTSET)
+
+            rec.closers.append(detach)
         rates = {name: agent.sampling_rate for name, agent in config.agents.items()}
         default_rate = config.defaults.sampling_rate
 

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from .children import ExecLabels
-from .extract import Usage
+from .extract import Usage, error_message
 from .recorder import ExecutionRecord
 from .state import CURRENT_EXECUTION, STATE
 
@@ -124,7 +124,7 @@ def _close(ex: Execution, error: BaseException | None) -> None:
                     ex.model,
                     ex.stop_reason,
                     None if error is None else type(error).__name__,
-                    None if error is None else str(error),
+                    error_message(error),
                 )
             )
     except Exception:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from anthropic import APITimeoutError
+from anthropic import AnthropicError, APITimeoutError
 
 __all__ = [
     "CODE_RESULT_TOOLS",
@@ -17,6 +17,7 @@ __all__ = [
     "client_code_blocks",
     "code_block_outcome",
     "code_blocks",
+    "error_message",
     "error_type",
     "retry_reason",
 ]
@@ -140,6 +141,14 @@ def _content(message: Any) -> list[Any]:
 def error_type(exc: BaseException) -> str:
     """The error label: the SDK exception's class name (RateLimitError, OverloadedError, ...)."""
     return type(exc).__name__
+
+
+def error_message(exc: BaseException | None) -> str | None:
+    """The message for the event log: the SDK's errors only (the API's answer); an application's own
+    exception may quote a prompt, so its message is never taken."""
+    if exc is None or not isinstance(exc, AnthropicError):
+        return None
+    return str(exc)
 
 
 def retry_reason(exc: BaseException) -> str:

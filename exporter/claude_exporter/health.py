@@ -6,7 +6,8 @@ is exact because every configured timeout is a bucket bound of the duration hist
 
 Status per agent, from that agent's own thresholds:
 
-- ``unhealthy``: error rate over its ``error_rate`` threshold, average execution time over its
+- ``unhealthy``: error rate over its ``error_rate`` threshold (with at least its ``min_requests``
+  executions in the window, as the alert rule asks), average execution time over its
   ``execution_timeout``, or an execution still running past that timeout (a hung agent);
 - ``degraded``: an execution in the window finished over the timeout, or the error rate is over half
   its threshold;
@@ -102,11 +103,13 @@ class HealthWindow:
         error_alert = settings.alert("error_rate")
         error_limit = error_alert.threshold if error_alert.enabled else None
         rate, avg, count = figures["error_rate_percent"], figures["avg_execution_ms"], figures["executions"]
+        # As the alert rule does, judge the error rate only with enough executions to go on.
+        enough = count > 0 and count >= float(error_alert.params.get("min_requests", 1))
         status = "healthy"
-        if (error_limit is not None and count and rate > error_limit / 2) or row[3] > 0:
+        if (error_limit is not None and enough and rate > error_limit / 2) or row[3] > 0:
             status = "degraded"
         if (
-            (error_limit is not None and count and rate > error_limit)
+            (error_limit is not None and enough and rate > error_limit)
             or (timeout_ms is not None and avg is not None and avg > timeout_ms)
             or (timeout_ms is not None and running > timeout_ms)
         ):

@@ -49,15 +49,16 @@ def make_wsgi_app(
     """
     metrics_app = prometheus_client.make_wsgi_app(REGISTRY if registry is None else registry)
     table: dict[str, Route] = {"/metrics": metrics_app, **default_routes(), **(routes or {})}
-    expected = f"Bearer {token}".encode() if token else None
+    expected = token.encode() if token else None
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/-/healthy":
             return respond(start_response, "200 OK", b"OK\n")
         if expected is not None:
-            given = environ.get("HTTP_AUTHORIZATION", "").encode()
-            if not hmac.compare_digest(given, expected):
+            scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+            # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
                 start_response(
                     "401 Unauthorized",
                     [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Bearer realm="claude-exporter"')],
@@ -141,8 +142,9 @@ def start_http_server(
     """
     # Without a config: the active instrumentation's, else CLAUDE_EXPORTER_CONFIG's, else the defaults,
     # so a token in CLAUDE_EXPORTER_TOKEN protects the endpoints however the server was started.
-    if config is None and STATE.recorder is not None and STATE.recorder.config is not None:
-        config = STATE.recorder.config
+    active = STATE.recorder.config if STATE.recorder is not None else None
+    if config is None and active is not None and active.source != "<default>":
+        config = active
     from .settings import as_config
 
     server_config = as_config(config).server
@@ -155,8 +157,12 @@ def start_http_server(
     if certfile is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(certfile, keyfile)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        # The handshake runs on the first read, in the request's own thread and under its timeout, so a
+        # client that connects and says nothing cannot hold up the accepting thread.
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         scheme = "https"
-    thread = threading.Thread(target=server.serve_forever, name="claude-exporter-http", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="claude-exporter-http", daemon=True
+    )
     thread.start()
     return MetricsServer(server, thread, scheme)
