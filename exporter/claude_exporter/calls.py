@@ -50,23 +50,33 @@ class Call:
         if self.done:
             return
         self.done = True
-        seconds = time.perf_counter() - self.start
-        tokens, cost = self.rec.tokens_and_cost(self.labels, usage)
-        found = list(blocks)
-        if self.client_blocks:
-            found.extend(self.client_blocks)
-        self.labels.finish(True, seconds, tokens, cost, stop_reason, None, found)
-        self._close(None, seconds, usage, cost, len(found), stop_reason)
+        try:
+            seconds = time.perf_counter() - self.start
+            tokens, cost = self.rec.tokens_and_cost(self.labels, usage)
+            found = list(blocks)
+            if self.client_blocks:
+                found.extend(self.client_blocks)
+            self.labels.finish(True, seconds, tokens, cost, stop_reason, None, found)
+            self._close(None, seconds, usage, cost, len(found), stop_reason)
+        finally:  # even after a fault: a request left "in flight" would look like a hung agent
+            self.rec.running_calls.pop(id(self), None)
 
-    def fail(self, exc: BaseException, usage: Usage | None = None) -> None:
+    def fail(
+        self, exc: BaseException, usage: Usage | None = None, blocks: Iterable[tuple[str, str]] = ()
+    ) -> None:
         if self.done:
             return
         self.done = True
-        seconds = time.perf_counter() - self.start
-        tokens, cost = self.rec.tokens_and_cost(self.labels, usage) if usage is not None else (None, 0.0)
-        blocks = self.client_blocks or ()
-        self.labels.finish(False, seconds, tokens, cost, None, error_type(exc), blocks)
-        self._close(exc, seconds, usage or _NO_USAGE, cost, len(blocks), None)
+        try:
+            seconds = time.perf_counter() - self.start
+            tokens, cost = self.rec.tokens_and_cost(self.labels, usage) if usage is not None else (None, 0.0)
+            found = list(blocks)
+            if self.client_blocks:
+                found.extend(self.client_blocks)
+            self.labels.finish(False, seconds, tokens, cost, None, error_type(exc), found)
+            self._close(exc, seconds, usage or _NO_USAGE, cost, len(found), None)
+        finally:
+            self.rec.running_calls.pop(id(self), None)
 
     def _close(
         self,
@@ -78,7 +88,6 @@ class Call:
         stop: str | None,
     ) -> None:
         rec = self.rec
-        rec.running_calls.pop(id(self), None)
         labels = self.labels
         ex = self.execution
         if ex is not None:

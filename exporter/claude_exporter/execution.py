@@ -30,6 +30,7 @@ class Execution:
 
     __slots__ = (
         "_lock",
+        "_token",
         "agent",
         "cache_creation_tokens",
         "cache_read_tokens",
@@ -60,6 +61,7 @@ class Execution:
         self.model: str | None = None
         self.stop_reason: str | None = None
         self._lock = threading.Lock()
+        self._token: Token[Execution | None] | None = None  # set by the scope that made it current
 
     def add(self, usage: Usage, cost: float, blocks: int, model: str, stop_reason: str | None) -> None:
         with self._lock:  # requests of one execution may finish in several threads
@@ -142,18 +144,22 @@ class execution:  # lower case: it reads like a function, ``with execution("task
     def __init__(self, task: str = "default", *, agent: str | None = None) -> None:
         self.task = task
         self.agent = agent
-        self._open: list[tuple[Execution, Token[Execution | None]]] = []
 
     def __enter__(self) -> Execution:
         ex = _open(self.task, self.agent)
-        self._open.append((ex, CURRENT_EXECUTION.set(ex)))
+        ex._token = CURRENT_EXECUTION.set(ex)
         return ex
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        ex, token = self._open.pop()
-        CURRENT_EXECUTION.reset(token)
+        # The execution this scope opened is the current one of *this* context (task or thread), so one
+        # scope object may be entered by many tasks and threads at once.
+        ex = CURRENT_EXECUTION.get()
+        if ex is None or ex._token is None:
+            return
+        CURRENT_EXECUTION.reset(ex._token)
+        ex._token = None
         _close(ex, exc)
 
     async def __aenter__(self) -> Execution:
@@ -166,6 +172,10 @@ class execution:  # lower case: it reads like a function, ``with execution("task
 
     def __call__(self, func: F) -> F:
         task, agent = self.task, self.agent
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            # The call returns at once and the body runs later, in the consumer's context: there is no
+            # span to measure. Decorate the function that drives the generator instead.
+            raise TypeError(f"execution() cannot decorate the generator function {func.__qualname__}")
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)

@@ -60,6 +60,15 @@ ENTRY_POINTS: tuple[tuple[str, str, tuple[str, ...], Wrapper], ...] = (
         ("__aenter__",),
         patch.manager_aenter,
     ),
+    *(
+        (module, name, ("copy", "with_options"), patch.client_copy)
+        for module, names in (
+            ("anthropic._client", ("Anthropic", "AsyncAnthropic")),
+            ("anthropic.lib.bedrock._client", ("AnthropicBedrock", "AsyncAnthropicBedrock")),
+            ("anthropic.lib.vertex._client", ("AnthropicVertex", "AsyncAnthropicVertex")),
+        )
+        for name in names
+    ),
     ("anthropic._streaming", "Stream", ("close",), patch.stream_close),
     ("anthropic._streaming", "AsyncStream", ("close",), patch.stream_close),
 )

@@ -20,7 +20,7 @@ from anthropic._request import APIRequest
 from .extract import retry_reason
 from .state import CURRENT_CALL, STATE
 
-__all__ = ["MIDDLEWARE", "ExporterMiddleware", "attach", "detach_all"]
+__all__ = ["MIDDLEWARE", "ExporterMiddleware", "attach", "detach_all", "track"]
 
 
 class ExporterMiddleware(Middleware):
@@ -82,6 +82,12 @@ def attach(client: Any) -> None:
     client._middleware = (*client._middleware, MIDDLEWARE)
     client._middleware_chain = client._build_middleware_chain()
     _ATTACHED.add(client)
+
+
+def track(client: Any) -> None:
+    """Remember a client that carries the middleware already (a copy), so uninstrument() finds it."""
+    if MIDDLEWARE in getattr(client, "_middleware", ()):
+        _ATTACHED.add(client)
 
 
 def detach_all() -> None:

@@ -14,13 +14,14 @@ from anthropic._response import AsyncAPIResponse, BaseAPIResponse
 
 from .calls import Call
 from .extract import Usage, client_code_blocks
-from .middleware import MIDDLEWARE, attach
+from .middleware import MIDDLEWARE, attach, track
 from .recorder import Recorder
 from .state import CURRENT_CALL, CURRENT_EXECUTION, STATE
 from .streams import WATCH_ATTR, watch_stream
 
 __all__ = [
     "async_request",
+    "client_copy",
     "manager_aenter",
     "manager_enter",
     "stream_close",
@@ -221,6 +222,19 @@ def _watch_message_stream(call: Call, message_stream: Any, is_async: bool) -> No
     except Exception:
         call.rec.fault("stream_start")
         call.done = True
+
+
+# -- client copies: with_options() / copy() carry the middleware into a new client ---------------------------
+
+
+def client_copy(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    client = wrapped(*args, **kwargs)
+    try:
+        track(client)
+    except Exception:
+        if STATE.recorder is not None:
+            STATE.recorder.fault("client_copy")
+    return client
 
 
 # -- close hooks and streaming responses --------------------------------------------------------------

@@ -62,7 +62,7 @@ class StreamWatch:
             if error is None:
                 call.succeed(self.usage, self.stop_reason, self.blocks)
             else:
-                call.fail(error, self.usage)
+                call.fail(error, self.usage, self.blocks)
         except Exception:
             call.rec.fault("stream_finish")
 

@@ -192,6 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # a burst of concurrent clients must queue, not be reset
     # stop() must not wait for a handler sleeping in a long latency or stream; they watch `stopping`.
     block_on_close = False
 
