@@ -33,7 +33,11 @@ class Settings:
 
 
 def usage_cost(price: ModelPrice, usage: Usage) -> float:
-    cache_5m, cache_1h = usage.cache_split()
+    # Usage.cache_split() inlined: this runs once per request.
+    if usage.cache_5m is None and usage.cache_1h is None:
+        cache_5m, cache_1h = usage.cache_creation, 0
+    else:
+        cache_5m, cache_1h = usage.cache_5m or 0, usage.cache_1h or 0
     return cost_of(
         price, usage.input, usage.output, cache_5m, cache_1h, usage.cache_read, usage.service_tier == "batch"
     )

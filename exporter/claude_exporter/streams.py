@@ -67,12 +67,14 @@ class StreamWatch:
             call.rec.fault("stream_finish")
 
     def observe(self, events: Iterator[Any]) -> Iterator[Any]:
+        see, waiting = self.see, True  # locals: this loop runs once per event
         try:
             for event in events:
                 # Most events are text deltas after the first: they need nothing but the yield.
-                if self.first or event.type != "content_block_delta":
+                if waiting or event.type != "content_block_delta":
                     try:
-                        self.see(event)
+                        see(event)
+                        waiting = self.first
                     except Exception:
                         self.call.rec.fault("stream_event")
                 yield event
@@ -85,12 +87,14 @@ class StreamWatch:
         self.finish()
 
     async def aobserve(self, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        see, waiting = self.see, True  # locals: this loop runs once per event
         try:
             async for event in events:
                 # Most events are text deltas after the first: they need nothing but the yield.
-                if self.first or event.type != "content_block_delta":
+                if waiting or event.type != "content_block_delta":
                     try:
-                        self.see(event)
+                        see(event)
+                        waiting = self.first
                     except Exception:
                         self.call.rec.fault("stream_event")
                 yield event
