@@ -65,6 +65,14 @@ def test_rules_prints_what_the_generator_renders(tmp_path: Path) -> None:
     assert out.read_text() == done.stdout
 
 
+def test_rules_link_the_runbook_given(tmp_path: Path) -> None:
+    url = "https://wiki.example.internal/claude/RUNBOOK.md"
+    done = cli("rules", "--config", str(SEED), "--runbook-url", url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == render_rules(load_config(SEED), runbook_url=url)
+    assert f"runbook_url: {url}#" in done.stdout
+
+
 def test_version() -> None:
     done = cli("--version")
     assert done.stdout.strip() == f"claude-exporter {__version__}"

@@ -112,7 +112,7 @@ def _rules(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(str(err), file=sys.stderr)
         return 1
-    text = render_rules(config)
+    text = render_rules(config, runbook_url=args.runbook_url) if args.runbook_url else render_rules(config)
     if args.output:
         Path(args.output).write_text(text)
     else:
@@ -218,6 +218,9 @@ def _parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", help="render Prometheus recording and alert rules for a configuration")
     rules.add_argument("--config", default=None, help="configuration file (default: the built-in defaults)")
     rules.add_argument("-o", "--output", default=None, help="write here instead of standard output")
+    rules.add_argument(
+        "--runbook-url", default=None, help="your copy of RUNBOOK.md (each alert links an anchor in it)"
+    )
     rules.set_defaults(run=_rules)
     return parser
 
