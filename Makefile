@@ -1,9 +1,9 @@
 # Two set-up commands for a new user: `make demo` and `make test`. Each makes its own virtual
-# environment and installs the Debian tools it needs (Prometheus, Alertmanager, Pushgateway, jq, curl).
+# environment and installs the Debian tools it needs (Prometheus, Alertmanager, Pushgateway, jq, curl,
+# openssl, and Node.js for the test that runs the seed's JavaScript).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBS   := prometheus prometheus-alertmanager prometheus-pushgateway jq curl
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint debs venv generate check-generated clean
@@ -20,7 +20,8 @@ venv: $(BIN)/.installed
 debs:
 	@missing=""; \
 	for t in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
-	         amtool:prometheus-alertmanager prometheus-pushgateway:prometheus-pushgateway jq:jq curl:curl; do \
+	         amtool:prometheus-alertmanager prometheus-pushgateway:prometheus-pushgateway jq:jq curl:curl \
+	         openssl:openssl node:nodejs npm:npm; do \
 	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
