@@ -591,3 +591,27 @@ def test_model_price_validates() -> None:
         ModelPrice(1, 1, 1, 1, 1, long_context_threshold=10)  # no long-context rates
     with pytest.raises(ValueError):
         ModelPrice(1, 1, 1, 1, 1, long_context_input=2, long_context_output=2)  # no threshold
+
+
+def test_the_per_request_cost_splits_cache_writes_as_the_price_table_does() -> None:
+    """The exporter's per-request cost and the pricing module apply one rule: a part of the cache-write
+    total that the 5m/1h breakdown leaves out is charged as 5-minute writes."""
+    from claude_exporter.extract import Usage
+    from claude_exporter.pricing import cost_usd, token_counts
+    from claude_exporter.settings import usage_cost
+
+    price = load_price_table().lookup("claude-haiku-4-5")
+    assert price is not None
+    raw = {
+        "input_tokens": 10,
+        "output_tokens": 20,
+        "cache_creation_input_tokens": 1000,
+        "cache_read_input_tokens": 30,
+        "cache_creation": {"ephemeral_5m_input_tokens": 300, "ephemeral_1h_input_tokens": 500},
+    }
+    usage = Usage()
+    usage.update(anthropic.types.Usage.model_validate(raw))
+    # haiku-4-5: 10 x $1 + 20 x $5 + (300 + 200 unaccounted) x $1.25 + 500 x $2 + 30 x $0.10, per million
+    expected = (10 * 1 + 20 * 5 + 500 * 1.25 + 500 * 2 + 30 * 0.10) / 1e6
+    assert usage_cost(price, usage) == pytest.approx(expected)
+    assert usage_cost(price, usage) == pytest.approx(cost_usd(price, token_counts(raw)))

@@ -15,9 +15,7 @@ from typing import Any
 from .labels import LabelCap
 from .store import ExecSeries, RequestSeries
 
-__all__ = ["FAMILY_NAMES", "Budget", "ExecLabels", "RequestLabels"]
-
-ExecLabels = ExecSeries
+__all__ = ["FAMILY_NAMES", "Budget", "RequestLabels"]
 
 # Budget key -> the family named in claude_exporter_label_overflow_total when it overflows.
 FAMILY_NAMES = {

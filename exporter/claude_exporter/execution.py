@@ -15,10 +15,10 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from .children import ExecLabels
 from .extract import Usage, error_message
 from .recorder import ExecutionRecord
 from .state import CURRENT_EXECUTION, STATE
+from .store import ExecSeries
 
 __all__ = ["Execution", "execution"]
 
@@ -46,7 +46,7 @@ class Execution:
         "task",
     )
 
-    def __init__(self, agent: str, task: str, labels: ExecLabels | None) -> None:
+    def __init__(self, agent: str, task: str, labels: ExecSeries | None) -> None:
         self.agent = agent
         self.task = task
         self.labels = labels

@@ -92,12 +92,6 @@ class Usage:
         """Input as the model processed it: plain input plus cache writes and reads."""
         return self.input + self.cache_creation + self.cache_read
 
-    def cache_split(self) -> tuple[int, int]:
-        """(5-minute, 1-hour) cache-write tokens; without a breakdown all writes are 5-minute ones."""
-        if self.cache_5m is None and self.cache_1h is None:
-            return self.cache_creation, 0
-        return self.cache_5m or 0, self.cache_1h or 0
-
 
 def code_block_outcome(block: Any) -> tuple[str, str] | None:
     """``(tool, outcome)`` for a server code-execution result block, else None."""

@@ -56,6 +56,7 @@ __all__ = [
     "cost_usd",
     "load_price_table",
     "split_cache_creation",
+    "split_cache_writes",
     "token_counts",
 ]
 
@@ -194,17 +195,23 @@ def split_cache_creation(usage: object) -> tuple[int, int]:
     counts as 5-minute. Without a breakdown, all of ``cache_creation_input_tokens`` counts as 5-minute
     (the default TTL). Plain attribute reads: no model dumps.
     """
-    total = _get(usage, "cache_creation_input_tokens") or 0
     breakdown = _get(usage, "cache_creation")
+    five = hour = None
     if breakdown is not None:
         five = _get(breakdown, "ephemeral_5m_input_tokens")
         hour = _get(breakdown, "ephemeral_1h_input_tokens")
-        if five is not None or hour is not None:
-            five = five or 0
-            hour = hour or 0
-            rest = total - five - hour
-            return (five + rest if rest > 0 else five), hour
-    return total, 0
+    return split_cache_writes(_get(usage, "cache_creation_input_tokens") or 0, five, hour)
+
+
+def split_cache_writes(total: int, five: int | None, hour: int | None) -> tuple[int, int]:
+    """The one rule for ``(5-minute, 1-hour)`` cache writes from a total and its optional breakdown:
+    without a breakdown all are 5-minute (the default TTL); a part the breakdown leaves out is 5-minute."""
+    if five is None and hour is None:
+        return total, 0
+    five = five or 0
+    hour = hour or 0
+    rest = total - five - hour
+    return (five + rest if rest > 0 else five), hour
 
 
 def token_counts(usage: object) -> TokenCounts:

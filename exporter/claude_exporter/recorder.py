@@ -122,10 +122,8 @@ class Recorder:
 
     @property
     def request_series(self) -> list[RequestSeries]:
-        seen: dict[int, RequestSeries] = {}
-        for labels in list(self._requests.values()):
-            seen[id(labels.series)] = labels.series
-        return list(seen.values())
+        # Labels are cached under their folded key only, so each series appears once.
+        return [labels.series for labels in list(self._requests.values())]
 
     @property
     def agents(self) -> set[str]:

@@ -13,7 +13,7 @@ from .config import Config, config_from_env, default_config, load_config
 from .events import event_log_listener
 from .extract import Usage
 from .health import health_listener
-from .pricing import ModelPrice, cost_of, load_price_table
+from .pricing import ModelPrice, cost_of, load_price_table, split_cache_writes
 from .recorder import Recorder, RecorderOptions
 
 __all__ = ["Settings", "as_config", "resolve_settings", "usage_cost"]
@@ -33,11 +33,7 @@ class Settings:
 
 
 def usage_cost(price: ModelPrice, usage: Usage) -> float:
-    # Usage.cache_split() inlined: this runs once per request.
-    if usage.cache_5m is None and usage.cache_1h is None:
-        cache_5m, cache_1h = usage.cache_creation, 0
-    else:
-        cache_5m, cache_1h = usage.cache_5m or 0, usage.cache_1h or 0
+    cache_5m, cache_1h = split_cache_writes(usage.cache_creation, usage.cache_5m, usage.cache_1h)
     return cost_of(
         price, usage.input, usage.output, cache_5m, cache_1h, usage.cache_read, usage.service_tier == "batch"
     )

@@ -15,7 +15,6 @@ from typing import Any
 
 __all__ = ["ExecSeries", "Histogram", "RequestSeries"]
 
-INPUT, OUTPUT, CACHE_CREATION, CACHE_READ = range(4)
 TOKEN_TYPES = ("input", "output", "cache_creation", "cache_read")
 
 
