@@ -498,7 +498,13 @@ def test_token_counts_from_usage(table: PriceTable) -> None:
     )
     tokens = token_counts(usage)
     assert tokens == TokenCounts(
-        input=1000, output=500, cache_write_5m=1000, cache_write_1h=2000, cache_read=4000, batch=True
+        input=1000,
+        output=500,
+        cache_write_5m=1000,
+        cache_write_1h=2000,
+        cache_read=4000,
+        batch=True,
+        service_tier="batch",
     )
     # claude-sonnet-4-5: 1000 x $3 + 1000 x $3.75 + 2000 x $6 + 4000 x $0.30 + 500 x $15
     #   = 0.003 + 0.00375 + 0.012 + 0.0012 + 0.0075 = 0.02745; batch x 50% -> $0.013725
@@ -524,8 +530,8 @@ def test_yaml_has_as_of_and_source(table: PriceTable) -> None:
     assert data["source"].startswith("https://platform.claude.com/docs/")
     assert "pricing" in data["source"]
     assert (table.as_of, table.source) == (data["as_of"], data["source"])
-    assert data["batch_discount"] == 0.5
-    assert data["cache_multipliers"] == dict(CACHE_MULTIPLIERS)
+    assert data["modifiers"]["batch"]["multiplier"] == 0.5
+    assert {k: v for k, v in data["cache_multipliers"].items() if k != "cite"} == dict(CACHE_MULTIPLIERS)
 
 
 def test_yaml_models_are_complete() -> None:
@@ -541,10 +547,9 @@ def test_load_price_table_is_cached() -> None:
 
 def test_load_price_table_from_a_path(tmp_path: Path) -> None:
     path = tmp_path / "prices.yaml"
+    row = {**_ROW, "aliases": ["m1-20300101"]}
     path.write_text(
-        "as_of: '2030-01-01'\nsource: https://example.invalid/prices\n"
-        "models:\n  m1:\n    aliases: [m1-20300101]\n"
-        "    input: 1\n    output: 2\n    cache_write_5m: 1.25\n    cache_write_1h: 2\n    cache_read: 0.1\n",
+        yaml.safe_dump({**_top(), "source": "https://example.invalid/prices", "models": {"m1": row}}),
         encoding="utf-8",
     )
     t = load_price_table(path)
@@ -553,25 +558,81 @@ def test_load_price_table_from_a_path(tmp_path: Path) -> None:
     assert load_price_table(str(path)) is t
 
 
-_ROW = {"input": 1, "output": 1, "cache_write_5m": 1, "cache_write_1h": 1, "cache_read": 1}
+_ROW = {
+    "input": 1,
+    "output": 1,
+    "cache_write_5m": 1,
+    "cache_write_1h": 1,
+    "cache_read": 1,
+    "cite": "s@2030-01-01",
+}
+
+
+def _top() -> dict[str, Any]:
+    """The smallest valid top level of a price table: one section, every modifier cited."""
+    cite = "s@2030-01-01"
+    return {
+        "as_of": "2030-01-01",
+        "source": "x",
+        "sections": {"s": "https://example.invalid/prices#s"},
+        "cache_multipliers": {**CACHE_MULTIPLIERS, "cite": cite},
+        "modifiers": {
+            "batch": {"multiplier": 0.5, "cite": cite},
+            "priority": {"multiplier": 1.0, "cite": cite},
+            "inference_geo": {"multipliers": {"us": 1.1}, "models": [], "cite": cite},
+            "server_tools": {
+                "web_search": {"usd_per_request": 0.01, "cite": cite},
+                "web_fetch": {"usd_per_request": 0, "cite": cite},
+            },
+            "unpriced_platforms": {"platforms": ["bedrock"], "cite": cite},
+        },
+    }
 
 
 def _doc(models: Any, **top: Any) -> str:
-    return yaml.safe_dump({"as_of": "2030-01-01", "source": "x", **top, "models": models})
+    return yaml.safe_dump({**_top(), **top, "models": models})
+
+
+def _without(key: str) -> dict[str, Any]:
+    top = _top()
+    del top[key]
+    return top
 
 
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        (yaml.safe_dump({"source": "x", "models": {"m": _ROW}}), ["as_of"]),
-        (yaml.safe_dump({"as_of": "2030-01-01", "models": {"m": _ROW}}), ["source"]),
+        (yaml.safe_dump({**_without("as_of"), "models": {"m": _ROW}}), ["as_of"]),
+        (yaml.safe_dump({**_without("source"), "models": {"m": _ROW}}), ["source"]),
+        (yaml.safe_dump({**_without("sections"), "models": {"m": _ROW}}), ["sections"]),
+        (_doc({"m": {k: v for k, v in _ROW.items() if k != "cite"}}), ["m", "cite"]),
+        (_doc({"m": {**_ROW, "cite": "s"}}), ["m", "cite"]),
+        (_doc({"m": {**_ROW, "cite": "nowhere@2030-01-01"}}), ["m", "nowhere"]),
+        (_doc({"m": {**_ROW, "fast": {"input": 2, "output": 3}}}), ["m", "fast"]),
+        (
+            _doc({"m": {**_ROW, "long_context": {"threshold": 5, "input": 2, "output": 3}}}),
+            ["long_context", "cite"],
+        ),
+        (
+            _doc({"m": _ROW}, modifiers={**_top()["modifiers"], "batch": {"multiplier": 0.5}}),
+            ["modifiers.batch"],
+        ),
         (_doc({"m": {k: v for k, v in _ROW.items() if k != "cache_read"}}), ["m", "cache_read"]),
         (_doc({"m": {**_ROW, "input": -1}}), ["m", "input"]),
         (_doc({"m": {**_ROW, "inptu": 1}}), ["m", "inptu"]),
-        (_doc({"m": {**_ROW, "long_context": {"threshold": 5, "input": 2}}}), ["m", "long_context.output"]),
+        (
+            _doc({"m": {**_ROW, "long_context": {"threshold": 5, "input": 2, "cite": "s@2030-01-01"}}}),
+            ["m", "long_context.output"],
+        ),
         (_doc({"m": {**_ROW, "aliases": ["n"]}, "n": _ROW}), ["n", "twice"]),
         (_doc({}), ["models"]),
-        (_doc({"m": _ROW}, batch_discount=2), ["batch_discount"]),
+        (
+            _doc(
+                {"m": _ROW},
+                modifiers={**_top()["modifiers"], "batch": {"multiplier": 2, "cite": "s@2030-01-01"}},
+            ),
+            ["batch.multiplier"],
+        ),
         ("[not, a, mapping", ["YAML"]),
     ],
 )

@@ -34,9 +34,10 @@ class Settings:
 
 def usage_cost(price: ModelPrice, usage: Usage) -> float:
     cache_5m, cache_1h = split_cache_writes(usage.cache_creation, usage.cache_5m, usage.cache_1h)
-    return cost_of(
+    cost = cost_of(
         price, usage.input, usage.output, cache_5m, cache_1h, usage.cache_read, usage.service_tier == "batch"
     )
+    return 0.0 if cost is None else cost
 
 
 def as_config(config: Any) -> Config:
