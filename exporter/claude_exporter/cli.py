@@ -1,4 +1,4 @@
-"""The ``claude-exporter`` command: demo, serve, run, rules, check-config.
+"""The ``claude-exporter`` command: demo, serve, run, rules, check-config, pricing, reconcile.
 
 Exit status: 0 done; 1 a problem found (check-config) or a failure while running; 2 bad usage or a
 configuration that cannot be used (nothing was started). ``run`` exits with the program's own status.
@@ -120,6 +120,27 @@ def _rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pricing(args: argparse.Namespace) -> int:
+    config = _load(args.config, "pricing")
+    if config is None:
+        return 2
+    import anthropic
+
+    from .price_report import missing_models, render, sdk_models
+    from .pricing import load_price_table
+
+    table = load_price_table()
+    try:
+        if config.pricing_overrides:
+            table = table.with_overrides(config.pricing_overrides)
+    except ValueError as err:
+        print(f"claude-exporter pricing: {err}", file=sys.stderr)
+        return 2
+    models = sdk_models()
+    sys.stdout.write(render(table, models, anthropic.__version__, args.config))
+    return 1 if args.strict and missing_models(table, models) else 0
+
+
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     try:
@@ -222,6 +243,18 @@ def _parser() -> argparse.ArgumentParser:
         "--runbook-url", default=None, help="your copy of RUNBOOK.md (each alert links an anchor in it)"
     )
     rules.set_defaults(run=_rules)
+
+    pricing = sub.add_parser(
+        "pricing",
+        help="print the price table in use, its date, and the models the SDK knows that it lacks",
+    )
+    pricing.add_argument(
+        "--config", default=None, help="configuration file whose pricing_overrides apply (default: none)"
+    )
+    pricing.add_argument(
+        "--strict", action="store_true", help="exit 1 when the installed SDK knows a model the table lacks"
+    )
+    pricing.set_defaults(run=_pricing)
     return parser
 
 
