@@ -141,6 +141,48 @@ def _pricing(args: argparse.Namespace) -> int:
     return 1 if args.strict and missing_models(table, models) else 0
 
 
+def _reconcile(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from .pricing import load_price_table
+    from .reconcile import ReconcileError, billed, compare, days_since, estimated, render
+
+    def fail(code: int, message: str) -> int:
+        print(f"claude-exporter reconcile: {message}", file=sys.stderr)
+        return code
+
+    key = os.environ.get(args.admin_key_env, "")
+    if not key:
+        return fail(2, f"the environment variable {args.admin_key_env} (--admin-key-env) is not set or empty")
+    if not args.prometheus:
+        return fail(
+            2, "--prometheus URL (or $PROMETHEUS_URL) is required: the estimate is read from Prometheus"
+        )
+    try:
+        days = days_since(args.since, datetime.now(timezone.utc))
+    except ValueError as err:
+        return fail(2, str(err))
+    if args.tolerance < 0:
+        return fail(2, "--tolerance must be >= 0")
+    table = load_price_table()
+
+    def canonical(model: str) -> str:
+        return table.resolve(model) or model.strip().lower()
+
+    try:
+        bill, other = billed(args.admin_url, key, days, canonical)
+        est = estimated(args.prometheus, days, canonical, args.selector)
+    except ReconcileError as err:
+        return fail(1, str(err))
+    rows = compare(est, bill, other, days)
+    sources = (
+        f"estimated: Prometheus {args.prometheus}, increase(claude_cost_usd_total[1d]) by model; "
+        f"billed: Admin API cost and usage reports at {args.admin_url}"
+    )
+    sys.stdout.write(render(rows, days, args.tolerance, sources))
+    return 1 if any(row.off_by_more_than(args.tolerance) for row in rows) else 0
+
+
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     try:
@@ -255,6 +297,42 @@ def _parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="exit 1 when the installed SDK knows a model the table lacks"
     )
     pricing.set_defaults(run=_pricing)
+
+    reconcile = sub.add_parser(
+        "reconcile",
+        help="compare estimated cost (from Prometheus) with the Admin API cost report, per model and day",
+        description="Per model and complete UTC day: the cost the exporter estimated (increase of "
+        "claude_cost_usd_total, read from Prometheus) against the Admin API's cost and usage reports. "
+        "Exits 1 when a model-day differs by more than --tolerance percent.",
+    )
+    reconcile.add_argument(
+        "--admin-key-env",
+        required=True,
+        metavar="VAR",
+        help="the environment variable holding an Admin API key (sk-ant-admin...); the key is never printed",
+    )
+    reconcile.add_argument("--since", default="7d", help='how far back: "7d", "48h" (default: 7d)')
+    reconcile.add_argument(
+        "--prometheus",
+        default=os.environ.get("PROMETHEUS_URL") or None,
+        metavar="URL",
+        help="the Prometheus that scrapes the exporter (default: $PROMETHEUS_URL)",
+    )
+    reconcile.add_argument(
+        "--selector",
+        default="",
+        help='label matchers for the exporter\'s series, e.g. job="claude" (default: all)',
+    )
+    reconcile.add_argument(
+        "--admin-url",
+        default=os.environ.get("ANTHROPIC_ADMIN_URL") or "https://api.anthropic.com",
+        metavar="URL",
+        help="Admin API base URL (default: $ANTHROPIC_ADMIN_URL, else https://api.anthropic.com)",
+    )
+    reconcile.add_argument(
+        "--tolerance", type=float, default=2.0, help="flag differences over this many percent (default: 2)"
+    )
+    reconcile.set_defaults(run=_reconcile)
     return parser
 
 
