@@ -9,8 +9,8 @@ import anthropic
 import pytest
 import yaml
 from claude_exporter.cli import main
-from claude_exporter.price_report import missing_models, render, sdk_models
-from claude_exporter.pricing import load_price_table
+from claude_exporter.cli.pricing import missing_models, render, sdk_models
+from claude_exporter.recording.pricing import load_price_table
 
 
 def test_sdk_models_come_from_the_installed_sdk() -> None:
@@ -72,7 +72,7 @@ def test_pricing_applies_the_configs_overrides(tmp_path: Path, capsys: pytest.Ca
 
 def test_models_the_table_lacks_are_listed(tmp_path: Path) -> None:
     packaged = yaml.safe_load(
-        (Path(__file__).parents[1] / "exporter/claude_exporter/pricing.yaml").read_text()
+        (Path(__file__).parents[1] / "exporter/claude_exporter/recording/pricing.yaml").read_text()
     )
     packaged["models"] = {"claude-haiku-4-5": packaged["models"]["claude-haiku-4-5"]}
     packaged["modifiers"]["inference_geo"]["models"] = []

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from anthropic.types import Usage
 from anthropic.types.beta import BetaUsage
-from claude_exporter.pricing import (
+from claude_exporter.recording.pricing import (
     UNPRICED_REASONS,
     Estimate,
     Iteration,

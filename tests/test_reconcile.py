@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from claude_exporter.cli import main
-from claude_exporter.reconcile import days_since
+from claude_exporter.cli.reconcile import days_since
 from claude_exporter.testing.admin_api import FakeAdminAPI
 from stack import Prometheus, require_binary
 

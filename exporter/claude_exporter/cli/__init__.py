@@ -132,8 +132,8 @@ def _pricing(args: argparse.Namespace) -> int:
         return 2
     import anthropic
 
-    from .price_report import missing_models, render, sdk_models
-    from .pricing import load_price_table
+    from claude_exporter.cli.pricing import missing_models, render, sdk_models
+    from claude_exporter.recording.pricing import load_price_table
 
     table = load_price_table()
     try:
@@ -150,8 +150,8 @@ def _pricing(args: argparse.Namespace) -> int:
 def _reconcile(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from .pricing import load_price_table
-    from .reconcile import ReconcileError, billed, compare, days_since, estimated, render
+    from claude_exporter.cli.reconcile import ReconcileError, billed, compare, days_since, estimated, render
+    from claude_exporter.recording.pricing import load_price_table
 
     def fail(code: int, message: str) -> int:
         print(f"claude-exporter reconcile: {message}", file=sys.stderr)

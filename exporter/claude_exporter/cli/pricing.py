@@ -13,7 +13,7 @@ import typing
 from collections.abc import Iterable
 from typing import Any, Literal, Union
 
-from .pricing import ModelPrice, PriceTable
+from claude_exporter.recording.pricing import ModelPrice, PriceTable
 
 __all__ = ["missing_models", "render", "sdk_models"]
 
