@@ -191,7 +191,17 @@ def test_async_mid_stream_error(reg, fake_anthropic):
     assert type(first) is anthropic.APIStatusError
     assert type(second) is anthropic.APIStatusError
     assert requests(reg) == (0, 2)
-    assert val(reg, "claude_errors_total", agent="default", model=MODEL, error_type="APIStatusError") == 2
+    assert (
+        val(
+            reg,
+            "claude_errors_total",
+            agent="default",
+            model=MODEL,
+            error_type="APIStatusError",
+            error_code="none",
+        )
+        == 2
+    )
 
 
 def test_async_status_error_is_recorded_and_reraised(reg, fake_anthropic):
@@ -205,7 +215,17 @@ def test_async_status_error_is_recorded_and_reraised(reg, fake_anthropic):
     err = asyncio.run(main())
     assert type(err) is anthropic.OverloadedError
     assert requests(reg) == (0, 1)
-    assert val(reg, "claude_errors_total", agent="default", model=MODEL, error_type="OverloadedError") == 1
+    assert (
+        val(
+            reg,
+            "claude_errors_total",
+            agent="default",
+            model=MODEL,
+            error_type="OverloadedError",
+            error_code="none",
+        )
+        == 1
+    )
 
 
 def test_async_retries_and_rate_limits(reg, fake_anthropic):
@@ -216,8 +236,10 @@ def test_async_retries_and_rate_limits(reg, fake_anthropic):
 
     asyncio.run(main())
     assert requests(reg) == (1, 0)
-    assert val(reg, "claude_retries_total", agent="default", model=MODEL, reason="429") == 2
-    assert val(reg, "claude_rate_limited_total", agent="default", model=MODEL) == 2
+    assert (
+        val(reg, "claude_retries_total", agent="default", model=MODEL, reason="429", error_code="none") == 2
+    )
+    assert val(reg, "claude_rate_limited_total", agent="default", model=MODEL, error_code="none") == 2
     assert duration(reg)[1] >= 0.1
 
 
@@ -341,9 +363,25 @@ def test_async_status_error_before_the_stream_starts(reg, fake_anthropic):
     asyncio.run(main())
     assert requests(reg) == (0, 2)
     assert (
-        val(reg, "claude_errors_total", agent="default", model=MODEL, error_type="AuthenticationError") == 1
+        val(
+            reg,
+            "claude_errors_total",
+            agent="default",
+            model=MODEL,
+            error_type="AuthenticationError",
+            error_code="none",
+        )
+        == 1
     )
     assert (
-        val(reg, "claude_errors_total", agent="default", model=MODEL, error_type="InternalServerError") == 1
+        val(
+            reg,
+            "claude_errors_total",
+            agent="default",
+            model=MODEL,
+            error_type="InternalServerError",
+            error_code="none",
+        )
+        == 1
     )
     assert val(reg, "claude_requests_in_flight", agent="default") == 0

@@ -12,7 +12,7 @@ from anthropic.types import Message
 from claude_exporter.instrumentation import streams
 from claude_exporter.recording import series as store
 from claude_exporter.testing import Reply
-from conftest import kw, requests, val
+from conftest import MODEL, kw, requests, val
 
 
 def faults(reg, stage: str) -> float:
@@ -171,9 +171,14 @@ def test_bad_ratelimit_header_is_a_fault_at_scrape(reg, fake_anthropic):
     fake_anthropic.script(Reply(ratelimit={"requests": (100, 40, "not a timestamp")}))
     msg = fake_anthropic.client(max_retries=0).messages.create(**kw())
     assert type(msg) is Message
-    assert val(reg, "claude_ratelimit_limit", resource="requests") == 100
-    assert val(reg, "claude_ratelimit_remaining", resource="requests") == 40
-    assert reg.get_sample_value("claude_ratelimit_reset_timestamp_seconds", {"resource": "requests"}) is None
+    assert val(reg, "claude_ratelimit_limit", model=MODEL, resource="requests") == 100
+    assert val(reg, "claude_ratelimit_remaining", model=MODEL, resource="requests") == 40
+    assert (
+        reg.get_sample_value(
+            "claude_ratelimit_reset_timestamp_seconds", {"model": MODEL, "resource": "requests"}
+        )
+        is None
+    )
     assert faults(reg, "ratelimit_header") == 1
 
 

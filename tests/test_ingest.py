@@ -178,8 +178,8 @@ def test_ndjson_of_several_events(server, reg):
     assert val(reg, "claude_requests_total", **a1, outcome="error") == 2
     assert val(reg, "claude_tokens_total", **a1, type="input") == 11
     assert val(reg, "claude_tokens_total", **a1, type="output") == 22
-    assert val(reg, "claude_errors_total", **a1, error_type="RateLimitError") == 1
-    assert val(reg, "claude_errors_total", **a1, error_type="OverloadedError") == 1
+    assert val(reg, "claude_errors_total", **a1, error_type="RateLimitError", error_code="none") == 1
+    assert val(reg, "claude_errors_total", **a1, error_type="OverloadedError", error_code="none") == 1
     assert val(reg, "claude_stop_reasons_total", **a1, stop_reason="end_turn") == 1
     assert val(reg, "claude_stop_reasons_total", **a1, stop_reason="max_tokens") == 1
     assert is_close(val(reg, "claude_cost_usd_total", **a1), price_by_hand(MODEL, input=11, output=22))
@@ -202,9 +202,9 @@ def test_default_agent_and_model(server, reg):
     labels = {"agent": DEFAULT_AGENT, "model": "unknown"}
     assert val(reg, "claude_requests_total", **labels, outcome="success") == 1
     assert val(reg, "claude_requests_total", **labels, outcome="error") == 1
-    assert val(reg, "claude_errors_total", **labels, error_type="APITimeoutError") == 1
+    assert val(reg, "claude_errors_total", **labels, error_type="APITimeoutError", error_code="none") == 1
     assert val(reg, "claude_executions_total", agent=DEFAULT_AGENT, task="default", outcome="success") == 1
-    assert val(reg, "claude_exporter_unpriced_tokens_total", model="unknown") == 9
+    assert val(reg, "claude_exporter_unpriced_tokens_total", model="unknown", reason="model") == 9
     assert val(reg, "claude_cost_usd_total", **labels) == 0
     assert val(reg, "claude_requests_total", agent="default", model="unknown", outcome="success") == 0
 
@@ -216,11 +216,14 @@ def test_unpriced_model_counts_its_tokens(server, reg):
         ok(model=MODEL, input_tokens=1000, output_tokens=1000),
     )
     assert post(server, body)[0] == 200
-    assert val(reg, "claude_exporter_unpriced_tokens_total", model=UNKNOWN_MODEL) == 125 + 4
+    assert val(reg, "claude_exporter_unpriced_tokens_total", model=UNKNOWN_MODEL, reason="model") == 125 + 4
     assert val(reg, "claude_cost_usd_total", agent=DEFAULT_AGENT, model=UNKNOWN_MODEL) == 0
     assert val(reg, "claude_tokens_total", agent=DEFAULT_AGENT, model=UNKNOWN_MODEL, type="input") == 101
     # A priced model never gets an unpriced series.
-    assert reg.get_sample_value("claude_exporter_unpriced_tokens_total", {"model": MODEL}) is None
+    assert (
+        reg.get_sample_value("claude_exporter_unpriced_tokens_total", {"model": MODEL, "reason": "model"})
+        is None
+    )
     assert is_close(
         val(reg, "claude_cost_usd_total", agent=DEFAULT_AGENT, model=MODEL),
         price_by_hand(MODEL, input=1000, output=1000),

@@ -84,8 +84,8 @@ def check_metrics(
     assert grew("claude_requests_total", outcome="error") == 2
     assert grew("claude_tokens_total", type="input") == 120 + 80 + 7
     assert grew("claude_tokens_total", type="output") == 45 + 20 + 3
-    assert grew("claude_errors_total", error_type="InternalServerError") == 1
-    assert grew("claude_errors_total", error_type="OverloadedError") == 1
+    assert grew("claude_errors_total", error_type="InternalServerError", error_code="none") == 1
+    assert grew("claude_errors_total", error_type="OverloadedError", error_code="none") == 1
     assert grew("claude_stop_reasons_total", stop_reason="end_turn") == 2
     assert grew("claude_stop_reasons_total", stop_reason="max_tokens") == 1
     assert grew("claude_request_duration_seconds_count") == 5

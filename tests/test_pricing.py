@@ -659,7 +659,9 @@ def test_the_per_request_cost_splits_cache_writes_as_the_price_table_does() -> N
     total that the 5m/1h breakdown leaves out is charged as 5-minute writes."""
     from claude_exporter.instrumentation.extract import Usage
     from claude_exporter.recording.pricing import cost_usd, token_counts
-    from claude_exporter.settings import usage_cost
+    from claude_exporter.settings import cost_function
+
+    usage_cost = cost_function(load_price_table())
 
     price = load_price_table().lookup("claude-haiku-4-5")
     assert price is not None
@@ -674,5 +676,5 @@ def test_the_per_request_cost_splits_cache_writes_as_the_price_table_does() -> N
     usage.update(anthropic.types.Usage.model_validate(raw))
     # haiku-4-5: 10 x $1 + 20 x $5 + (300 + 200 unaccounted) x $1.25 + 500 x $2 + 30 x $0.10, per million
     expected = (10 * 1 + 20 * 5 + 500 * 1.25 + 500 * 2 + 30 * 0.10) / 1e6
-    assert usage_cost(price, usage) == pytest.approx(expected)
-    assert usage_cost(price, usage) == pytest.approx(cost_usd(price, token_counts(raw)))
+    assert usage_cost(price, usage, ()) == (pytest.approx(expected), 0, None)
+    assert usage_cost(price, usage, ())[0] == pytest.approx(cost_usd(price, token_counts(raw)))

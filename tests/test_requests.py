@@ -55,8 +55,15 @@ def test_success_records_every_request_family(reg, fake_anthropic):
     count, seconds = duration(reg)
     assert count == 1
     assert seconds > 0
-    assert val(reg, "claude_rate_limited_total", agent="default", model=MODEL) == 0
-    assert not has(reg, "claude_errors_total", agent="default", model=MODEL, error_type="APIStatusError")
+    assert val(reg, "claude_rate_limited_total", agent="default", model=MODEL, error_code="none") == 0
+    assert not has(
+        reg,
+        "claude_errors_total",
+        agent="default",
+        model=MODEL,
+        error_type="APIStatusError",
+        error_code="none",
+    )
     # Non-streaming requests have no time to first token.
     assert ttft(reg) == (0, 0)
     # A request outside any execution is an execution of its own, task "default".
@@ -148,13 +155,16 @@ def test_unknown_model_counts_unpriced_tokens_and_no_cost(reg, fake_anthropic):
         "cache_creation": 17,
         "cache_read": 19,
     }
-    assert val(reg, "claude_exporter_unpriced_tokens_total", model=UNKNOWN_MODEL) == 11 + 13 + 17 + 19
+    assert (
+        val(reg, "claude_exporter_unpriced_tokens_total", model=UNKNOWN_MODEL, reason="model")
+        == 11 + 13 + 17 + 19
+    )
     assert val(reg, "claude_cost_usd_total", agent="default", model=UNKNOWN_MODEL) == 0
 
 
 def test_priced_model_has_no_unpriced_tokens(reg, fake_anthropic):
     fake_anthropic.client(max_retries=0).messages.create(**kw())
-    assert not has(reg, "claude_exporter_unpriced_tokens_total", model=MODEL)
+    assert not has(reg, "claude_exporter_unpriced_tokens_total", model=MODEL, reason="model")
 
 
 def test_ratelimit_gauges_follow_the_latest_headers(reg, fake_anthropic):
@@ -182,26 +192,28 @@ def test_ratelimit_gauges_follow_the_latest_headers(reg, fake_anthropic):
     limits = {"requests": 1000, "tokens": 400000, "input_tokens": 300000, "output_tokens": 100000}
     remaining = {"requests": 999, "tokens": 350000, "input_tokens": 290000, "output_tokens": 60000}
     for resource, limit in limits.items():
-        assert val(reg, "claude_ratelimit_limit", resource=resource) == limit
-        assert val(reg, "claude_ratelimit_remaining", resource=resource) == remaining[resource]
+        assert val(reg, "claude_ratelimit_limit", model=MODEL, resource=resource) == limit
+        assert val(reg, "claude_ratelimit_remaining", model=MODEL, resource=resource) == remaining[resource]
         expected = datetime.fromisoformat(resets[resource].replace("Z", "+00:00")).timestamp()
-        assert val(reg, "claude_ratelimit_reset_timestamp_seconds", resource=resource) == expected
+        assert (
+            val(reg, "claude_ratelimit_reset_timestamp_seconds", model=MODEL, resource=resource) == expected
+        )
     assert (
-        val(reg, "claude_ratelimit_reset_timestamp_seconds", resource="requests")
+        val(reg, "claude_ratelimit_reset_timestamp_seconds", model=MODEL, resource="requests")
         == datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp()
     )
 
     client.messages.create(**kw())
-    assert val(reg, "claude_ratelimit_remaining", resource="requests") == 998
+    assert val(reg, "claude_ratelimit_remaining", model=MODEL, resource="requests") == 998
     assert (
-        val(reg, "claude_ratelimit_reset_timestamp_seconds", resource="requests")
+        val(reg, "claude_ratelimit_reset_timestamp_seconds", model=MODEL, resource="requests")
         == datetime(2030, 1, 1, 0, 0, 5, tzinfo=timezone.utc).timestamp()
     )
-    assert val(reg, "claude_ratelimit_remaining", resource="tokens") == 350000
+    assert val(reg, "claude_ratelimit_remaining", model=MODEL, resource="tokens") == 350000
 
     client.messages.create(**kw())
-    assert val(reg, "claude_ratelimit_remaining", resource="requests") == 998
-    assert val(reg, "claude_ratelimit_limit", resource="output_tokens") == 100000
+    assert val(reg, "claude_ratelimit_remaining", model=MODEL, resource="requests") == 998
+    assert val(reg, "claude_ratelimit_limit", model=MODEL, resource="output_tokens") == 100000
 
 
 def test_ratelimit_values_survive_a_later_response_without_headers(reg, fake_anthropic):
@@ -211,8 +223,8 @@ def test_ratelimit_values_survive_a_later_response_without_headers(reg, fake_ant
     client = fake_anthropic.client(max_retries=0)
     client.messages.create(**kw())
     client.messages.create(**kw())
-    assert reg.get_sample_value("claude_ratelimit_limit", {"resource": "requests"}) == 50
-    assert reg.get_sample_value("claude_ratelimit_remaining", {"resource": "requests"}) == 7
+    assert reg.get_sample_value("claude_ratelimit_limit", {"model": MODEL, "resource": "requests"}) == 50
+    assert reg.get_sample_value("claude_ratelimit_remaining", {"model": MODEL, "resource": "requests"}) == 7
 
 
 def test_ratelimit_gauges_absent_before_any_header(reg, fake_anthropic):

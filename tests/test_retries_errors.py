@@ -20,15 +20,15 @@ from conftest import (
 
 
 def retries(reg, reason: str) -> float:
-    return val(reg, "claude_retries_total", agent="default", model=MODEL, reason=reason)
+    return val(reg, "claude_retries_total", agent="default", model=MODEL, reason=reason, error_code="none")
 
 
 def errors(reg, error_type: str, agent: str = "default") -> float:
-    return val(reg, "claude_errors_total", agent=agent, model=MODEL, error_type=error_type)
+    return val(reg, "claude_errors_total", agent=agent, model=MODEL, error_type=error_type, error_code="none")
 
 
 def rate_limited(reg) -> float:
-    return val(reg, "claude_rate_limited_total", agent="default", model=MODEL)
+    return val(reg, "claude_rate_limited_total", agent="default", model=MODEL, error_code="none")
 
 
 def test_429_twice_then_success(reg, fake_anthropic):
@@ -151,9 +151,12 @@ def test_error_code_subclass_is_the_label(reg, fake_anthropic):
         fake_anthropic.client(max_retries=0).messages.create(**kw())
     name = type(info.value).__name__
     assert name == "EnforcedSpendLimitReachedError"
-    assert errors(reg, name) == 1
+    code = {"error_code": "enforced_spend_limit_reached"}
+    assert val(reg, "claude_errors_total", agent="default", model=MODEL, error_type=name, **code) == 1
+    assert errors(reg, name) == 0  # error_code="none": the code is not dropped
     assert errors(reg, "RateLimitError") == 0
-    assert rate_limited(reg) == 1
+    assert val(reg, "claude_rate_limited_total", agent="default", model=MODEL, **code) == 1
+    assert rate_limited(reg) == 0
 
 
 class Capture(anthropic.Middleware):
@@ -239,5 +242,5 @@ def test_retry_of_a_stream_request_with_ratelimit_headers_on_the_429(reg, fake_a
     assert rate_limited(reg) == 1
     assert retries(reg, "429") == 1
     # The 429 carried the headers, the 200 none: the last known values are the 429's.
-    assert reg.get_sample_value("claude_ratelimit_remaining", {"resource": "tokens"}) == 0
-    assert reg.get_sample_value("claude_ratelimit_limit", {"resource": "tokens"}) == 1000
+    assert reg.get_sample_value("claude_ratelimit_remaining", {"model": MODEL, "resource": "tokens"}) == 0
+    assert reg.get_sample_value("claude_ratelimit_limit", {"model": MODEL, "resource": "tokens"}) == 1000

@@ -259,7 +259,17 @@ def test_mid_stream_error_event_is_an_error_and_reraised(reg, fake_anthropic):
     assert info.value.type == "overloaded_error"
     assert seen == ["message_start", "content_block_start"]  # the ping is not surfaced
     assert requests(reg) == (0, 1)
-    assert val(reg, "claude_errors_total", agent="default", model=MODEL, error_type="APIStatusError") == 1
+    assert (
+        val(
+            reg,
+            "claude_errors_total",
+            agent="default",
+            model=MODEL,
+            error_type="APIStatusError",
+            error_code="none",
+        )
+        == 1
+    )
     assert duration(reg)[0] == 1
     assert tokens(reg)["input"] == 6
     assert executions(reg) == (0, 1)
@@ -280,7 +290,17 @@ def test_mid_stream_error_through_messages_stream(reg, fake_anthropic):
         stream.get_final_message()
     assert type(info.value) is anthropic.APIStatusError
     assert requests(reg) == (0, 1)
-    assert val(reg, "claude_errors_total", agent="default", model=MODEL, error_type="APIStatusError") == 1
+    assert (
+        val(
+            reg,
+            "claude_errors_total",
+            agent="default",
+            model=MODEL,
+            error_type="APIStatusError",
+            error_code="none",
+        )
+        == 1
+    )
 
 
 def test_mid_stream_error_exception_is_the_sdk_object(reg, fake_anthropic):
@@ -345,8 +365,28 @@ def test_status_error_before_the_stream_starts(reg, fake_anthropic):
     with pytest.raises(anthropic.OverloadedError):
         client.messages.create(**kw(), stream=True)
     assert requests(reg) == (0, 2)
-    assert val(reg, "claude_errors_total", agent="default", model=MODEL, error_type="BadRequestError") == 1
-    assert val(reg, "claude_errors_total", agent="default", model=MODEL, error_type="OverloadedError") == 1
+    assert (
+        val(
+            reg,
+            "claude_errors_total",
+            agent="default",
+            model=MODEL,
+            error_type="BadRequestError",
+            error_code="none",
+        )
+        == 1
+    )
+    assert (
+        val(
+            reg,
+            "claude_errors_total",
+            agent="default",
+            model=MODEL,
+            error_type="OverloadedError",
+            error_code="none",
+        )
+        == 1
+    )
     assert duration(reg)[0] == 2
     assert ttft(reg) == (0, 0)
     assert val(reg, "claude_requests_in_flight", agent="default") == 0

@@ -81,7 +81,17 @@ def test_starts_at_the_end_and_reads_what_is_appended(reg, rec, log):
     assert requests(reg, "error") == 1
     assert val(reg, "claude_tokens_total", agent="default", model="unknown", type="input") == 7
     assert val(reg, "claude_tokens_total", agent="default", model="unknown", type="output") == 3
-    assert val(reg, "claude_errors_total", agent="default", model="unknown", error_type="RateLimitError") == 1
+    assert (
+        val(
+            reg,
+            "claude_errors_total",
+            agent="default",
+            model="unknown",
+            error_type="RateLimitError",
+            error_code="none",
+        )
+        == 1
+    )
     assert val(reg, "claude_request_duration_seconds_sum", agent="default", model="unknown") == 1.02
     assert follower.poll_once() == 0  # nothing new, nothing counted twice
     assert counts(reg) == (2, 0)

@@ -255,7 +255,7 @@ def test_client_created_before_instrument_is_measured(fake_anthropic):
         asyncio.run(async_client.messages.create(**kw()))
         assert requests(registry) == (2, 0)
         # The per-attempt middleware reached the old client too.
-        labels = {"agent": "default", "model": MODEL, "reason": "429"}
+        labels = {"agent": "default", "model": MODEL, "reason": "429", "error_code": "none"}
         assert registry.get_sample_value("claude_retries_total", labels) == 1
     finally:
         ce.uninstrument()
@@ -340,7 +340,9 @@ def test_user_middleware_still_sees_every_attempt(reg, fake_anthropic):
     fake_anthropic.script(Reply(status=529, retry_after=0.01), Reply())
     fake_anthropic.client(max_retries=1, middleware=[Spy()]).messages.create(**kw())
     assert seen == [529, 200]
-    assert val(reg, "claude_retries_total", agent="default", model=MODEL, reason="529") == 1
+    assert (
+        val(reg, "claude_retries_total", agent="default", model=MODEL, reason="529", error_code="none") == 1
+    )
 
 
 def _deprecation_filenames(client) -> list[str]:

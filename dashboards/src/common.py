@@ -22,6 +22,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import heatmap as heatmap_models
 from grafana_foundation_sdk.models import prometheus as pm
+from claude_exporter.families import FAMILIES
 
 TAG = "claude-exporter"
 DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -46,9 +47,9 @@ FAMILY_LABELS: dict[str, frozenset[str]] = {
     "claude_code_blocks_executed_total": AM,
     "claude_retries_total": AM,
     "claude_rate_limited_total": AM,
-    "claude_ratelimit_limit": NONE,
-    "claude_ratelimit_remaining": NONE,
-    "claude_ratelimit_reset_timestamp_seconds": NONE,
+    "claude_ratelimit_limit": MODEL,
+    "claude_ratelimit_remaining": MODEL,
+    "claude_ratelimit_reset_timestamp_seconds": MODEL,
     "claude_requests_in_flight": AGENT,
     "claude_executions_total": AGENT,
     "claude_execution_duration_seconds": AGENT,
@@ -60,6 +61,8 @@ FAMILY_LABELS: dict[str, frozenset[str]] = {
     "claude_exporter_label_overflow_total": NONE,
     "claude_exporter_unpriced_tokens_total": MODEL,
     "claude_exporter_internal_errors_total": NONE,
+    # declared in claude_exporter.families: the dashboard filters are the labels it carries
+    **{f.name: frozenset(f.labels) & (AM | AGENT | MODEL) for f in FAMILIES},
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

@@ -13,18 +13,28 @@ from claude_exporter.config import Config, config_from_env, default_config, load
 from claude_exporter.exposition.eventlog import event_log_listener
 from claude_exporter.exposition.health import health_listener
 from claude_exporter.instrumentation.extract import Usage
-from claude_exporter.recording.pricing import ModelPrice, cost_of, load_price_table, split_cache_writes
+from claude_exporter.recording.pricing import (
+    Iteration,
+    ModelPrice,
+    PriceTable,
+    estimate,
+    fallback_redeemed,
+    load_price_table,
+    split_cache_writes,
+)
 from claude_exporter.recording.recorder import Recorder, RecorderOptions
 
-__all__ = ["Settings", "as_config", "resolve_settings", "usage_cost"]
+__all__ = ["Settings", "as_config", "cost_function", "resolve_settings"]
+
+CostResult = tuple[float, int, "str | None"]
 
 
 @dataclass(frozen=True)
 class Settings:
     config: Config
     recorder: RecorderOptions
-    price_lookup: Callable[[str], ModelPrice | None]
-    cost: Callable[[Any, Usage], float]
+    price_lookup: Callable[[str, str], tuple[ModelPrice | None, str | None]]
+    cost: Callable[[Any, Usage, tuple[Iteration, ...]], CostResult]
     listeners: tuple[Callable[[Recorder], None], ...] = field(default=())
 
     def attach(self, rec: Recorder) -> None:
@@ -32,12 +42,30 @@ class Settings:
             add(rec)
 
 
-def usage_cost(price: ModelPrice, usage: Usage) -> float:
-    cache_5m, cache_1h = split_cache_writes(usage.cache_creation, usage.cache_5m, usage.cache_1h)
-    cost = cost_of(
-        price, usage.input, usage.output, cache_5m, cache_1h, usage.cache_read, usage.service_tier == "batch"
-    )
-    return 0.0 if cost is None else cost
+def cost_function(table: PriceTable) -> Callable[[ModelPrice, Usage, tuple[Iteration, ...]], CostResult]:
+    """The per-request estimate bound to ``table`` (iterations on other models are priced from it)."""
+    lookup = table.lookup
+
+    def usage_cost(price: ModelPrice, usage: Usage, iterations: tuple[Iteration, ...] = ()) -> CostResult:
+        cache_5m, cache_1h = split_cache_writes(usage.cache_creation, usage.cache_5m, usage.cache_1h)
+        return estimate(
+            price,
+            lookup,
+            usage.input,
+            usage.output,
+            cache_5m,
+            cache_1h,
+            usage.cache_read,
+            usage.service_tier,
+            usage.speed,
+            usage.geo,
+            usage.web_search,
+            usage.web_fetch,
+            iterations,
+            usage.fallback is not None and fallback_redeemed(usage.fallback),
+        )
+
+    return usage_cost
 
 
 def as_config(config: Any) -> Config:
@@ -68,4 +96,4 @@ def resolve_settings(config: Any, listeners: tuple[Callable[[Recorder], None], .
         default_code_tools=cfg.defaults.code_tools,
     )
     defaults = (event_log_listener(cfg), health_listener(cfg))
-    return Settings(cfg, options, prices.lookup, usage_cost, (*defaults, *listeners))
+    return Settings(cfg, options, prices.lookup_on, cost_function(prices), (*defaults, *listeners))

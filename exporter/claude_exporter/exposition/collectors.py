@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
+
+from claude_exporter.families import FAMILIES
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -60,6 +62,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "claude_exporter_unpriced_tokens_total",
     "claude_exporter_internal_errors_total",
     "claude_exporter_events_total",
+    *(family.name for family in FAMILIES),
 )
 
 
@@ -81,8 +84,8 @@ class Metrics:
         )
         self.unpriced_tokens = Counter(
             "claude_exporter_unpriced_tokens",
-            "Tokens of models missing from the pricing table.",
-            ("model",),
+            "Tokens the pricing table cannot price, by model and reason (model, platform, speed, geo).",
+            ("model", "reason"),
             registry=r,
         )
         self.internal_errors = Counter(

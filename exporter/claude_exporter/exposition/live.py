@@ -25,13 +25,16 @@ class RateLimits:
 
     def __init__(self, rec: Recorder) -> None:
         self._rec = rec
-        self.values: dict[tuple[str, str], float] = {}
+        # (model, resource, field) -> value: the headers describe the limit of the model (class) the
+        # request used, so two models never overwrite each other's headroom. The model label is the
+        # request's, already capped.
+        self.values: dict[tuple[str, str, str], float] = {}
 
     def refresh(self) -> None:
         pending = self._rec.recent_headers
         while pending:
             try:
-                headers = pending.popleft()
+                model, headers = pending.popleft()
             except IndexError:  # another scrape drained it first
                 return
             for resource in RESOURCES:
@@ -41,16 +44,15 @@ class RateLimits:
                     if raw is None:
                         continue  # a response without the header keeps the last known value
                     try:
-                        self.values[(resource, field)] = _parse(field, raw)
+                        self.values[(model, resource, field)] = _parse(field, raw)
                     except ValueError:
                         self._rec.fault("ratelimit_header")
 
     def samples(self, field: str) -> Samples:
         self.refresh()
-        for resource in RESOURCES:
-            value = self.values.get((resource, field))
-            if value is not None:
-                yield (resource,), value
+        for (model, resource, kind), value in sorted(self.values.items()):
+            if kind == field:
+                yield (model, resource), value
 
 
 def _parse(field: str, raw: str) -> float:
@@ -79,20 +81,20 @@ def scrape_collector(rec: Recorder) -> ScrapeCollector:
             ),
             (
                 "claude_ratelimit_limit",
-                "From the anthropic-ratelimit-*-limit headers.",
-                ("resource",),
+                "From the anthropic-ratelimit-*-limit headers of the last response for the model (class).",
+                ("model", "resource"),
                 lambda: limits.samples("limit"),
             ),
             (
                 "claude_ratelimit_remaining",
-                "From the anthropic-ratelimit-*-remaining headers.",
-                ("resource",),
+                "From the anthropic-ratelimit-*-remaining headers of the last response for the model.",
+                ("model", "resource"),
                 lambda: limits.samples("remaining"),
             ),
             (
                 "claude_ratelimit_reset_timestamp_seconds",
-                "From the anthropic-ratelimit-*-reset headers, as a Unix timestamp.",
-                ("resource",),
+                "From the anthropic-ratelimit-*-reset headers for the model (class), as a Unix timestamp.",
+                ("model", "resource"),
                 lambda: limits.samples("reset"),
             ),
             (

@@ -14,6 +14,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from claude_exporter.families import CACHE_MISSED_TOKENS, CACHE_MISSES, REFUSALS
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.series import TOKEN_TYPES
 
@@ -77,7 +78,9 @@ class StoreCollector(Collector):
             "claude_cost_usd", "Estimated cost from the pricing table, in USD.", labels=AM
         )
         c_errors = CounterMetricFamily(
-            "claude_errors", "Failed requests by SDK exception class name.", labels=(*AM, "error_type")
+            "claude_errors",
+            "Failed requests by SDK exception class name and the API's error_code (none when absent).",
+            labels=(*AM, "error_type", "error_code"),
         )
         c_stops = CounterMetricFamily(
             "claude_stop_reasons", "Finished requests by stop reason.", labels=(*AM, "stop_reason")
@@ -89,10 +92,15 @@ class StoreCollector(Collector):
         )
         c_retries = CounterMetricFamily(
             "claude_retries",
-            "Retried attempts by the status or failure that caused them.",
-            labels=(*AM, "reason"),
+            "Retried attempts by the status or failure that caused them, and its error_code.",
+            labels=(*AM, "reason", "error_code"),
         )
-        c_limited = CounterMetricFamily("claude_rate_limited", "429 responses, every attempt.", labels=AM)
+        c_limited = CounterMetricFamily(
+            "claude_rate_limited", "429 responses, every attempt, by error_code.", labels=(*AM, "error_code")
+        )
+        c_misses = CACHE_MISSES.counter()
+        c_missed = CACHE_MISSED_TOKENS.counter()
+        c_refusals = REFUSALS.counter()
         for agent, model, duration_bounds, ttft_bounds, snap in requests:
             key = (agent, model)
             if agent == model == "__overflow__" and not any(snap["outcomes"]):
@@ -104,15 +112,26 @@ class StoreCollector(Collector):
                 for kind, count in zip(TOKEN_TYPES, snap["tokens"], strict=True):
                     c_tokens.add_metric((*key, kind), count)
                 c_cost.add_metric(key, snap["cost"])
-                c_limited.add_metric(key, snap["rate_limited"])
             if any(snap["ttft"][0]):
                 h_ttft.add_metric(key, *_buckets(ttft_bounds, snap["ttft"]))
             for reason, count in snap["stops"].items():
                 c_stops.add_metric((*key, reason), count)
-            for name, count in snap["errors"].items():
-                c_errors.add_metric((*key, name), count)
-            for reason, count in snap["retries"].items():
-                c_retries.add_metric((*key, reason), count)
+            for (name, code), count in snap["errors"].items():
+                c_errors.add_metric((*key, name, code), count)
+            for (reason, code), count in snap["retries"].items():
+                c_retries.add_metric((*key, reason, code), count)
+            limited = snap["rate_limited"]
+            if not (agent == model == "__overflow__" and not any(snap["outcomes"])):
+                # A zero series per (agent, model), as before the error_code label: rate() sees a 0.
+                c_limited.add_metric((*key, "none"), limited.get("none", 0))
+            for code, count in limited.items():
+                if code != "none":
+                    c_limited.add_metric((*key, code), count)
+            for reason, (count, missed) in snap["misses"].items():
+                c_misses.add_metric((*key, reason), count)
+                c_missed.add_metric((*key, reason), missed)
+            for category, count in snap["refusals"].items():
+                c_refusals.add_metric((*key, category), count)
             for (tool, outcome), count in snap["code"].items():
                 c_code.add_metric((*key, tool, outcome), count)
 
@@ -136,5 +155,5 @@ class StoreCollector(Collector):
             h_turns.add_metric(key, *_buckets(request_bounds, snap["requests"]))
         return [
             c_requests, h_duration, h_ttft, c_tokens, c_cost, c_errors, c_stops, c_code, c_retries, c_limited,
-            c_execs, h_exec, h_tokens, h_turns,
+            c_misses, c_missed, c_refusals, c_execs, h_exec, h_tokens, h_turns,
         ]  # fmt: skip

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from claude_exporter.instrumentation.extract import Usage
+from claude_exporter.instrumentation.extract import NO_CODE, Usage
 from claude_exporter.recording.recorder import Recorder
 
 __all__ = ["MAX_BODY", "Event", "apply_events", "events_route", "parse_body", "parse_event"]
@@ -136,7 +136,8 @@ def apply_events(rec: Recorder, events: Iterable[Event]) -> int:
         usage = Usage()
         usage.input, usage.output, usage.cache_creation, usage.cache_read = event.usage
         tokens, cost = rec.tokens_and_cost(labels, usage)
-        labels.finish(event.ok, event.seconds, tokens, cost, event.stop_reason, event.error_type, ())
+        error = None if event.error_type is None else (event.error_type, NO_CODE)
+        labels.finish(event.ok, event.seconds, tokens, cost, event.stop_reason, error, ())
         rec.exec_labels(agent, event.task).record(
             event.ok, event.seconds, usage.all_input, usage.output, event.requests
         )

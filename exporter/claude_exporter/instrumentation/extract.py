@@ -6,21 +6,82 @@ Vertex objects (and content block types newer than this code) all pass through.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from anthropic import AnthropicError, APITimeoutError
 
 __all__ = [
+    "CACHE_MISS_REASONS",
     "CODE_RESULT_TOOLS",
+    "ERROR_CODES",
+    "NO_CODE",
+    "OTHER",
+    "REFUSAL_CATEGORIES",
     "Usage",
     "client_code_blocks",
     "code_block_outcome",
     "code_blocks",
+    "error_code",
+    "error_code_of_body",
     "error_message",
     "error_type",
+    "message_facts",
+    "platform_of",
     "retry_reason",
 ]
+
+OTHER = "__other__"  # a value the installed SDK does not name: one bounded bucket
+NO_CODE = "none"  # an error without an error_code (connection errors, old API answers)
+
+
+def _literal_args(tp: Any, field: str) -> list[str]:
+    """The string literals of ``field`` across the members of a (possibly Annotated) union of models."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _literal_args(typing.get_args(tp)[0], field)
+    if origin is typing.Union:
+        return [v for arg in typing.get_args(tp) for v in _literal_args(arg, field)]
+    info = getattr(tp, "model_fields", {}).get(field)
+    if info is None:
+        return []
+    annotation = info.annotation
+    if typing.get_origin(annotation) is typing.Union:  # Optional[Literal[...]]
+        return [v for arg in typing.get_args(annotation) for v in typing.get_args(arg) if isinstance(v, str)]
+    return [v for v in typing.get_args(annotation) if isinstance(v, str)]
+
+
+def _sdk_values(module: str, name: str, field: str) -> frozenset[str]:
+    """What the installed SDK names (read once, at import); empty on an SDK without that type."""
+    try:
+        tp = getattr(__import__(module, fromlist=[name]), name)
+        return frozenset(_literal_args(tp, field))
+    except Exception:  # an older SDK: every value is then OTHER, still bounded
+        return frozenset()
+
+
+#: The API's error codes the installed SDK knows (``error.details.error_code``): the error_code label's
+#: values, with ``none`` and ``__other__``.
+ERROR_CODES = _sdk_values("anthropic.types.shared.error_details", "ErrorDetails", "error_code")
+#: ``Message.diagnostics.cache_miss_reason.type`` values (model_changed, system_changed, ...).
+CACHE_MISS_REASONS = _sdk_values("anthropic.types.cache_miss_reason", "CacheMissReason", "type")
+#: ``stop_details.category`` of a refusal (cyber, bio, ...); ``none`` when the API names none.
+REFUSAL_CATEGORIES = _sdk_values("anthropic.types.refusal_stop_details", "RefusalStopDetails", "category")
+
+# Client class (any in its MRO) -> the platform that bills its requests.
+_PLATFORMS = {
+    "AnthropicBedrock": "bedrock",
+    "AsyncAnthropicBedrock": "bedrock",
+    "AnthropicVertex": "vertex",
+    "AsyncAnthropicVertex": "vertex",
+    "AnthropicGoogleCloud": "vertex",
+    "AsyncAnthropicGoogleCloud": "vertex",
+    "AnthropicFoundry": "foundry",
+    "AsyncAnthropicFoundry": "foundry",
+    "AnthropicAWS": "aws",
+    "AsyncAnthropicAWS": "aws",
+}
 
 # Result block type -> the server tool that produced it (the tool label).
 CODE_RESULT_TOOLS: dict[str, str] = {
@@ -36,6 +97,11 @@ _USAGE_FIELDS = (
     "cache_read_input_tokens",
     "cache_creation",
     "service_tier",
+    "speed",
+    "inference_geo",
+    "server_tool_use",
+    "iterations",
+    "fallback_credit",
 )
 # Which optional fields each usage class has, decided once per class: pydantic answers a missing
 # attribute slowly (about 1.6 us), and message_delta usage lacks two of them.
@@ -54,7 +120,24 @@ def _fields_of(cls: type, usage: Any) -> frozenset[str]:
 class Usage:
     """Token counts of one request; stream events overwrite fields as they arrive."""
 
-    __slots__ = ("cache_1h", "cache_5m", "cache_creation", "cache_read", "input", "output", "service_tier")
+    __slots__ = (
+        "cache_1h",
+        "cache_5m",
+        "cache_creation",
+        "cache_miss",
+        "cache_missed",
+        "cache_read",
+        "fallback",
+        "geo",
+        "input",
+        "iterations",
+        "output",
+        "refusal",
+        "service_tier",
+        "speed",
+        "web_fetch",
+        "web_search",
+    )
 
     def __init__(self) -> None:
         self.input = 0
@@ -64,6 +147,16 @@ class Usage:
         self.cache_5m: int | None = None
         self.cache_1h: int | None = None
         self.service_tier: str | None = None
+        self.speed: str | None = None
+        self.geo: str | None = None
+        self.web_search = 0
+        self.web_fetch = 0
+        self.iterations: Any = None  # usage.iterations as the SDK gave it; parsed only to price it
+        self.fallback: Any = None  # usage.fallback_credit
+        # From the message rather than its usage (kept here: one object per response).
+        self.cache_miss: str | None = None  # diagnostics.cache_miss_reason.type, bounded
+        self.cache_missed = 0  # its cache_missed_input_tokens
+        self.refusal: str | None = None  # stop_details.category of a refusal, bounded
 
     def update(self, usage: Any) -> None:
         """Overwrite with every count ``usage`` carries (message_delta usage is cumulative)."""
@@ -86,6 +179,17 @@ class Usage:
             self.cache_1h = getattr(split, "ephemeral_1h_input_tokens", None)
         if "service_tier" in has and (tier := usage.service_tier) is not None:
             self.service_tier = tier
+        if "speed" in has and (speed := usage.speed) is not None:
+            self.speed = speed
+        if "inference_geo" in has and (geo := usage.inference_geo) is not None:
+            self.geo = geo
+        if "server_tool_use" in has and (tools := usage.server_tool_use) is not None:
+            self.web_search = getattr(tools, "web_search_requests", 0) or 0
+            self.web_fetch = getattr(tools, "web_fetch_requests", 0) or 0
+        if "iterations" in has and (iterations := usage.iterations) is not None:
+            self.iterations = iterations
+        if "fallback_credit" in has and (credit := usage.fallback_credit) is not None:
+            self.fallback = credit
 
     @property
     def all_input(self) -> int:
@@ -149,6 +253,63 @@ def _get(obj: Any, key: str) -> Any:
 def _content(message: Any) -> list[Any]:
     content = _get(message, "content")
     return content if isinstance(content, list) else []
+
+
+def message_facts(message: Any, usage: Usage) -> None:
+    """Copy what a message says beside its usage (cache diagnostics, refusal category) into ``usage``."""
+    diagnostics = getattr(message, "diagnostics", None)
+    if diagnostics is not None:
+        cache_miss(getattr(diagnostics, "cache_miss_reason", None), usage)
+    if getattr(message, "stop_reason", None) == "refusal":
+        refusal(getattr(message, "stop_details", None), usage)
+
+
+def cache_miss(reason: Any, usage: Usage) -> None:
+    """``diagnostics.cache_miss_reason`` (``None`` while the diagnosis is pending: nothing to record)."""
+    if reason is None:
+        return
+    kind = getattr(reason, "type", None)
+    usage.cache_miss = kind if kind in CACHE_MISS_REASONS else OTHER
+    missed = getattr(reason, "cache_missed_input_tokens", None)
+    usage.cache_missed = missed if isinstance(missed, int) and missed > 0 else 0
+
+
+def refusal(details: Any, usage: Usage) -> None:
+    """The refusal category of ``stop_details`` (``none`` when the API names no category)."""
+    category = getattr(details, "category", None) if details is not None else None
+    if category is None:
+        usage.refusal = NO_CODE
+    else:
+        usage.refusal = category if category in REFUSAL_CATEGORIES else OTHER
+
+
+def platform_of(client: Any) -> str:
+    """The platform that bills ``client``'s requests: anthropic, aws, foundry, bedrock or vertex."""
+    for cls in type(client).__mro__:
+        found = _PLATFORMS.get(cls.__name__)
+        if found is not None:
+            return found
+    return "anthropic"
+
+
+def error_code(exc: BaseException) -> str:
+    """The error_code label: the API's ``error.details.error_code`` when the SDK knows it, ``__other__``
+    for one it does not, ``none`` when there is none."""
+    code = getattr(exc, "error_code", None)
+    if not isinstance(code, str) or not code:
+        return NO_CODE
+    return code if code in ERROR_CODES else OTHER
+
+
+def error_code_of_body(body: Any) -> str:
+    """:func:`error_code` from a JSON error body (a per-attempt response the SDK does not parse)."""
+    try:
+        code = body["error"]["details"]["error_code"]
+    except (KeyError, TypeError, IndexError):
+        return NO_CODE
+    if not isinstance(code, str) or not code:
+        return NO_CODE
+    return code if code in ERROR_CODES else OTHER
 
 
 def error_type(exc: BaseException) -> str:

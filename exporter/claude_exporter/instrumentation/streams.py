@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from claude_exporter.instrumentation.extract import Usage, code_block_outcome
+from claude_exporter.instrumentation.extract import Usage, cache_miss, code_block_outcome, refusal
 from claude_exporter.recording.call import Call
 
 __all__ = ["WATCH_ATTR", "StreamWatch", "watch_stream"]
@@ -44,11 +44,18 @@ class StreamWatch:
                 call.labels.series.add_ttft(time.perf_counter() - call.start)
         elif kind == "message_delta":
             self.usage.update(event.usage)
-            reason = event.delta.stop_reason
+            delta = event.delta
+            reason = delta.stop_reason
             if reason is not None:
                 self.stop_reason = reason
+                if reason == "refusal":
+                    refusal(getattr(delta, "stop_details", None), self.usage)
         elif kind == "message_start":
-            self.usage.update(event.message.usage)
+            message = event.message
+            self.usage.update(message.usage)
+            diagnostics = getattr(message, "diagnostics", None)
+            if diagnostics is not None:
+                cache_miss(getattr(diagnostics, "cache_miss_reason", None), self.usage)
         elif kind == "content_block_start":
             found = code_block_outcome(event.content_block)
             if found is not None:

@@ -12,7 +12,7 @@ from anthropic import AsyncStream, Stream
 from anthropic._constants import RAW_RESPONSE_HEADER
 from anthropic._response import AsyncAPIResponse, BaseAPIResponse
 
-from claude_exporter.instrumentation.extract import Usage, client_code_blocks
+from claude_exporter.instrumentation.extract import Usage, client_code_blocks, platform_of
 from claude_exporter.instrumentation.middleware import MIDDLEWARE, attach, track
 from claude_exporter.instrumentation.streams import WATCH_ATTR, watch_stream
 from claude_exporter.recording.call import Call
@@ -30,9 +30,11 @@ __all__ = [
 ]
 
 PENDING_ATTR = "_claude_exporter_pending"
+_PLATFORM_CACHE: dict[type, str] = {}  # client class -> platform: decided once per class
 
 
 def _begin(rec: Recorder, resource: Any, model: Any, messages: Any = None) -> Call | None:
+    client: Any = None
     try:
         client = resource._client
         if MIDDLEWARE not in client._middleware:
@@ -47,7 +49,10 @@ def _begin(rec: Recorder, resource: Any, model: Any, messages: Any = None) -> Ca
             agent = ex.agent
             if ex.labels is None:  # opened before instrument(): the request stands alone
                 ex = None
-        labels = rec.request_labels(agent, model if isinstance(model, str) else "unknown")
+        platform = _PLATFORM_CACHE.get(type(client))
+        if platform is None:
+            platform = _PLATFORM_CACHE[type(client)] = platform_of(client)
+        labels = rec.request_labels(agent, model if isinstance(model, str) else "unknown", platform)
         call = Call(rec, labels, ex)
         if labels.code_tools and messages is not None:
             call.client_blocks = list(client_code_blocks(messages, labels.code_tools))

@@ -6,7 +6,14 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from claude_exporter.instrumentation.extract import Usage, code_blocks, error_message, error_type
+from claude_exporter.instrumentation.extract import (
+    Usage,
+    code_blocks,
+    error_code,
+    error_message,
+    error_type,
+    message_facts,
+)
 from claude_exporter.recording.recorder import ExecutionRecord
 
 if TYPE_CHECKING:
@@ -22,13 +29,14 @@ _NO_USAGE = Usage()
 class Call:
     """A request in progress; the middleware adds its attempts, the wrappers finish it."""
 
-    __slots__ = ("client_blocks", "done", "execution", "labels", "last_reason", "rec", "start")
+    __slots__ = ("client_blocks", "done", "execution", "labels", "last_code", "last_reason", "rec", "start")
 
     def __init__(self, rec: Recorder, labels: RequestLabels, execution: Execution | None) -> None:
         self.rec = rec
         self.labels = labels
         self.execution = execution
         self.last_reason = "unknown"
+        self.last_code = "none"  # error_code of the last failed attempt
         self.done = False
         self.client_blocks: list[tuple[str, str]] | None = None  # results of client code tools sent in
         self.start = time.perf_counter()
@@ -36,11 +44,12 @@ class Call:
 
     def retried(self) -> None:
         """An attempt after the first began: count the retry under what caused it."""
-        self.labels.retry(self.last_reason)
+        self.labels.retry(self.last_reason, self.last_code)
 
     def succeed_message(self, message: Any) -> None:
         usage = Usage()
         usage.update(message.usage)
+        message_facts(message, usage)
         content = message.content
         # Most replies hold no code-execution result: skip the generator unless a block could be one.
         blocks = code_blocks(content) if len(content) > 1 else ()
@@ -56,7 +65,10 @@ class Call:
             found = list(blocks)
             if self.client_blocks:
                 found.extend(self.client_blocks)
-            self.labels.finish(True, seconds, tokens, cost, stop_reason, None, found)
+            labels = self.labels
+            labels.finish(True, seconds, tokens, cost, stop_reason, None, found)
+            if usage.cache_miss is not None or usage.refusal is not None:
+                labels.response_facts(usage.cache_miss, usage.cache_missed, usage.refusal)
             self._close(None, seconds, usage, cost, len(found), stop_reason)
         finally:  # even after a fault: a request left "in flight" would look like a hung agent
             self.rec.running_calls.pop(id(self), None)
@@ -73,7 +85,7 @@ class Call:
             found = list(blocks)
             if self.client_blocks:
                 found.extend(self.client_blocks)
-            self.labels.finish(False, seconds, tokens, cost, None, error_type(exc), found)
+            self.labels.finish(False, seconds, tokens, cost, None, (error_type(exc), error_code(exc)), found)
             self._close(exc, seconds, usage or _NO_USAGE, cost, len(found), None)
         finally:
             self.rec.running_calls.pop(id(self), None)

@@ -24,6 +24,9 @@ FAMILY_NAMES = {
     "errors": "claude_errors_total",
     "retries": "claude_retries_total",
     "code_blocks": "claude_code_blocks_executed_total",
+    "rate_limited": "claude_rate_limited_total",
+    "cache_misses": "claude_cache_misses_total",
+    "refusals": "claude_refusals_total",
     "executions": "claude_executions_total",
 }
 
@@ -103,30 +106,60 @@ class RequestLabels:
         tokens: tuple[int, int, int, int] | None,
         cost: float,
         stop_reason: str | None,
-        error_type: str | None,
+        error: tuple[str, str] | None,
         blocks: Sequence[tuple[str, str]],
     ) -> None:
         series = self.series
         if (
             (stop_reason is not None and stop_reason not in series.stops)
-            or (error_type is not None and error_type not in series.errors)
+            or (error is not None and error not in series.errors)
             or (blocks and any(key not in series.code for key in blocks))
         ):
-            stop_reason, error_type, blocks = self._admit_new(stop_reason, error_type, blocks)
-        series.finish(ok, seconds, tokens, cost, stop_reason, error_type, blocks)
+            stop_reason, error, blocks = self._admit_new(stop_reason, error, blocks)
+        series.finish(ok, seconds, tokens, cost, stop_reason, error, blocks)
 
-    def retry(self, reason: str) -> None:
+    def retry(self, reason: str, code: str) -> None:
         series = self.series
-        if reason not in series.retries:
-            reason = self._caps["reason"].fold(reason)
-            if reason not in series.retries and not self._budgets["retries"].take():
-                self._overflowed("retries").add_retry(reason)
+        key = (reason, code)
+        if key not in series.retries:
+            key = (self._caps["reason"].fold(reason), self._caps["error_code"].fold(code))
+            if key not in series.retries and not self._budgets["retries"].take():
+                self._overflowed("retries").add_retry(key)
                 return
-        series.add_retry(reason)
+        series.add_retry(key)
+
+    def rate_limited(self, code: str) -> None:
+        """A 429 attempt, by its error_code."""
+        series = self.series
+        if code not in series.rate_limited:
+            code = self._caps["error_code"].fold(code)
+            if code not in series.rate_limited and not self._budgets["rate_limited"].take():
+                self._overflowed("rate_limited").add_rate_limited(code)
+                return
+        series.add_rate_limited(code)
+
+    def response_facts(self, miss: str | None, missed_tokens: int, refusal: str | None) -> None:
+        """A cache miss the API diagnosed and the category of a refusal (bounded by the SDK's values)."""
+        series = self.series
+        if miss is not None:
+            if miss not in series.misses:
+                miss = self._caps["cache_miss_reason"].fold(miss)
+                if miss not in series.misses and not self._budgets["cache_misses"].take():
+                    self._overflowed("cache_misses").add_cache_miss(miss, missed_tokens)
+                    miss = None
+            if miss is not None:
+                series.add_cache_miss(miss, missed_tokens)
+        if refusal is not None:
+            if refusal not in series.refusals:
+                refusal = self._caps["category"].fold(refusal)
+                if refusal not in series.refusals and not self._budgets["refusals"].take():
+                    self._overflowed("refusals").add_refusal(refusal)
+                    return
+            series.add_refusal(refusal)
 
     def _admit_new(
-        self, stop_reason: str | None, error_type: str | None, blocks: Sequence[tuple[str, str]]
-    ) -> tuple[str | None, str | None, Sequence[tuple[str, str]]]:
+        self, stop_reason: str | None, error: tuple[str, str] | None, blocks: Sequence[tuple[str, str]]
+    ) -> tuple[str | None, tuple[str, str] | None, Sequence[tuple[str, str]]]:
         """Fold new values by their label caps; what the family budget refuses goes to the overflow series."""
         series = self.series
         if stop_reason is not None and stop_reason not in series.stops:
@@ -136,11 +169,11 @@ class RequestLabels:
                     True, 0.0, None, 0.0, stop_reason, None, (), count=False
                 )
                 stop_reason = None
-        if error_type is not None and error_type not in series.errors:
-            error_type = self._caps["error_type"].fold(error_type)
-            if error_type not in series.errors and not self._budgets["errors"].take():
-                self._overflowed("errors").finish(False, 0.0, None, 0.0, None, error_type, (), count=False)
-                error_type = None
+        if error is not None and error not in series.errors:
+            error = (self._caps["error_type"].fold(error[0]), self._caps["error_code"].fold(error[1]))
+            if error not in series.errors and not self._budgets["errors"].take():
+                self._overflowed("errors").finish(False, 0.0, None, 0.0, None, error, (), count=False)
+                error = None
         kept: list[tuple[str, str]] = []
         for tool, outcome in blocks:
             key = (tool, outcome)
@@ -152,7 +185,7 @@ class RequestLabels:
                     )
                     continue
             kept.append(key)
-        return stop_reason, error_type, kept
+        return stop_reason, error, kept
 
     def _overflowed(self, family: str) -> RequestSeries:
         self._on_overflow(FAMILY_NAMES[family])

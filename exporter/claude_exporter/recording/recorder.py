@@ -26,6 +26,7 @@ from claude_exporter.exposition.collectors import (
 )
 from claude_exporter.recording.cardinality import OVERFLOW, LabelCap
 from claude_exporter.recording.labels import FAMILY_NAMES, Budget, RequestLabels
+from claude_exporter.recording.pricing import iterations_of
 from claude_exporter.recording.series import ExecSeries, RequestSeries
 
 if TYPE_CHECKING:
@@ -37,8 +38,10 @@ __all__ = ["ExecutionRecord", "Recorder", "RecorderOptions"]
 
 log = logging.getLogger("claude_exporter")
 
-PriceLookup = Callable[[str], Any]
-CostFunction = Callable[[Any, "Usage"], float]
+# (model as requested, platform) -> (prices, None) or (None, why it is unpriced)
+PriceLookup = Callable[[str, str], tuple[Any, "str | None"]]
+# (prices, usage, parsed usage.iterations) -> (USD, unpriced tokens, why)
+CostFunction = Callable[[Any, "Usage", tuple[Any, ...]], tuple[float, int, "str | None"]]
 
 
 @dataclass(frozen=True)
@@ -104,13 +107,25 @@ class Recorder:
             "model": LabelCap("model", options.model_cap, self._count_overflow),
             **{
                 name: LabelCap(name, options.open_label_cap, self._count_overflow)
-                for name in ("stop_reason", "error_type", "reason", "tool")
+                for name in (
+                    "stop_reason",
+                    "error_type",
+                    "error_code",
+                    "reason",
+                    "tool",
+                    "cache_miss_reason",
+                    "category",
+                )
             },
         }
         self._budgets = {name: Budget(name, options.combination_cap) for name in FAMILY_NAMES}
         self._price_lookup = price_lookup
         self.cost = cost
-        self._requests: dict[tuple[str, str], RequestLabels] = {}
+        self._unpriced: dict[tuple[str, str], Callable[[float], None]] = {}
+        # Keyed (agent, model), or (agent, model, platform) off the first-party API.
+        self._requests: dict[tuple[str, ...], RequestLabels] = {}
+        # One series per (agent, model), shared by the platforms that use that model name.
+        self._series: dict[tuple[str, str], RequestSeries] = {}
         self.exec_series: dict[tuple[str, str], ExecSeries] = {}
         self._lock = threading.RLock()
         # Running work, keyed by id(); read at scrape time for the in-flight gauges.
@@ -128,8 +143,7 @@ class Recorder:
 
     @property
     def request_series(self) -> list[RequestSeries]:
-        # Labels are cached under their folded key only, so each series appears once.
-        return [labels.series for labels in list(self._requests.values())]
+        return list(self._series.values())
 
     @property
     def agents(self) -> set[str]:
@@ -137,8 +151,9 @@ class Recorder:
 
     # -- label resolution (once per pair) ---------------------------------------------------------------
 
-    def request_labels(self, agent: str, model: str) -> RequestLabels:
-        key = (agent, model)
+    def request_labels(self, agent: str, model: str, platform: str = "anthropic") -> RequestLabels:
+        """The labels of requests by ``agent`` to ``model`` through a ``platform`` client (its price list)."""
+        key: tuple[str, ...] = (agent, model) if platform == "anthropic" else (agent, model, platform)
         found = self._requests.get(key)
         if found is not None:
             return found
@@ -148,21 +163,29 @@ class Recorder:
                 return found
             fagent = self._caps["agent"].fold(agent)
             fmodel = self._caps["model"].fold(model)
-            found = self._requests.get((fagent, fmodel))
-            if found is None and not self._budgets["series"].take():
+            folded = (fagent, fmodel) if platform == "anthropic" else (fagent, fmodel, platform)
+            found = self._requests.get(folded)
+            if found is None and (fagent, fmodel) not in self._series and not self._budgets["series"].take():
                 self._count_overflow(FAMILY_NAMES["series"])
                 fagent = fmodel = OVERFLOW
-                found = self._requests.get((fagent, fmodel))
+                folded = (fagent, fmodel) if platform == "anthropic" else (fagent, fmodel, platform)
+                found = self._requests.get(folded)
             if found is None:
-                found = self._new_request_labels(fagent, fmodel, model)
+                found = self._new_request_labels(fagent, fmodel, model, platform)
             # A folded pair is cached under its folded key only, so each folded request counts.
             return found
 
-    def _new_request_labels(self, agent: str, model: str, raw_model: str) -> RequestLabels:
-        price = self._price_lookup(raw_model)
-        # Only a model missing from the table gets an unpriced-tokens series.
-        unpriced = None if price is not None else self.metrics.unpriced_tokens.labels(model).inc
-        series = RequestSeries(agent, model, self.duration_bounds, TTFT_BUCKETS)
+    def _new_request_labels(
+        self, agent: str, model: str, raw_model: str, platform: str = "anthropic"
+    ) -> RequestLabels:
+        price, reason = self._price_lookup(raw_model, platform)
+        # Only a model the table cannot price gets an unpriced-tokens series.
+        unpriced = None if price is not None else self._unpriced_counter(model, reason or "model")
+        series = self._series.get((agent, model))
+        if series is None:
+            series = self._series[(agent, model)] = RequestSeries(
+                agent, model, self.duration_bounds, TTFT_BUCKETS
+            )
         labels = RequestLabels(
             series,
             self._caps,
@@ -174,8 +197,15 @@ class Recorder:
             unpriced,
             self.options.code_tools_for(agent),
         )
-        self._requests[(agent, model)] = labels
+        self._requests[(agent, model) if platform == "anthropic" else (agent, model, platform)] = labels
         return labels
+
+    def _unpriced_counter(self, model: str, reason: str) -> Callable[[float], None]:
+        key = (model, reason)
+        found = self._unpriced.get(key)
+        if found is None:
+            found = self._unpriced[key] = self.metrics.unpriced_tokens.labels(model, reason).inc
+        return found
 
     def _overflow_series(self) -> RequestSeries:
         with self._lock:
@@ -223,13 +253,30 @@ class Recorder:
     # -- recording -------------------------------------------------------------------------------------
 
     def tokens_and_cost(self, labels: RequestLabels, usage: Usage) -> tuple[tuple[int, int, int, int], float]:
-        tokens = (usage.input, usage.output, usage.cache_creation, usage.cache_read)
-        if labels.unpriced is None:
-            return tokens, self.cost(labels.price, usage)
-        total = usage.all_input + usage.output
-        if total:
-            labels.unpriced(total)
-        return tokens, 0.0
+        """Tokens as billed and the estimated cost; what cannot be priced is counted with its reason.
+
+        With ``usage.iterations`` the request is billed as the sum of its iterations, compaction included
+        (the top-level counts leave compaction out), so the tokens are summed from them too.
+        """
+        iterations = iterations_of(usage.iterations) if usage.iterations else ()
+        if iterations:
+            tokens = (
+                sum(it.input for it in iterations),
+                sum(it.output for it in iterations),
+                sum(it.cache_write_5m + it.cache_write_1h for it in iterations),
+                sum(it.cache_read for it in iterations),
+            )
+        else:
+            tokens = (usage.input, usage.output, usage.cache_creation, usage.cache_read)
+        if labels.unpriced is not None:
+            total = sum(tokens)
+            if total:
+                labels.unpriced(total)
+            return tokens, 0.0
+        usd, unpriced, reason = self.cost(labels.price, usage, iterations)
+        if unpriced:
+            self._unpriced_counter(labels.model, reason or "model")(unpriced)
+        return tokens, usd
 
     def listening(self) -> bool:
         for gate in self.gates:  # noqa: SIM110 - a plain loop: any() with a generator costs more per execution

@@ -46,9 +46,11 @@ class RequestSeries:
         "duration",
         "errors",
         "lock",
+        "misses",
         "model",
         "outcomes",
         "rate_limited",
+        "refusals",
         "retries",
         "stops",
         "tokens",
@@ -66,11 +68,13 @@ class RequestSeries:
         self.ttft = Histogram(ttft_bounds)
         self.tokens = [0, 0, 0, 0]
         self.cost = 0.0
-        self.rate_limited = 0
+        self.rate_limited: dict[str, int] = {}  # by error_code
         self.stops: dict[str, int] = {}
-        self.errors: dict[str, int] = {}
-        self.retries: dict[str, int] = {}
+        self.errors: dict[tuple[str, str], int] = {}  # (error_type, error_code)
+        self.retries: dict[tuple[str, str], int] = {}  # (reason, error_code)
         self.code: dict[tuple[str, str], int] = {}
+        self.misses: dict[str, list[int]] = {}  # cache-miss reason -> [responses, missed input tokens]
+        self.refusals: dict[str, int] = {}  # refusal category
 
     def finish(
         self,
@@ -79,7 +83,7 @@ class RequestSeries:
         tokens: tuple[int, int, int, int] | None,
         cost: float,
         stop_reason: str | None,
-        error_type: str | None,
+        error: tuple[str, str] | None,
         blocks: Iterable[tuple[str, str]],
         count: bool = True,
     ) -> None:
@@ -99,18 +103,31 @@ class RequestSeries:
                 self.cost += cost
             if stop_reason is not None:
                 self.stops[stop_reason] = self.stops.get(stop_reason, 0) + 1
-            if error_type is not None:
-                self.errors[error_type] = self.errors.get(error_type, 0) + 1
+            if error is not None:
+                self.errors[error] = self.errors.get(error, 0) + 1
             for key in blocks:
                 self.code[key] = self.code.get(key, 0) + 1
 
-    def add_retry(self, reason: str) -> None:
+    def add_retry(self, key: tuple[str, str]) -> None:
         with self.lock:
-            self.retries[reason] = self.retries.get(reason, 0) + 1
+            self.retries[key] = self.retries.get(key, 0) + 1
 
-    def add_rate_limited(self) -> None:
+    def add_rate_limited(self, code: str) -> None:
         with self.lock:
-            self.rate_limited += 1
+            self.rate_limited[code] = self.rate_limited.get(code, 0) + 1
+
+    def add_cache_miss(self, reason: str, missed_tokens: int) -> None:
+        with self.lock:
+            found = self.misses.get(reason)
+            if found is None:
+                self.misses[reason] = [1, missed_tokens]
+            else:
+                found[0] += 1
+                found[1] += missed_tokens
+
+    def add_refusal(self, category: str) -> None:
+        with self.lock:
+            self.refusals[category] = self.refusals.get(category, 0) + 1
 
     def add_ttft(self, seconds: float) -> None:
         with self.lock:
@@ -124,11 +141,13 @@ class RequestSeries:
                 "ttft": self.ttft.snapshot(),
                 "tokens": list(self.tokens),
                 "cost": self.cost,
-                "rate_limited": self.rate_limited,
+                "rate_limited": dict(self.rate_limited),
                 "stops": dict(self.stops),
                 "errors": dict(self.errors),
                 "retries": dict(self.retries),
                 "code": dict(self.code),
+                "misses": {reason: tuple(v) for reason, v in self.misses.items()},
+                "refusals": dict(self.refusals),
             }
 
 

@@ -81,6 +81,10 @@ class Reply:
     service_tier: str = "standard"
     usage_extra: Mapping[str, Any] | None = None
     """Merged into `usage` as is, e.g. {"server_tool_use": {"web_search_requests": 2}}."""
+    stop_details: Mapping[str, Any] | None = None
+    """Sent as the message's `stop_details` (streams: in message_delta), e.g. a refusal category."""
+    diagnostics: Mapping[str, Any] | None = None
+    """Sent as the message's `diagnostics` (streams: in message_start), e.g. a cache_miss_reason."""
     error_type: str | None = None
     """None derives it from `status` (`error_type_for`); for `stream_error_after`, overloaded_error."""
     error_message: str | None = None
@@ -145,8 +149,9 @@ def message_body(reply: Reply, *, model: str, msg_id: str) -> dict[str, Any]:
         "stop_reason": reply.stop_reason,
         "stop_sequence": reply.stop_sequence,
         # The SDK's stream accumulator always sets stop_details; sending it keeps both shapes equal.
-        "stop_details": None,
+        "stop_details": dict(reply.stop_details) if reply.stop_details is not None else None,
         "usage": usage_body(reply),
+        **({"diagnostics": dict(reply.diagnostics)} if reply.diagnostics is not None else {}),
     }
 
 
@@ -229,7 +234,8 @@ def stream_events(reply: Reply, *, model: str, msg_id: str, request_id: str) -> 
     }
     # message_delta counts are cumulative and overwrite message_start's, so send the final ones again.
     final_usage.update({k: v for k, v in usage.items() if k in ("server_tool_use", "output_tokens_details")})
-    delta = {"stop_reason": reply.stop_reason, "stop_sequence": reply.stop_sequence, "stop_details": None}
+    details = dict(reply.stop_details) if reply.stop_details is not None else None
+    delta = {"stop_reason": reply.stop_reason, "stop_sequence": reply.stop_sequence, "stop_details": details}
     events.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": final_usage}))
     events.append(("message_stop", {"type": "message_stop"}))
     if reply.stream_error_after is not None:

@@ -17,7 +17,8 @@ SSE parsing, typed errors) is the SDK's own code. Runnable example (it is also a
 Which reply answers a request: the FIFO queue for its ``X-Fake-Key`` header (no header: the unkeyed queue;
 a keyed request never takes unkeyed replies), else ``fake.responder(request)``, else ``fake.default``.
 Every POST to /v1/messages or /v1/messages/count_tokens takes one reply (the query string is ignored, so
-``client.beta.messages`` works too); count_tokens answers ``{"input_tokens": reply.input_tokens}``.
+``client.beta.messages`` works too; so does Vertex AI's ``.../models/<model>:rawPredict`` form);
+count_tokens answers ``{"input_tokens": reply.input_tokens}``.
 GET /-/healthy answers "ok" and is not recorded; other paths get a 404 error and take no reply.
 The fake does not validate requests. Every response carries ``Connection: close`` so each request is a
 fresh connection (a dropped one never lingers in the client's pool); streams use chunked encoding and
@@ -27,6 +28,7 @@ each event is written (and so flushed) as soon as it is due.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
@@ -59,6 +61,10 @@ KEY_HEADER = "X-Fake-Key"
 """Request header that selects a keyed reply queue (see `FakeAnthropic.script`)."""
 
 _ENDPOINTS = ("/v1/messages", "/v1/messages/count_tokens")
+# Vertex AI's form of /v1/messages (AnthropicVertex with base_url=fake.url): the model is in the path.
+_VERTEX = re.compile(
+    r"^(?:/v1)?/projects/[^/]+/locations/[^/]+/publishers/anthropic/models/(?P<model>[^/:]+):(?:stream)?rawPredict$"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +131,10 @@ class _Handler(BaseHTTPRequestHandler):
             parsed: object = json.loads(raw) if raw else {}
         except ValueError:
             parsed = None
+        vertex = _VERTEX.match(url.path)
+        endpoint = "/v1/messages" if vertex else url.path
+        if vertex and isinstance(parsed, dict):
+            parsed.setdefault("model", vertex.group("model"))
         request = FakeRequest(
             method=self.command,
             path=url.path,
@@ -136,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
             time=time.monotonic(),
         )
         fake._record(request)
-        if self.command != "POST" or url.path not in _ENDPOINTS:
+        if self.command != "POST" or endpoint not in _ENDPOINTS:
             reply = Reply(status=404, error_message=f"Not found: {self.command} {url.path}")
         elif not isinstance(parsed, dict):
             reply = Reply(status=400, error_message="The request body must be a JSON object.")
@@ -152,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
         extra = {"request-id": request_id, **response_headers(reply)}
         if reply.is_error:
             body = error_body(reply, request_id=request_id)
-        elif url.path == "/v1/messages/count_tokens":
+        elif endpoint == "/v1/messages/count_tokens":
             body = {"input_tokens": reply.input_tokens}
         elif request.stream:
             self._stream(reply, str(request.body.get("model") or FAKE_MODEL), request_id, extra, stopping)
