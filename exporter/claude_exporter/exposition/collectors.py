@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
-
-from claude_exporter.families import FAMILIES
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from claude_exporter.families import FAMILIES
 
 __all__ = [
     "DURATION_BUCKETS",
