@@ -7,6 +7,9 @@ windows and thresholds are shrunk so the whole run takes well under a minute:
 - ``slow``: one execution of 3 s against a 2 s timeout -> ClaudeExecutionTimeout (finished), paged;
 - ``hung``: an execution sleeping 15 s -> ClaudeExecutionTimeout (running) while it still runs;
 - ``spiky``: tokens per execution up 4x -> ClaudeTokenSpike, ticketed;
+- ``spent``: its workspace hits its spend limit (429 ``enforced_spend_limit_reached`` on every request)
+  -> ClaudeSpendLimitReached, paged on the first one, and never ClaudeRateLimited;
+- ``cached``: its prompt-cache prefix breaks (reads fall, writes rise) -> ClaudeCacheHitRatioDrop;
 - ``healthy``: the same settings, steady traffic -> nothing, ever.
 """
 
@@ -19,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import claude_exporter as ce
 import pytest
 import yaml
@@ -39,9 +43,13 @@ ALERTS: list[dict[str, Any]] = [
     {"name": "rate_limited", "window": "5s", "for": "2s"},
     {"name": "code_execution_failures", "window": "5s", "min_blocks": 3, "for": "2s"},
     {"name": "truncated_responses", "window": "5s", "min_requests": 3, "for": "2s"},
+    {"name": "spend_limit", "window": "20s"},
+    {"name": "cache_hit_drop", "window": "5s", "baseline_window": "20s", "min_requests": 3, "for": "2s"},
 ]
-AGENTS = ("slow", "hung", "spiky", "healthy")
+AGENTS = ("slow", "hung", "spiky", "spent", "cached", "healthy")
 SPIKE_AFTER = 26.0  # seconds of steady traffic first: the 20 s baseline ends 5 s before "now"
+SPEND_LIMIT_AFTER = 8.0
+CACHE_BREAK_AFTER = 26.0
 
 
 def _substitute(text: str, replacements: dict[str, str]) -> str:
@@ -105,7 +113,30 @@ class Traffic:
             self.stop.wait(15)
         self.marks["hung_end"] = time.monotonic()
 
+    def spent(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.call("spent", "bill")
+            except anthropic.RateLimitError as err:  # the spend limit: what the agent would see
+                assert err.error_code == "enforced_spend_limit_reached"
+                self.marks.setdefault("spent", time.monotonic())
+            self.stop.wait(0.2)
+
     def reply(self, request: Any) -> Reply:
+        if request.key == "spent" and time.monotonic() - self.t0 >= SPEND_LIMIT_AFTER:
+            return Reply(status=429, error_code="enforced_spend_limit_reached")
+        if request.key == "cached":
+            if time.monotonic() - self.t0 < CACHE_BREAK_AFTER:
+                return Reply(latency=0.05, input_tokens=50, cache_read_input_tokens=2000, output_tokens=100)
+            self.marks.setdefault("cache_break", time.monotonic())
+            miss = {"cache_miss_reason": {"type": "system_changed", "cache_missed_input_tokens": 2000}}
+            return Reply(
+                latency=0.05,
+                input_tokens=50,
+                cache_creation_input_tokens=2000,
+                output_tokens=100,
+                diagnostics=miss,
+            )
         if request.key == "spiky":
             if time.monotonic() - self.t0 < SPIKE_AFTER:
                 return Reply(latency=0.05, input_tokens=400, output_tokens=600)
@@ -179,6 +210,8 @@ def test_alerts_reach_the_webhook(tmp_path: Path, exporter_config: Path, instrum
                 traffic.spawn("spiky", functools.partial(traffic.loop, "spiky", "chat", 0.2))
                 traffic.spawn("slow", traffic.slow)
                 traffic.spawn("hung", traffic.hung)
+                traffic.spawn("spent", traffic.spent)
+                traffic.spawn("cached", functools.partial(traffic.loop, "cached", "chat", 0.2))
                 try:
                     _check(webhook, prom, traffic)
                 finally:
@@ -213,11 +246,33 @@ def _check(webhook: Webhook, prom: Prometheus, traffic: Traffic) -> None:
     assert spike["labels"]["severity"] == "medium" and spike["receiver_path"] == "/ticket"
     spike_delay = spike["received"] - traffic.marks["spike"]
 
+    # The spend limit pages on its first failure, and ClaudeRateLimited stays quiet about it.
+    spent = webhook.wait_for(
+        lambda alerts: _first(alerts, alertname="ClaudeSpendLimitReached", agent="spent"), 20
+    )
+    assert spent["labels"]["severity"] == "high" and spent["receiver_path"] == "/page"
+    assert spent["labels"]["error_code"] == "enforced_spend_limit_reached"
+    spent_delay = spent["received"] - traffic.marks["spent"]
+    assert prom.query('agent:claude_rate_limited:rate5m{agent="spent"} > 0') == []
+    assert prom.query('sum(claude_rate_limited_total{agent="spent"}) > 5')  # many 429s, none counted there
+
+    # The broken cache prefix, ticketed, with the API's diagnosis beside it.
+    cache = webhook.wait_for(
+        lambda alerts: _first(alerts, alertname="ClaudeCacheHitRatioDrop", agent="cached"), 40
+    )
+    assert cache["labels"]["severity"] == "medium" and cache["receiver_path"] == "/ticket"
+    cache_delay = cache["received"] - traffic.marks["cache_break"]
+    assert prom.query('claude_cache_misses_total{agent="cached", reason="system_changed"} > 0')
+
+    # Never ClaudeRateLimited for the spend limit, nor anything for the healthy agent.
+    assert not [a for a in webhook.alerts("ClaudeRateLimited") if a["labels"].get("agent") == "spent"]
+    assert prom.query('count_over_time(ALERTS{alertname="ClaudeRateLimited", agent="spent"}[10m])') == []
     # Nothing for the healthy agent: not at the webhook, and never even pending in Prometheus.
     assert not [a for a in webhook.alerts() if a["labels"].get("agent") == "healthy"]
     assert prom.query('count_over_time(ALERTS{agent="healthy"}[10m])') == []
     assert prom.query('agent:claude_execution_tokens:avg_rate5m{agent="healthy"} > 0')  # it did run
     print(
         f"\nslow execution end -> webhook: {slow_delay:.1f} s; hung execution past its {TIMEOUT_S:.0f} s "
-        f"timeout -> webhook: {hung_delay:.1f} s (still running); token spike -> webhook: {spike_delay:.1f} s"
+        f"timeout -> webhook: {hung_delay:.1f} s (still running); token spike -> webhook: {spike_delay:.1f} s; "
+        f"first spend-limit error -> webhook: {spent_delay:.1f} s; cache break -> webhook: {cache_delay:.1f} s"
     )

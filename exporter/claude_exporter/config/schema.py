@@ -99,6 +99,25 @@ ALERT_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
                 "window": "15m",
                 "min_requests": 10,
             },
+            # A spend limit stops every request until a person acts: page on the first failure.
+            "spend_limit": {
+                "enabled": True,
+                "severity": "high",
+                "for": "0s",
+                "threshold_errors": 1,
+                "window": "10m",
+            },
+            # The cost signature of a broken cache prefix: hit ratio down against its baseline, writes up.
+            "cache_hit_drop": {
+                "enabled": True,
+                "severity": "medium",
+                "for": "10m",
+                "threshold_drop_percent": 50,
+                "window": "15m",
+                "baseline_window": "2h",
+                "min_requests": 10,
+                "min_baseline_percent": 20,
+            },
             "cost_budget": {
                 "enabled": False,
                 "severity": "high",
@@ -129,6 +148,9 @@ ALERT_KEY_KINDS: Mapping[str, str] = MappingProxyType(
         "threshold_change_percent": "positive",
         "threshold_per_minute": "positive",
         "threshold_usd_per_hour": "positive",
+        "threshold_errors": "positive",
+        "threshold_drop_percent": "percent",
+        "min_baseline_percent": "percent",
         "threshold_percent": "percent",
         "remaining_percent": "percent",
         "min_executions": "count",

@@ -15,6 +15,7 @@ from claude_exporter.config import AlertConfig
 from claude_exporter.rules.recording import (
     BY,
     REMAINING_RECORD,
+    SPEND_LIMIT_MATCHER,
     agent_matcher,
     duration,
     label_matcher,
@@ -28,8 +29,10 @@ __all__ = [
     "DEFAULT_RUNBOOK_URL",
     "Ctx",
     "Rule",
+    "cache_hit_drop",
     "exporter_down",
     "ratelimit_remaining",
+    "spend_limit",
     "timeout_le_regex",
 ]
 
@@ -48,6 +51,8 @@ ALERT_TITLES = {
     "rate_limited": "ClaudeRateLimited",
     "code_execution_failures": "ClaudeCodeExecutionFailing",
     "truncated_responses": "ClaudeResponsesTruncated",
+    "spend_limit": "ClaudeSpendLimitReached",
+    "cache_hit_drop": "ClaudeCacheHitRatioDrop",
     "cost_budget": "ClaudeCostBudgetBurn",
 }
 
@@ -246,12 +251,12 @@ def ratelimit_remaining(ctx: Ctx, a: AlertConfig) -> list[Rule]:
     remaining = num(_p(a, "remaining_percent", 10))
     # A reset time in the past means the limit has refilled since the last response: the gauge is stale.
     expr = (
-        f"{REMAINING_RECORD} < {remaining}\nunless on (job, instance, resource)\n"
+        f"{REMAINING_RECORD} < {remaining}\nunless on (job, instance, model, resource)\n"
         f"claude_ratelimit_reset_timestamp_seconds{selector(ctx.job)} < time()"
     )
     description = _fmt(
-        'Only {{ printf "%.1f" $value }}% of the {{ $labels.resource }} rate limit is left on '
-        "{{ $labels.instance }} (threshold <t>%).",
+        'Only {{ printf "%.1f" $value }}% of the {{ $labels.resource }} rate limit for '
+        "{{ $labels.model }} is left on {{ $labels.instance }} (threshold <t>%).",
         t=remaining,
     )
     return [
@@ -286,6 +291,69 @@ def cost_budget(ctx: Ctx, a: AlertConfig) -> list[Rule]:
             title="ClaudeCostBudgetBurn",
             expr=expr,
             summary="Claude spend is over budget.",
+            description=description,
+        )
+    ]
+
+
+def spend_limit(ctx: Ctx, a: AlertConfig) -> list[Rule]:
+    """Requests failing on a spend limit: no retry helps, so it pages on the first one."""
+    w = duration(_p(a, "window", 600))
+    n = num(a.threshold if a.threshold is not None else 1)
+    errors = "claude_errors_total" + selector(ctx.job, ctx.matcher, SPEND_LIMIT_MATCHER)
+    by = f"{BY}, error_code"
+    # The second branch covers a series born with its first error, where increase() sees nothing yet.
+    expr = (
+        f"sum by ({by}) (increase({errors}[{w}])) >= {n}\n"
+        f"or\n(\n  sum by ({by}) ({errors}) >= {n}\n  unless on ({by})\n  {errors} offset {w}\n)"
+    )
+    description = _fmt(
+        "Agent {{ $labels.agent }} on {{ $labels.instance }}: requests fail with {{ $labels.error_code }} "
+        '({{ printf "%.0f" $value }} in the last <w>). No retry helps: raise the limit in the Console or '
+        "wait for it to reset.",
+        w=w,
+    )
+    return [
+        _rule(
+            ctx,
+            a,
+            title="ClaudeSpendLimitReached",
+            expr=expr,
+            summary="Claude requests fail on a spend limit.",
+            description=description,
+        )
+    ]
+
+
+def cache_hit_drop(ctx: Ctx, a: AlertConfig) -> list[Rule]:
+    """The prompt-cache hit ratio fell against its baseline while cache writes rose: a broken prefix."""
+    w = seconds(_p(a, "window", 900))
+    b = seconds(_p(a, "baseline_window", 7200))
+    n = num(_p(a, "min_requests", 10))
+    floor = num(_p(a, "min_baseline_percent", 20))
+    threshold = num(a.threshold if a.threshold is not None else 50)
+    recent, baseline = ctx.rec("cache_hit", w), ctx.rec("cache_hit", b, w)
+    expr = (
+        f"(\n  1 - {recent}\n  / {baseline}\n) * 100 > {threshold}\n"
+        f"and on ({BY}) {ctx.rec('cache_writes', w)} > {ctx.rec('cache_writes', b, w)}\n"
+        f"and on ({BY}) {baseline} * 100 >= {floor}\n"
+        f"and on ({BY}) {ctx.rec('requests', w)} * {num(w)} >= {n}"
+    )
+    description = _fmt(
+        "Agent {{ $labels.agent }} on {{ $labels.instance }}: the prompt-cache hit ratio fell "
+        '{{ printf "%.0f" $value }}% over the last <w> against the <b> before (threshold <t>%) while cache '
+        "writes rose: the cached prefix changed (see claude_cache_misses_total by reason).",
+        w=duration(w),
+        b=duration(b),
+        t=threshold,
+    )
+    return [
+        _rule(
+            ctx,
+            a,
+            title="ClaudeCacheHitRatioDrop",
+            expr=expr,
+            summary="The prompt cache stopped hitting.",
             description=description,
         )
     ]
@@ -338,6 +406,8 @@ BUILDERS: Mapping[str, Callable[[Ctx, AlertConfig], list[Rule]]] = {
         what="responses stopped at max_tokens or refusal",
         unit="responses",
     ),
+    "spend_limit": spend_limit,
+    "cache_hit_drop": cache_hit_drop,
     "cost_budget": cost_budget,
 }
 

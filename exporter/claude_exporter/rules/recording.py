@@ -15,6 +15,7 @@ __all__ = [
     "BY",
     "DASHBOARD_WINDOW",
     "REMAINING_RECORD",
+    "SPEND_LIMIT_CODES",
     "Family",
     "agent_matcher",
     "duration",
@@ -28,6 +29,16 @@ __all__ = [
 
 # Kept on every aggregation: the agent's process, so ExporterDown can inhibit alerts of the same instance.
 BY = "job, instance, agent"
+# The API error codes of a spend limit (and the ramp limit on a new organization's growth): no retry helps,
+# a person must raise the limit or wait for it to reset. ClaudeSpendLimitReached pages on them and
+# ClaudeRateLimited leaves them out.
+SPEND_LIMIT_CODES = (
+    "enforced_spend_limit_reached",
+    "contract_spend_limit_reached",
+    "linked_organization_spend_limit_reached",
+    "ramp_limit_exceeded",
+)
+SPEND_LIMIT_MATCHER = 'error_code=~"' + "|".join(SPEND_LIMIT_CODES) + '"'
 # Always rendered, whatever the alerts use: the window the dashboards and the health figures use.
 DASHBOARD_WINDOW = 300.0
 
@@ -206,8 +217,25 @@ def _families() -> dict[str, Family]:
         "rate_limited": f(
             "claude_rate_limited",
             "rate",
-            "429 responses per second, every attempt.",
-            lambda j, r: _sum_rate("claude_rate_limited_total", selector(j), r),
+            "429 responses per second, every attempt, spend limits left out (ClaudeSpendLimitReached).",
+            lambda j, r: _sum_rate(
+                "claude_rate_limited_total", selector(j, SPEND_LIMIT_MATCHER.replace("=~", "!~")), r
+            ),
+        ),
+        "cache_hit": f(
+            "claude_cache_hit",
+            "ratio_rate",
+            "Share of prompt tokens read from the prompt cache (0..1): reads / (input + writes + reads).",
+            lambda j, r: _per(
+                _sum_rate("claude_tokens_total", selector(j, 'type="cache_read"'), r),
+                _sum_rate("claude_tokens_total", selector(j, 'type=~"input|cache_creation|cache_read"'), r),
+            ),
+        ),
+        "cache_writes": f(
+            "claude_cache_write_tokens",
+            "rate",
+            "Prompt-cache write tokens per second.",
+            lambda j, r: _sum_rate("claude_tokens_total", selector(j, 'type="cache_creation"'), r),
         ),
         "code_blocks": f(
             "claude_code_blocks_executed",
@@ -255,6 +283,8 @@ _DASHBOARD = (
     "code_failures",
     "stop_reasons",
     "truncated",
+    "cache_hit",
+    "cache_writes",
 )
 
 REMAINING_RECORD = "resource:claude_ratelimit_remaining_percent:ratio"
