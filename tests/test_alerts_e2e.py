@@ -273,6 +273,7 @@ def _check(webhook: Webhook, prom: Prometheus, traffic: Traffic) -> None:
     assert prom.query('agent:claude_execution_tokens:avg_rate5m{agent="healthy"} > 0')  # it did run
     print(
         f"\nslow execution end -> webhook: {slow_delay:.1f} s; hung execution past its {TIMEOUT_S:.0f} s "
-        f"timeout -> webhook: {hung_delay:.1f} s (still running); token spike -> webhook: {spike_delay:.1f} s; "
-        f"first spend-limit error -> webhook: {spent_delay:.1f} s; cache break -> webhook: {cache_delay:.1f} s"
+        f"timeout -> webhook: {hung_delay:.1f} s (still running); token spike -> webhook: "
+        f"{spike_delay:.1f} s; first spend-limit error -> webhook: {spent_delay:.1f} s; "
+        f"cache break -> webhook: {cache_delay:.1f} s"
     )
