@@ -50,6 +50,9 @@ def test_fast_geo_and_cache_are_priced_from_the_response(reg: Any, fake_anthropi
     else:
         client.messages.create(**kw("claude-opus-4-8"))
     assert cost(reg, "claude-opus-4-8") == pytest.approx(0.209, rel=1e-9)
+    # the 10,000 reads at $1 instead of $10, x1.1: 99,000 per M
+    saved = val(reg, "claude_cache_savings_usd_total", agent="default", model="claude-opus-4-8")
+    assert saved == pytest.approx(0.099, rel=1e-9)
 
 
 def test_web_search_fee_and_batch_tier(reg: Any, fake_anthropic: Any) -> None:

@@ -63,6 +63,7 @@ CONTRACT: dict[str, set[str]] = {
     "claude_cache_misses_total": AM | {"reason"},
     "claude_cache_missed_input_tokens_total": AM | {"reason"},
     "claude_refusals_total": AM | {"category"},
+    "claude_cache_savings_usd_total": AM,
 }
 HISTOGRAMS = {
     "claude_request_duration_seconds",

@@ -49,6 +49,7 @@ CONTRACT = {
     "claude_cache_misses_total": "counter",
     "claude_cache_missed_input_tokens_total": "counter",
     "claude_refusals_total": "counter",
+    "claude_cache_savings_usd_total": "counter",
 }
 LABELS = {
     "claude_requests_total": {"agent", "model", "outcome"},
@@ -78,6 +79,7 @@ LABELS = {
     "claude_cache_misses_total": {"agent", "model", "reason"},
     "claude_cache_missed_input_tokens_total": {"agent", "model", "reason"},
     "claude_refusals_total": {"agent", "model", "category"},
+    "claude_cache_savings_usd_total": {"agent", "model"},
 }
 
 DURATION_LE = [

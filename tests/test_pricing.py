@@ -676,5 +676,6 @@ def test_the_per_request_cost_splits_cache_writes_as_the_price_table_does() -> N
     usage.update(anthropic.types.Usage.model_validate(raw))
     # haiku-4-5: 10 x $1 + 20 x $5 + (300 + 200 unaccounted) x $1.25 + 500 x $2 + 30 x $0.10, per million
     expected = (10 * 1 + 20 * 5 + 500 * 1.25 + 500 * 2 + 30 * 0.10) / 1e6
-    assert usage_cost(price, usage, ()) == (pytest.approx(expected), 0, None)
+    # no cache-read savings to speak of: 30 reads x ($1 - $0.10) = $0.000027
+    assert usage_cost(price, usage, ()) == (pytest.approx(expected), 0, None, pytest.approx(30 * 0.9 / 1e6))
     assert usage_cost(price, usage, ())[0] == pytest.approx(cost_usd(price, token_counts(raw)))

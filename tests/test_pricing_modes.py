@@ -18,6 +18,7 @@ from claude_exporter.recording.pricing import (
     ModelPrice,
     PriceTable,
     TokenCounts,
+    cache_savings,
     cost_usd,
     estimate_tokens,
     load_price_table,
@@ -328,3 +329,19 @@ def test_token_counts_of_a_plain_usage_has_no_iterations() -> None:
     )
     tokens = token_counts(usage)
     assert (tokens.iterations, tokens.speed, tokens.inference_geo) == ((), "fast", "global")
+
+
+# ---------------------------------------------------------------------------------------- savings
+
+
+def test_cache_savings_are_the_reads_priced_as_input_less_their_price(table: PriceTable) -> None:
+    # claude-haiku-4-5: 10,000 reads at $1 instead of $0.10 -> 9000 per M = $0.009
+    assert cache_savings(price(table, "claude-haiku-4-5"), 100, 10, 0, 0, 10_000) == approx(0.009)
+    # with the modifiers: opus-4-8 fast ($10 in, $1 reads), US x1.1: 10,000 x 9 x 1.1 = 99,000 -> $0.099
+    p = price(table, "claude-opus-4-8")
+    assert cache_savings(p, 1000, 0, 0, 0, 10_000, None, "fast", "us") == approx(0.099)
+    # long context: sonnet-4-5 prompt 150,000 in + 60,000 reads > 200,000: $6 vs $0.60 on 60,000 reads
+    #   = 324,000 per M -> $0.324 (the same prompt size either way, so the same tier)
+    assert cache_savings(price(table, "claude-sonnet-4-5"), 150_000, 0, 0, 0, 60_000) == approx(0.324)
+    assert cache_savings(p, 1, 1, 0, 0, 0) == 0.0
+    assert cache_savings(price(table, "claude-haiku-4-5"), 1, 1, 0, 0, 10, None, "fast") == 0.0  # unpriced

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from prometheus_client.metrics_core import CounterMetricFamily
 
-__all__ = ["CACHE_MISSED_TOKENS", "CACHE_MISSES", "FAMILIES", "REFUSALS", "Family"]
+__all__ = ["CACHE_MISSED_TOKENS", "CACHE_MISSES", "CACHE_SAVINGS", "FAMILIES", "REFUSALS", "Family"]
 
 
 @dataclass(frozen=True)
@@ -52,4 +52,11 @@ REFUSALS = Family(
     ("agent", "model", "category"),
 )
 
-FAMILIES: tuple[Family, ...] = (CACHE_MISSES, CACHE_MISSED_TOKENS, REFUSALS)
+CACHE_SAVINGS = Family(
+    "claude_cache_savings_usd_total",
+    "counter",
+    "Estimated USD the prompt-cache reads saved against paying the input price for them.",
+    ("agent", "model"),
+)
+
+FAMILIES: tuple[Family, ...] = (CACHE_MISSES, CACHE_MISSED_TOKENS, CACHE_SAVINGS, REFUSALS)

@@ -17,6 +17,7 @@ from claude_exporter.recording.pricing import (
     Iteration,
     ModelPrice,
     PriceTable,
+    cache_savings,
     estimate,
     fallback_redeemed,
     load_price_table,
@@ -26,7 +27,7 @@ from claude_exporter.recording.recorder import Recorder, RecorderOptions
 
 __all__ = ["Settings", "as_config", "cost_function", "resolve_settings"]
 
-CostResult = tuple[float, int, "str | None"]
+CostResult = tuple[float, int, "str | None", float]  # USD, unpriced tokens, why, cache savings USD
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,20 @@ def cost_function(table: PriceTable) -> Callable[[ModelPrice, Usage, tuple[Itera
 
     def usage_cost(price: ModelPrice, usage: Usage, iterations: tuple[Iteration, ...] = ()) -> CostResult:
         cache_5m, cache_1h = split_cache_writes(usage.cache_creation, usage.cache_5m, usage.cache_1h)
-        return estimate(
+        savings = 0.0
+        if usage.cache_read:
+            savings = cache_savings(
+                price,
+                usage.input,
+                usage.output,
+                cache_5m,
+                cache_1h,
+                usage.cache_read,
+                usage.service_tier,
+                usage.speed,
+                usage.geo,
+            )
+        usd, unpriced, reason = estimate(
             price,
             lookup,
             usage.input,
@@ -64,6 +78,7 @@ def cost_function(table: PriceTable) -> Callable[[ModelPrice, Usage, tuple[Itera
             iterations,
             usage.fallback is not None and fallback_redeemed(usage.fallback),
         )
+        return usd, unpriced, reason, savings
 
     return usage_cost
 

@@ -14,7 +14,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from claude_exporter.families import CACHE_MISSED_TOKENS, CACHE_MISSES, REFUSALS
+from claude_exporter.families import CACHE_MISSED_TOKENS, CACHE_MISSES, CACHE_SAVINGS, REFUSALS
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.series import TOKEN_TYPES
 
@@ -101,6 +101,7 @@ class StoreCollector(Collector):
         c_misses = CACHE_MISSES.counter()
         c_missed = CACHE_MISSED_TOKENS.counter()
         c_refusals = REFUSALS.counter()
+        c_savings = CACHE_SAVINGS.counter()
         for agent, model, duration_bounds, ttft_bounds, snap in requests:
             key = (agent, model)
             if agent == model == "__overflow__" and not any(snap["outcomes"]):
@@ -112,6 +113,7 @@ class StoreCollector(Collector):
                 for kind, count in zip(TOKEN_TYPES, snap["tokens"], strict=True):
                     c_tokens.add_metric((*key, kind), count)
                 c_cost.add_metric(key, snap["cost"])
+                c_savings.add_metric(key, snap["savings"])
             if any(snap["ttft"][0]):
                 h_ttft.add_metric(key, *_buckets(ttft_bounds, snap["ttft"]))
             for reason, count in snap["stops"].items():
@@ -155,5 +157,5 @@ class StoreCollector(Collector):
             h_turns.add_metric(key, *_buckets(request_bounds, snap["requests"]))
         return [
             c_requests, h_duration, h_ttft, c_tokens, c_cost, c_errors, c_stops, c_code, c_retries, c_limited,
-            c_misses, c_missed, c_refusals, c_execs, h_exec, h_tokens, h_turns,
+            c_misses, c_missed, c_refusals, c_savings, c_execs, h_exec, h_tokens, h_turns,
         ]  # fmt: skip

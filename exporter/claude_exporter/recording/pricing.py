@@ -62,6 +62,7 @@ __all__ = [
     "Modifiers",
     "PriceTable",
     "TokenCounts",
+    "cache_savings",
     "cost_of",
     "cost_usd",
     "estimate",
@@ -314,6 +315,34 @@ def estimate(
         total = input + output + cache_write_5m + cache_write_1h + cache_read
         return usd, total, _modifier_reason(price, speed, geo)
     return usd + cost, 0, None
+
+
+def cache_savings(
+    price: ModelPrice,
+    input: int,
+    output: int,
+    cache_write_5m: int,
+    cache_write_1h: int,
+    cache_read: int,
+    tier: str | None = None,
+    speed: str | None = None,
+    geo: str | None = None,
+) -> float:
+    """USD the cache reads of one request saved: its cost with the reads billed as plain input, less its
+    cost. Both at the same prompt size, so long-context tiers and every modifier apply alike; 0 when the
+    request cannot be priced."""
+    if not cache_read:
+        return 0.0
+    batch = tier == "batch"
+    actual = cost_of(
+        price, input, output, cache_write_5m, cache_write_1h, cache_read, batch, speed, geo, tier
+    )
+    uncached = cost_of(
+        price, input + cache_read, output, cache_write_5m, cache_write_1h, 0, batch, speed, geo, tier
+    )
+    if actual is None or uncached is None:
+        return 0.0
+    return max(uncached - actual, 0.0)
 
 
 def _modifier_reason(price: ModelPrice, speed: str | None, geo: str | None) -> str:

@@ -40,8 +40,8 @@ log = logging.getLogger("claude_exporter")
 
 # (model as requested, platform) -> (prices, None) or (None, why it is unpriced)
 PriceLookup = Callable[[str, str], tuple[Any, "str | None"]]
-# (prices, usage, parsed usage.iterations) -> (USD, unpriced tokens, why)
-CostFunction = Callable[[Any, "Usage", tuple[Any, ...]], tuple[float, int, "str | None"]]
+# (prices, usage, parsed usage.iterations) -> (USD, unpriced tokens, why, USD saved by cache reads)
+CostFunction = Callable[[Any, "Usage", tuple[Any, ...]], tuple[float, int, "str | None", float]]
 
 
 @dataclass(frozen=True)
@@ -273,9 +273,11 @@ class Recorder:
             if total:
                 labels.unpriced(total)
             return tokens, 0.0
-        usd, unpriced, reason = self.cost(labels.price, usage, iterations)
+        usd, unpriced, reason, savings = self.cost(labels.price, usage, iterations)
         if unpriced:
             self._unpriced_counter(labels.model, reason or "model")(unpriced)
+        if savings:
+            labels.series.add_savings(savings)
         return tokens, usd
 
     def listening(self) -> bool:

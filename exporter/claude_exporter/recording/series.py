@@ -52,6 +52,7 @@ class RequestSeries:
         "rate_limited",
         "refusals",
         "retries",
+        "savings",
         "stops",
         "tokens",
         "ttft",
@@ -75,6 +76,7 @@ class RequestSeries:
         self.code: dict[tuple[str, str], int] = {}
         self.misses: dict[str, list[int]] = {}  # cache-miss reason -> [responses, missed input tokens]
         self.refusals: dict[str, int] = {}  # refusal category
+        self.savings = 0.0  # USD the cache reads saved
 
     def finish(
         self,
@@ -125,6 +127,10 @@ class RequestSeries:
                 found[0] += 1
                 found[1] += missed_tokens
 
+    def add_savings(self, usd: float) -> None:
+        with self.lock:
+            self.savings += usd
+
     def add_refusal(self, category: str) -> None:
         with self.lock:
             self.refusals[category] = self.refusals.get(category, 0) + 1
@@ -148,6 +154,7 @@ class RequestSeries:
                 "code": dict(self.code),
                 "misses": {reason: tuple(v) for reason, v in self.misses.items()},
                 "refusals": dict(self.refusals),
+                "savings": self.savings,
             }
 
 
