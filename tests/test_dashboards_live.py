@@ -65,8 +65,8 @@ def ratelimits() -> dict[str, tuple[int, int, str]]:
 
 def drive(fake: FakeAnthropic) -> None:
     """Real SDK traffic, through the instrumentation, covering every family the dashboards read:
-    7 requests (1 failed after 3 attempts, 1 retried after a 429 and a 529, 1 streamed, 1 of an unpriced
-    model) in 5 executions (1 failed)."""
+    8 requests (1 failed after 3 attempts, 1 retried after a 429 and a 529, 1 streamed, 1 of an unpriced
+    model, 1 refused with a diagnosed cache miss) in 6 executions (1 failed)."""
     limits = ratelimits()
     fake.default = Reply(
         latency=0.01,
@@ -103,6 +103,16 @@ def drive(fake: FakeAnthropic) -> None:
         stream.get_final_message()
     with ce.execution("unpriced", agent=AGENT):
         client.messages.create(model=UNPRICED, max_tokens=512, messages=PROMPT)
+    fake.script(
+        Reply(
+            stop_reason="refusal",
+            stop_details={"type": "refusal", "category": "cyber"},
+            diagnostics={"cache_miss_reason": {"type": "system_changed", "cache_missed_input_tokens": 5000}},
+            ratelimit=limits,
+        )
+    )
+    with ce.execution("refused", agent=AGENT):
+        client.messages.create(model=MODEL, max_tokens=512, messages=PROMPT)
 
 
 def grafana_values(dashboard: dict[str, Any], instance: str) -> dict[str, str]:
@@ -166,6 +176,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promethe
             # Twice, a scrape apart: a series' first sample is not an increase, so rates need a second round.
             drive(fake)
             prom.wait_for(f'claude_requests_total{{job="{JOB}", model="{UNPRICED}"}}', timeout=10)
+            prom.wait_for(f'claude_refusals_total{{job="{JOB}"}}', timeout=10)  # the round's last request
             drive(fake)
             worker.start()
             assert started.wait(timeout=5)
@@ -217,8 +228,8 @@ EXPECTED: list[tuple[str, str, str, dict[str, str] | None, float, float]] = [
     ("claude-fleet.json", "Error rate", "A", None, 5, 30),  # 1 failed request in 7
     ("claude-fleet.json", "Firing alerts", "A", None, 1, 10),
     ("claude-fleet.json", "Agents seen", "A", None, 1, 1),
-    ("claude-agent.json", "Rate-limit headroom", "A", {"resource": "tokens"}, 90, 90),
-    ("claude-agent.json", "Rate-limit headroom", "A", {"resource": "requests"}, 98, 98),
+    ("claude-agent.json", "Rate-limit headroom", "A", {"model": MODEL, "resource": "tokens"}, 90, 90),
+    ("claude-agent.json", "Rate-limit headroom", "A", {"model": MODEL, "resource": "requests"}, 98, 98),
     ("claude-agent.json", "Code-execution failures", "A", {"tool": "bash_code_execution"}, 100, 100),
     ("claude-agent.json", "Code-execution failures", "A", {"tool": "code_execution"}, 0, 0),
     ("claude-agent.json", "Stop reasons", "A", {"stop_reason": "max_tokens"}, 5, 30),
@@ -228,6 +239,13 @@ EXPECTED: list[tuple[str, str, str, dict[str, str] | None, float, float]] = [
     ("claude-agent.json", "Executions in flight", "A", None, 1, 1),
     ("claude-cost.json", "Cache hit ratio", "A", None, 50, 80),  # 5000 of ~7000 prompt tokens
     ("claude-cost.json", "Unpriced tokens/s", "A", None, 1e-6, 1e6),
+    ("claude-cost.json", "Cache savings per hour", "A", None, 1e-6, 1e6),
+    ("claude-cost.json", "Cache hit ratio by agent", "A", None, 50, 80),
+    ("claude-cost.json", "Cache misses by reason", "A", {"reason": "system_changed"}, 1e-6, 100),
+    ("claude-cost.json", "Missed cache tokens by reason", "A", {"reason": "system_changed"}, 1e-6, 1e6),
+    ("claude-cost.json", "Unpriced tokens by model and reason", "A", {"reason": "model"}, 1e-6, 1e6),
+    ("claude-agent.json", "Refusals by category", "A", {"category": "cyber"}, 1e-6, 100),
+    ("claude-agent.json", "Errors by type and code", "A", {"error_code": "none"}, 1e-6, 100),
     ("claude-cost.json", "Spend per hour", "A", None, 1e-6, 1e6),
 ]
 

@@ -153,30 +153,40 @@ def reliability_panels() -> list[PanelBuilder]:
             stack=True,
         ),
         timeseries_panel(
-            "Errors by type",
+            "Errors by type and code",
             "reqps",
-            "Failed requests per second by SDK exception class.",
-            [query(S.sum_rate("claude_errors_total", group=("error_type",)), "{{error_type}}")],
+            "Failed requests per second by SDK exception class and the API's error_code (none when absent; "
+            "the runbook's Error codes section says what each means and what to do).",
+            [
+                query(
+                    S.sum_rate("claude_errors_total", group=("error_type", "error_code")),
+                    "{{error_type}} {{error_code}}",
+                )
+            ],
             stack=True,
         ),
         timeseries_panel(
             "Retries and 429s",
             "reqps",
-            "Attempts the SDK retried, by HTTP status or failure, and every 429 response received.",
+            "Attempts the SDK retried, by HTTP status or failure, and every 429 response received, by "
+            "error_code (a spend-limit code means no retry can help).",
             [
-                query(S.sum_rate("claude_retries_total", group=("reason",)), "retry {{reason}}"),
-                query(S.sum_rate("claude_rate_limited_total"), "429 responses"),
+                query(
+                    S.sum_rate("claude_retries_total", group=("reason", "error_code")),
+                    "retry {{reason}} {{error_code}}",
+                ),
+                query(S.sum_rate("claude_rate_limited_total", group=("error_code",)), "429 {{error_code}}"),
             ],
         ),
         timeseries_panel(
             "Rate-limit headroom",
             "percent",
-            "Remaining over limit, from the last anthropic-ratelimit-* headers each exporter saw. "
-            "Per API key (exporter), not per agent.",
+            "Remaining over limit, from the last anthropic-ratelimit-* headers each exporter saw for each "
+            "model (class). Per API key (exporter), not per agent.",
             [
                 query(
                     f"100 * {S.sel('claude_ratelimit_remaining')} / {S.sel('claude_ratelimit_limit')}",
-                    "{{instance}} {{resource}}",
+                    "{{instance}} {{model}} {{resource}}",
                 )
             ],
             max_value=100,
@@ -188,7 +198,7 @@ def reliability_panels() -> list[PanelBuilder]:
             [
                 query(
                     f"{S.sel('claude_ratelimit_reset_timestamp_seconds')} - time()",
-                    "{{instance}} {{resource}}",
+                    "{{instance}} {{model}} {{resource}}",
                 )
             ],
             min_value=None,
@@ -200,6 +210,14 @@ def reliability_panels() -> list[PanelBuilder]:
             [query(stop_share, "{{stop_reason}}")],
             stack=True,
             max_value=100,
+        ),
+        timeseries_panel(
+            "Refusals by category",
+            "reqps",
+            "Responses that stopped with refusal, per second, by the category in stop_details (cyber, bio, "
+            "frontier_llm, reasoning_extraction, general_harms; none when the API names none).",
+            [query(S.sum_rate("claude_refusals_total", group=("category",)), "{{category}}")],
+            stack=True,
         ),
         timeseries_panel(
             "Code-execution outcomes",

@@ -15,7 +15,6 @@ from common import (
     query,
     stat_panel,
     table_panel,
-    textbox_variable,
     thresholds,
     timeseries_panel,
     tokens_by_type_panel,
@@ -31,17 +30,11 @@ PROMPT = 'type=~"input|cache_creation|cache_read"'
 CACHE_READ = 'type="cache_read"'
 CACHE_WRITE = 'type="cache_creation"'
 UNPRICED_STEPS = (("green", None), ("red", 1e-9))
-# Cache reads bill at 0.1x the base input price (the price list's rule), so each saves 0.9x of it;
-# 5-minute cache writes bill at 1.25x, a 0.25x premium. $input_price is USD per million input tokens.
-SAVED_PER_READ = "0.9 * $input_price / 1e6"
-WRITE_PREMIUM = "0.25 * $input_price / 1e6"
+SAVINGS = "claude_cache_savings_usd_total"
 SAVINGS_NOTE = (
-    "An approximation: PromQL has no per-model prices, so this multiplies cache tokens by the one base input "
-    "price in the 'Input price' variable (USD per million tokens; 3 = Claude Sonnet). Saved = cache-read "
-    "tokens x 0.9 x price (reads bill at 0.1x input). Write premium = cache-write tokens x 0.25 x price "
-    "(5-minute writes bill at 1.25x; 1-hour writes at 2x, so the premium is understated for them). Models "
-    "whose cache reads bill below 0.1x save slightly more. For a mixed fleet, filter one model and set its "
-    "price."
+    "What the prompt-cache reads saved: each request's cost with its cache reads billed as plain input, "
+    "less its cost, at the request's own model rates and modifiers (fast, inference geo, batch). The "
+    "extra paid for cache writes is in the spend above, not subtracted here."
 )
 
 
@@ -96,16 +89,16 @@ def spend_stats() -> list[PanelBuilder]:
             decimals=1,
         ),
         stat_panel(
-            "Est. cache savings per hour",
+            "Cache savings per hour",
             "currencyUSD",
             SAVINGS_NOTE,
-            f"3600 * {SAVED_PER_READ} * {S.sum_rate(TOKENS, CACHE_READ)}",
+            f"3600 * {S.sum_rate(SAVINGS)}",
         ),
         stat_panel(
             "Unpriced tokens/s",
             "short",
-            "Tokens of models missing from the pricing table: their cost is not counted. "
-            "Add the model to the pricing overrides.",
+            "Tokens the pricing table cannot price (a model it lacks, a Bedrock or Vertex client, fast mode "
+            "or an inference geo without figures): their cost is not counted. See the pricing command.",
             f"{S.sum_rate('claude_exporter_unpriced_tokens_total')} or vector(0)",
             steps=thresholds(*UNPRICED_STEPS),
         ),
@@ -184,10 +177,18 @@ def efficiency_panels() -> list[PanelBuilder]:
 
 
 def cache_panels() -> list[PanelBuilder]:
-    """The prompt cache: how much it serves and what it saves."""
+    """The prompt cache: how much it serves, what it saves, and why it misses."""
     read_share = S.percent(TOKENS, CACHE_READ, group=("model",))
     return [
         tokens_by_type_panel(S),
+        timeseries_panel(
+            "Cache hit ratio by agent",
+            "percent",
+            "Cache-read tokens over prompt tokens (input + cache writes + reads), per agent: a sudden fall "
+            "with rising cache writes is a broken prefix (ClaudeCacheHitRatioDrop).",
+            [query(cache_hit_percent(("agent",)), "{{agent}}")],
+            max_value=100,
+        ),
         timeseries_panel(
             "Cache hit ratio and cache-read share by model",
             "percent",
@@ -200,22 +201,47 @@ def cache_panels() -> list[PanelBuilder]:
             max_value=100,
         ),
         timeseries_panel(
-            "Estimated cache savings",
+            "Cache savings per hour by agent",
             "currencyUSD",
             SAVINGS_NOTE,
-            [
-                query(f"3600 * {SAVED_PER_READ} * {S.sum_rate(TOKENS, CACHE_READ)}", "saved per hour"),
-                query(
-                    f"3600 * {WRITE_PREMIUM} * {S.sum_rate(TOKENS, CACHE_WRITE)}",
-                    "write premium per hour",
-                ),
-            ],
+            [query(f"3600 * {S.sum_rate(SAVINGS, group=('agent',))}", "{{agent}}")],
+            stack=True,
         ),
         timeseries_panel(
-            "Unpriced tokens by model",
+            "Cache writes per second by agent",
             "short",
-            "Tokens per second of models missing from the pricing table: spend above leaves them out.",
-            [query(S.sum_rate("claude_exporter_unpriced_tokens_total", group=("model",)), "{{model}}")],
+            "Prompt-cache write tokens per second: they bill at 1.25x (5-minute) or 2x (1-hour) the "
+            "input price.",
+            [query(S.sum_rate(TOKENS, CACHE_WRITE, group=("agent",)), "{{agent}}")],
+        ),
+        timeseries_panel(
+            "Cache misses by reason",
+            "reqps",
+            "Responses whose cache missed, per second, by the reason the API diagnosed (requests that "
+            "ask for diagnostics only): system, tools or messages changed, model changed, previous message "
+            "not found.",
+            [query(S.sum_rate("claude_cache_misses_total", group=("reason",)), "{{reason}}")],
+            stack=True,
+        ),
+        timeseries_panel(
+            "Missed cache tokens by reason",
+            "short",
+            "Input tokens per second that would have been cache reads had the prefix matched, by miss "
+            "reason.",
+            [query(S.sum_rate("claude_cache_missed_input_tokens_total", group=("reason",)), "{{reason}}")],
+            stack=True,
+        ),
+        timeseries_panel(
+            "Unpriced tokens by model and reason",
+            "short",
+            "Tokens per second the pricing table cannot price, by why (model, platform, speed, "
+            "inference_geo): spend above leaves them out.",
+            [
+                query(
+                    S.sum_rate("claude_exporter_unpriced_tokens_total", group=("model", "reason")),
+                    "{{model}} {{reason}}",
+                )
+            ],
         ),
     ]
 
@@ -227,12 +253,6 @@ def build() -> db.Dashboard:
         model_variable(),
         window_variable(
             "projection", "Projection window", ["1h", "6h", "24h", "15m"], "The spend rate projections use."
-        ),
-        textbox_variable(
-            "input_price",
-            "Input price (USD/MTok)",
-            "3",
-            "Base input price per million tokens, only for the estimated cache savings.",
         ),
     ]
     sections = [
