@@ -263,3 +263,22 @@ def test_refusals_by_category_beside_stop_reasons(reg: Any, fake_anthropic: Any,
     assert val(reg, "claude_refusals_total", **base, category="none") == 1
     assert val(reg, "claude_stop_reasons_total", **base, stop_reason="refusal") == 2
     assert "cyber" in REFUSAL_CATEGORIES
+
+
+def test_error_code_values_pass_the_label_cap(reg: Any, fake_anthropic: Any) -> None:
+    """More distinct known codes than the open-label cap (64): the 65th folds into __overflow__, counted."""
+    codes = sorted(ERROR_CODES)[:65]
+    fake_anthropic.script(*(Reply(status=400, error_code=code) for code in codes))
+    client = fake_anthropic.client(max_retries=0)
+    for _ in codes:
+        with pytest.raises(anthropic.APIStatusError):
+            client.messages.create(**kw())
+    assert val(reg, "claude_exporter_label_overflow_total", label="error_code") == 1
+    text = "\n".join(
+        sample.labels["error_code"]
+        for family in reg.collect()
+        if family.name == "claude_errors"
+        for sample in family.samples
+    )
+    assert text.count("__overflow__") == 1
+    assert len(set(text.split("\n"))) == 65  # 64 codes and the overflow

@@ -126,7 +126,10 @@ def test_a_short_lived_program_pushes_its_final_metrics(tmp_path, fake_anthropic
     assert value(table, "claude_requests_total", **labels, outcome="error") == 1
     assert value(table, "claude_tokens_total", **labels, type="input") == 200
     assert value(table, "claude_tokens_total", **labels, type="output") == 50
-    assert value(table, "claude_errors_total", **labels, error_type="InternalServerError") == 1
+    assert (
+        value(table, "claude_errors_total", **labels, error_type="InternalServerError", error_code="none")
+        == 1
+    )
     assert value(table, "claude_stop_reasons_total", **labels, stop_reason="max_tokens") == 1
     assert value(table, "claude_request_duration_seconds_count", **labels) == 3
     executions = {**group, "agent": "default", "task": "default"}

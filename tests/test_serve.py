@@ -218,7 +218,7 @@ def test_one_event_and_ndjson_become_exact_metrics(served):
     assert value(after, "claude_tokens_total", **labels, type="input") == 110
     assert value(after, "claude_tokens_total", **labels, type="output") == 42
     assert value(after, "claude_tokens_total", **labels, type="cache_read") == 1000
-    assert value(after, "claude_errors_total", **labels, error_type="RateLimitError") == 1
+    assert value(after, "claude_errors_total", **labels, error_type="RateLimitError", error_code="none") == 1
     assert value(after, "claude_stop_reasons_total", **labels, stop_reason="end_turn") == 1
     assert value(after, "claude_request_duration_seconds_count", **labels) == 3
     assert is_close(value(after, "claude_request_duration_seconds_sum", **labels), 2.25)

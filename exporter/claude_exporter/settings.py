@@ -18,10 +18,12 @@ from claude_exporter.recording.pricing import (
     ModelPrice,
     PriceTable,
     cache_savings,
+    cost_of,
     estimate,
     fallback_redeemed,
     load_price_table,
     split_cache_writes,
+    unpriced_reason,
 )
 from claude_exporter.recording.recorder import Recorder, RecorderOptions
 
@@ -49,36 +51,33 @@ def cost_function(table: PriceTable) -> Callable[[ModelPrice, Usage, tuple[Itera
 
     def usage_cost(price: ModelPrice, usage: Usage, iterations: tuple[Iteration, ...] = ()) -> CostResult:
         cache_5m, cache_1h = split_cache_writes(usage.cache_creation, usage.cache_5m, usage.cache_1h)
-        savings = 0.0
-        if usage.cache_read:
-            savings = cache_savings(
+        tier, speed, geo, read = usage.service_tier, usage.speed, usage.geo, usage.cache_read
+        savings = cache_savings(price, usage.input, usage.output, cache_5m, cache_1h, read, tier, speed, geo)
+        if iterations or usage.web_search or usage.web_fetch or usage.fallback is not None:
+            usd, unpriced, reason = estimate(
                 price,
+                lookup,
                 usage.input,
                 usage.output,
                 cache_5m,
                 cache_1h,
-                usage.cache_read,
-                usage.service_tier,
-                usage.speed,
-                usage.geo,
+                read,
+                tier,
+                speed,
+                geo,
+                usage.web_search,
+                usage.web_fetch,
+                iterations,
+                usage.fallback is not None and fallback_redeemed(usage.fallback),
             )
-        usd, unpriced, reason = estimate(
-            price,
-            lookup,
-            usage.input,
-            usage.output,
-            cache_5m,
-            cache_1h,
-            usage.cache_read,
-            usage.service_tier,
-            usage.speed,
-            usage.geo,
-            usage.web_search,
-            usage.web_fetch,
-            iterations,
-            usage.fallback is not None and fallback_redeemed(usage.fallback),
+            return usd, unpriced, reason, savings
+        # The common case: one cost_of, no allocation but the result.
+        cost = cost_of(
+            price, usage.input, usage.output, cache_5m, cache_1h, read, tier == "batch", speed, geo, tier
         )
-        return usd, unpriced, reason, savings
+        if cost is None:
+            return 0.0, usage.all_input + usage.output, unpriced_reason(price, speed), savings
+        return cost, 0, None, savings
 
     return usage_cost
 

@@ -71,6 +71,7 @@ __all__ = [
     "split_cache_creation",
     "split_cache_writes",
     "token_counts",
+    "unpriced_reason",
 ]
 
 #: The five per-model figures, USD per million tokens; also the keys a config override may set.
@@ -303,7 +304,7 @@ def estimate(
         )
         if cost is None:
             unpriced += it.tokens
-            reason = reason or _modifier_reason(p, speed if own else None, geo)
+            reason = reason or unpriced_reason(p, speed if own else None)
         else:
             usd += cost
     if found_any:
@@ -313,7 +314,7 @@ def estimate(
     )
     if cost is None:
         total = input + output + cache_write_5m + cache_write_1h + cache_read
-        return usd, total, _modifier_reason(price, speed, geo)
+        return usd, total, unpriced_reason(price, speed)
     return usd + cost, 0, None
 
 
@@ -334,6 +335,13 @@ def cache_savings(
     if not cache_read:
         return 0.0
     batch = tier == "batch"
+    if price.long_context_threshold is None and speed != "fast":
+        # The common case, without a second pass: the rates do not depend on the prompt size.
+        multiplier = _multiplier(price, batch, geo, tier)
+        if multiplier is None:
+            return 0.0
+        saved = cache_read * (price.input - price.cache_read) * multiplier * _PER_TOKEN
+        return saved if saved > 0 else 0.0
     actual = cost_of(
         price, input, output, cache_write_5m, cache_write_1h, cache_read, batch, speed, geo, tier
     )
@@ -345,10 +353,24 @@ def cache_savings(
     return max(uncached - actual, 0.0)
 
 
-def _modifier_reason(price: ModelPrice, speed: str | None, geo: str | None) -> str:
-    if speed == "fast" and price.fast_input is None:
-        return "speed"
-    return "inference_geo"
+def _multiplier(price: ModelPrice, batch: bool, geo: str | None, tier: str | None) -> float | None:
+    """The product of the inference-geo, tier and batch multipliers; ``None`` for a geo off the list."""
+    multiplier = 1.0
+    if geo is not None and price.geo_eligible:
+        found = price.modifiers.geo_multipliers.get(geo)
+        if found is None:
+            return None
+        multiplier = found
+    if tier == "priority":
+        multiplier *= price.modifiers.priority_multiplier
+    if batch:
+        multiplier *= price.batch_multiplier
+    return multiplier
+
+
+def unpriced_reason(price: ModelPrice, speed: str | None) -> str:
+    """Why :func:`cost_of` could not price a request at ``price``: fast speed or an inference geo."""
+    return "speed" if speed == "fast" and price.fast_input is None else "inference_geo"
 
 
 def cost_of(
@@ -371,16 +393,13 @@ def cost_of(
     a redeemed fallback credit bills cache writes at the cache-read rate; then the inference-geo, tier and
     batch multipliers.
     """
-    multiplier = 1.0
-    if geo is not None and price.geo_eligible:
-        found = price.modifiers.geo_multipliers.get(geo)
+    if geo is None and tier != "priority" and not batch:
+        multiplier = 1.0  # the common case, decided without a call
+    else:
+        found = _multiplier(price, batch, geo, tier)
         if found is None:
             return None
         multiplier = found
-    if tier == "priority":
-        multiplier *= price.modifiers.priority_multiplier
-    if batch:
-        multiplier *= price.batch_multiplier
     if speed == "fast":
         fast_in = price.fast_input
         if fast_in is None or price.fast_output is None:
