@@ -279,14 +279,14 @@ def test_bucket_layouts(reg, fake_anthropic):
 
 def test_timeout_threshold_from_config_is_a_bucket(fake_anthropic):
     from claude_exporter.config import parse_config
-    from claude_exporter.recording.state import STATE
+    from claude_exporter.recording.state import ACTIVE
     from prometheus_client import CollectorRegistry
 
     config = parse_config(
         {"monitoring": {"slow": {"alerts": [{"name": "execution_timeout", "threshold_ms": 45000}]}}}
     )
     registry = CollectorRegistry()
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     try:
         ce.instrument(config, registry=registry)

@@ -229,8 +229,8 @@ def test_ratelimit_values_survive_a_later_response_without_headers(reg, fake_ant
 
 def test_ratelimit_gauges_absent_before_any_header(reg, fake_anthropic):
     fake_anthropic.client(max_retries=0).messages.create(**kw())
-    assert not has(reg, "claude_ratelimit_limit", resource="requests")
-    assert not has(reg, "claude_ratelimit_remaining", resource="tokens")
+    assert not has(reg, "claude_ratelimit_limit", model=MODEL, resource="requests")
+    assert not has(reg, "claude_ratelimit_remaining", model=MODEL, resource="tokens")
 
 
 def test_requests_and_executions_in_flight_mid_request(reg, fake_anthropic):

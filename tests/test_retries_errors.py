@@ -1,4 +1,4 @@
-"""Retries, 429s and errors: per-attempt accounting through the SDK middleware, and every failure recorded
+"""Retries, 429s and errors: per-attempt accounting through the attempt seam (httpx2 send), and every failure
 by the SDK's class name and re-raised as the very same exception object."""
 
 from __future__ import annotations

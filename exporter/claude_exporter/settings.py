@@ -1,6 +1,10 @@
-"""From a configuration to what the instrumentation decides once: label caps, default agent, timeout
-buckets, prices, client-side code tools, and the listeners (event log, health window) that a finished
-execution is handed to."""
+"""From a configuration to a working recorder: what is decided once (label caps, default agent, timeout
+buckets, prices, client-side code tools, enabled families), the listeners a finished execution is handed
+to (event log, health window), and the collectors that expose it.
+
+:func:`open_recorder` is all or nothing: if any step fails, what the earlier steps registered or started
+is undone before the error propagates, so a retry starts from a clean slate.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
+
 from claude_exporter.config import Config, config_from_env, default_config, load_config
+from claude_exporter.exposition.collectors import register, unregister
 from claude_exporter.exposition.eventlog import event_log_listener
 from claude_exporter.exposition.health import health_listener
-from claude_exporter.instrumentation.extract import Usage
+from claude_exporter.families import SEED_GROUPS
 from claude_exporter.recording.pricing import (
     Iteration,
     ModelPrice,
@@ -26,8 +34,17 @@ from claude_exporter.recording.pricing import (
     unpriced_reason,
 )
 from claude_exporter.recording.recorder import Recorder, RecorderOptions
+from claude_exporter.recording.usage import Usage
 
-__all__ = ["Settings", "as_config", "cost_function", "resolve_settings"]
+__all__ = [
+    "Opened",
+    "Settings",
+    "as_config",
+    "close_recorder",
+    "cost_function",
+    "open_recorder",
+    "resolve_settings",
+]
 
 CostResult = tuple[float, int, "str | None", float]  # USD, unpriced tokens, why, cache savings USD
 
@@ -36,13 +53,20 @@ CostResult = tuple[float, int, "str | None", float]  # USD, unpriced tokens, why
 class Settings:
     config: Config
     recorder: RecorderOptions
-    price_lookup: Callable[[str, str], tuple[ModelPrice | None, str | None]]
+    price_lookup: Callable[[str], ModelPrice | None]
     cost: Callable[[Any, Usage, tuple[Iteration, ...]], CostResult]
     listeners: tuple[Callable[[Recorder], None], ...] = field(default=())
 
     def attach(self, rec: Recorder) -> None:
         for add in self.listeners:
             add(rec)
+
+    def enabled(self, agent: str, group: str) -> bool:
+        """Whether the agent's ``metrics:`` list enables a family group (see ``families.METRIC_GROUPS``)."""
+        metrics = self.config.agent(agent).metrics
+        if group in metrics:
+            return True
+        return group not in SEED_GROUPS and metrics <= SEED_GROUPS
 
 
 def cost_function(table: PriceTable) -> Callable[[ModelPrice, Usage, tuple[Iteration, ...]], CostResult]:
@@ -71,7 +95,7 @@ def cost_function(table: PriceTable) -> Callable[[ModelPrice, Usage, tuple[Itera
                 usage.fallback is not None and fallback_redeemed(usage.fallback),
             )
             return usd, unpriced, reason, savings
-        # The common case: one cost_of, no allocation but the result.
+        # The common case: one cost_of, nothing allocated but the result.
         cost = cost_of(
             price, usage.input, usage.output, cache_5m, cache_1h, read, tier == "batch", speed, geo, tier
         )
@@ -108,6 +132,38 @@ def resolve_settings(config: Any, listeners: tuple[Callable[[Recorder], None], .
         timeout_seconds=cfg.timeout_buckets(),
         code_tools={name: agent.code_tools for name, agent in cfg.agents.items() if agent.code_tools},
         default_code_tools=cfg.defaults.code_tools,
+        unpriced_platforms=prices.modifiers.unpriced_platforms,
     )
     defaults = (event_log_listener(cfg), health_listener(cfg))
-    return Settings(cfg, options, prices.lookup_on, cost_function(prices), (*defaults, *listeners))
+    return Settings(cfg, options, prices.lookup, cost_function(prices), (*defaults, *listeners))
+
+
+@dataclass
+class Opened:
+    """A recorder and what was registered for it, so :func:`close_recorder` can take it all back."""
+
+    recorder: Recorder
+    registry: CollectorRegistry
+    collectors: list[Collector]
+
+
+def open_recorder(settings: Settings, registry: CollectorRegistry) -> Opened:
+    """A recorder for ``settings``, exposed on ``registry``, with its listeners attached."""
+    rec = Recorder(settings.recorder, settings.price_lookup, settings.cost)
+    rec.config = settings.config
+    opened = Opened(rec, registry, [])
+    try:
+        opened.collectors.append(register(rec, registry, settings.enabled))
+        settings.attach(rec)
+    except BaseException:
+        close_recorder(opened)
+        raise
+    return opened
+
+
+def close_recorder(opened: Opened) -> None:
+    """Stop the recorder's threads, close its files and unregister its collectors."""
+    opened.recorder.close()
+    for collector in opened.collectors:
+        unregister(opened.registry, collector)
+    opened.collectors.clear()

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from claude_exporter.instrumentation.extract import NO_CODE, Usage
 from claude_exporter.recording.recorder import Recorder
+from claude_exporter.recording.usage import Usage
 
 __all__ = ["MAX_BODY", "Event", "apply_events", "events_route", "parse_body", "parse_event"]
 
@@ -133,11 +133,10 @@ def apply_events(rec: Recorder, events: Iterable[Event]) -> int:
     for event in events:
         agent = event.agent or rec.options.default_agent
         labels = rec.request_labels(agent, event.model)
-        usage = Usage()
-        usage.input, usage.output, usage.cache_creation, usage.cache_read = event.usage
-        tokens, cost = rec.tokens_and_cost(labels, usage)
-        error = None if event.error_type is None else (event.error_type, NO_CODE)
-        labels.finish(event.ok, event.seconds, tokens, cost, event.stop_reason, error, ())
+        usage = Usage(*event.usage)
+        cost = labels.cost(usage, event.model)
+        error = None if event.error_type is None else (event.error_type, "none")  # events carry no code
+        labels.finish(event.ok, event.seconds, usage, cost, event.stop_reason, error, ())
         rec.exec_labels(agent, event.task).record(
             event.ok, event.seconds, usage.all_input, usage.output, event.requests
         )
@@ -182,15 +181,14 @@ def events_route(
             return _json(start_response, "413 Content Too Large", {"error": f"body over {MAX_BODY} bytes"})
         body = environ["wsgi.input"].read(length) if length else b""
         events, problems = parse_body(body)
-        counter = rec.metrics.events
         if problems:
             bad_lines = {p.split(":", 1)[0] for p in problems if p.startswith("line")}
-            counter.labels(source, "rejected").inc(max(1, len(bad_lines)))
+            rec.events.inc((source, "rejected"), max(1, len(bad_lines)))
             return _json(
                 start_response, "400 Bad Request", {"error": "no event applied", "problems": problems}
             )
         applied = apply_events(rec, events)
-        counter.labels(source, "accepted").inc(applied)
+        rec.events.inc((source, "accepted"), applied)
         return _json(start_response, "200 OK", {"accepted": applied})
 
     return route

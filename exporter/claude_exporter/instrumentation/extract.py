@@ -1,4 +1,4 @@
-"""Pure functions from SDK objects to what the metrics need. No prometheus import here.
+"""Pure functions from SDK objects to what the recording layer needs. No prometheus import here.
 
 They read attributes with ``getattr`` and switch on ``.type`` strings, so first-party, beta, Bedrock and
 Vertex objects (and content block types newer than this code) all pass through.
@@ -10,6 +10,7 @@ import typing
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import httpx2
 from anthropic import AnthropicError, APITimeoutError
 
 __all__ = [
@@ -19,21 +20,21 @@ __all__ = [
     "NO_CODE",
     "OTHER",
     "REFUSAL_CATEGORIES",
-    "Usage",
+    "cache_miss",
     "client_code_blocks",
     "code_block_outcome",
     "code_blocks",
     "error_code",
     "error_code_of_body",
     "error_message",
-    "error_type",
     "message_facts",
     "platform_of",
+    "refusal",
     "retry_reason",
 ]
 
 OTHER = "__other__"  # a value the installed SDK does not name: one bounded bucket
-NO_CODE = "none"  # an error without an error_code (connection errors, old API answers)
+NO_CODE = "none"  # an error without an error_code (connection errors, most 5xx)
 
 
 def _literal_args(tp: Any, field: str) -> list[str]:
@@ -89,112 +90,6 @@ CODE_RESULT_TOOLS: dict[str, str] = {
     "bash_code_execution_tool_result": "bash_code_execution",
     "text_editor_code_execution_tool_result": "text_editor_code_execution",
 }
-
-
-_USAGE_FIELDS = (
-    "input_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "cache_creation",
-    "service_tier",
-    "speed",
-    "inference_geo",
-    "server_tool_use",
-    "iterations",
-    "fallback_credit",
-)
-# Which optional fields each usage class has, decided once per class: pydantic answers a missing
-# attribute slowly (about 1.6 us), and message_delta usage lacks two of them.
-_FIELDS: dict[type, frozenset[str]] = {}
-
-
-def _fields_of(cls: type, usage: Any) -> frozenset[str]:
-    declared = getattr(cls, "model_fields", None)
-    if isinstance(declared, dict):
-        found = frozenset(name for name in _USAGE_FIELDS if name in declared)
-        _FIELDS[cls] = found
-        return found
-    return frozenset(name for name in _USAGE_FIELDS if hasattr(usage, name))  # not cached: not a model
-
-
-class Usage:
-    """Token counts of one request; stream events overwrite fields as they arrive."""
-
-    __slots__ = (
-        "cache_1h",
-        "cache_5m",
-        "cache_creation",
-        "cache_miss",
-        "cache_missed",
-        "cache_read",
-        "fallback",
-        "geo",
-        "input",
-        "iterations",
-        "output",
-        "refusal",
-        "service_tier",
-        "speed",
-        "web_fetch",
-        "web_search",
-    )
-
-    def __init__(self) -> None:
-        self.input = 0
-        self.output = 0
-        self.cache_creation = 0
-        self.cache_read = 0
-        self.cache_5m: int | None = None
-        self.cache_1h: int | None = None
-        self.service_tier: str | None = None
-        self.speed: str | None = None
-        self.geo: str | None = None
-        self.web_search = 0
-        self.web_fetch = 0
-        self.iterations: Any = None  # usage.iterations as the SDK gave it; parsed only to price it
-        self.fallback: Any = None  # usage.fallback_credit
-        # From the message rather than its usage (kept here: one object per response).
-        self.cache_miss: str | None = None  # diagnostics.cache_miss_reason.type, bounded
-        self.cache_missed = 0  # its cache_missed_input_tokens
-        self.refusal: str | None = None  # stop_details.category of a refusal, bounded
-
-    def update(self, usage: Any) -> None:
-        """Overwrite with every count ``usage`` carries (message_delta usage is cumulative)."""
-        if usage is None:
-            return
-        cls = type(usage)
-        has = _FIELDS.get(cls)
-        if has is None:
-            has = _fields_of(cls, usage)
-        if "input_tokens" in has and (value := usage.input_tokens) is not None:
-            self.input = value
-        if (value := usage.output_tokens) is not None:
-            self.output = value
-        if "cache_creation_input_tokens" in has and (value := usage.cache_creation_input_tokens) is not None:
-            self.cache_creation = value
-        if "cache_read_input_tokens" in has and (value := usage.cache_read_input_tokens) is not None:
-            self.cache_read = value
-        if "cache_creation" in has and (split := usage.cache_creation) is not None:
-            self.cache_5m = getattr(split, "ephemeral_5m_input_tokens", None)
-            self.cache_1h = getattr(split, "ephemeral_1h_input_tokens", None)
-        if "service_tier" in has and (tier := usage.service_tier) is not None:
-            self.service_tier = tier
-        if "speed" in has and (speed := usage.speed) is not None:
-            self.speed = speed
-        if "inference_geo" in has and (geo := usage.inference_geo) is not None:
-            self.geo = geo
-        if "server_tool_use" in has and (tools := usage.server_tool_use) is not None:
-            self.web_search = getattr(tools, "web_search_requests", 0) or 0
-            self.web_fetch = getattr(tools, "web_fetch_requests", 0) or 0
-        if "iterations" in has and (iterations := usage.iterations) is not None:
-            self.iterations = iterations
-        if "fallback_credit" in has and (credit := usage.fallback_credit) is not None:
-            self.fallback = credit
-
-    @property
-    def all_input(self) -> int:
-        """Input as the model processed it: plain input plus cache writes and reads."""
-        return self.input + self.cache_creation + self.cache_read
 
 
 def code_block_outcome(block: Any) -> tuple[str, str] | None:
@@ -255,7 +150,7 @@ def _content(message: Any) -> list[Any]:
     return content if isinstance(content, list) else []
 
 
-def message_facts(message: Any, usage: Usage) -> None:
+def message_facts(message: Any, usage: Any) -> None:
     """Copy what a message says beside its usage (cache diagnostics, refusal category) into ``usage``."""
     diagnostics = getattr(message, "diagnostics", None)
     if diagnostics is not None:
@@ -264,7 +159,7 @@ def message_facts(message: Any, usage: Usage) -> None:
         refusal(getattr(message, "stop_details", None), usage)
 
 
-def cache_miss(reason: Any, usage: Usage) -> None:
+def cache_miss(reason: Any, usage: Any) -> None:
     """``diagnostics.cache_miss_reason`` (``None`` while the diagnosis is pending: nothing to record)."""
     if reason is None:
         return
@@ -274,7 +169,7 @@ def cache_miss(reason: Any, usage: Usage) -> None:
     usage.cache_missed = missed if isinstance(missed, int) and missed > 0 else 0
 
 
-def refusal(details: Any, usage: Usage) -> None:
+def refusal(details: Any, usage: Any) -> None:
     """The refusal category of ``stop_details`` (``none`` when the API names no category)."""
     category = getattr(details, "category", None) if details is not None else None
     if category is None:
@@ -312,11 +207,6 @@ def error_code_of_body(body: Any) -> str:
     return code if code in ERROR_CODES else OTHER
 
 
-def error_type(exc: BaseException) -> str:
-    """The error label: the SDK exception's class name (RateLimitError, OverloadedError, ...)."""
-    return type(exc).__name__
-
-
 def error_message(exc: BaseException | None) -> str | None:
     """The message for the event log: the SDK's errors only (the API's answer); an application's own
     exception may quote a prompt, so its message is never taken."""
@@ -327,4 +217,4 @@ def error_message(exc: BaseException | None) -> str | None:
 
 def retry_reason(exc: BaseException) -> str:
     """The reason label of a retry caused by an exception rather than a status."""
-    return "timeout" if isinstance(exc, APITimeoutError) else "connection"
+    return "timeout" if isinstance(exc, (APITimeoutError, httpx2.TimeoutException)) else "connection"

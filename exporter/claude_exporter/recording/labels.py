@@ -1,5 +1,5 @@
 """What a request resolves once per (agent, model): its series, its price, and the cap policy for the
-open-ended labels (stop_reason, error_type, reason, tool).
+open-ended labels (stop_reason, error_type, error_code, reason, tool, cache-miss reason, refusal category).
 
 The common case, a value this series has seen before, costs a dict lookup and then one locked update of
 the series. A value never seen goes the slow way once: its label's cap, then its family's combination
@@ -8,45 +8,18 @@ budget; past the budget the combination is recorded under the ``(__overflow__, _
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from claude_exporter.recording.cardinality import LabelCap
+from claude_exporter.recording.cardinality import FAMILY_NAMES, OVERFLOW, Budget, LabelCap
+from claude_exporter.recording.pricing import iterations_of
 from claude_exporter.recording.series import ExecSeries, RequestSeries
+from claude_exporter.recording.usage import Usage
 
-__all__ = ["FAMILY_NAMES", "Budget", "RequestLabels"]
+if TYPE_CHECKING:
+    from claude_exporter.recording.recorder import Recorder
 
-# Budget key -> the family named in claude_exporter_label_overflow_total when it overflows.
-FAMILY_NAMES = {
-    "series": "claude_requests_total",
-    "stop_reasons": "claude_stop_reasons_total",
-    "errors": "claude_errors_total",
-    "retries": "claude_retries_total",
-    "code_blocks": "claude_code_blocks_executed_total",
-    "rate_limited": "claude_rate_limited_total",
-    "cache_misses": "claude_cache_misses_total",
-    "refusals": "claude_refusals_total",
-    "executions": "claude_executions_total",
-}
-
-
-class Budget:
-    """How many more label combinations one family may take."""
-
-    __slots__ = ("_lock", "left", "name")
-
-    def __init__(self, name: str, cap: int) -> None:
-        self.name = name
-        self.left = cap
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            if self.left <= 0:
-                return False
-            self.left -= 1
-            return True
+__all__ = ["RequestLabels"]
 
 
 class RequestLabels:
@@ -56,54 +29,77 @@ class RequestLabels:
         "_budgets",
         "_caps",
         "_default_exec",
-        "_exec_resolver",
-        "_on_overflow",
-        "_overflow_series",
+        "_rec",
         "agent",
         "code_tools",
         "model",
         "price",
         "series",
-        "unpriced",
+        "unpriced_reason",
     )
 
     def __init__(
         self,
+        rec: Recorder,
         series: RequestSeries,
-        caps: dict[str, LabelCap],
-        budgets: dict[str, Budget],
-        exec_resolver: Callable[[str, str], ExecSeries],
-        overflow_series: Callable[[], RequestSeries],
-        on_overflow: Callable[[str], None],
         price: Any,
-        unpriced: Callable[[float], None] | None,
-        code_tools: frozenset[str] = frozenset(),
+        code_tools: frozenset[str],
+        unpriced_reason: str = "model",
     ) -> None:
+        self._rec = rec
         self.series = series
         self.agent = series.agent
         self.model = series.model
-        self._caps = caps
-        self._budgets = budgets
-        self._exec_resolver = exec_resolver
-        self._overflow_series = overflow_series
-        self._on_overflow = on_overflow
+        self._caps: dict[str, LabelCap] = rec.caps
+        self._budgets: dict[str, Budget] = rec.budgets
         self._default_exec: ExecSeries | None = None
-        self.price = price
-        self.unpriced = unpriced
+        self.price = price  # None: unpriced, or a folded model priced per request
+        self.unpriced_reason = unpriced_reason  # why price is None: model, or platform (its own list)
         self.code_tools = code_tools  # client-side tools whose results count as code execution
 
     def default_exec(self) -> ExecSeries:
         """The (agent, "default") execution series, for requests made outside any execution."""
         found = self._default_exec
         if found is None:
-            found = self._default_exec = self._exec_resolver(self.agent, "default")
+            found = self._default_exec = self._rec.exec_labels(self.agent, "default")
         return found
+
+    def cost(self, usage: Usage, raw_model: str) -> float:
+        """The request's cost from every field its usage bills on; what cannot be priced (a model missing
+        from the table, a platform billing on its own list, a mode without figures) is counted as unpriced
+        tokens with its reason. With ``usage.iterations`` the request is billed as the sum of its
+        iterations, compaction included (the top-level counts leave compaction out), so ``usage``'s counts
+        become those sums before the tokens are recorded."""
+        iterations = iterations_of(usage.iterations) if usage.iterations else ()
+        if iterations:
+            usage.input = sum(it.input for it in iterations)
+            usage.output = sum(it.output for it in iterations)
+            usage.cache_5m = sum(it.cache_write_5m for it in iterations)
+            usage.cache_1h = sum(it.cache_write_1h for it in iterations)
+            usage.cache_creation = usage.cache_5m + usage.cache_1h
+            usage.cache_read = sum(it.cache_read for it in iterations)
+        price = self.price
+        if price is None and self.model == OVERFLOW and self.unpriced_reason == "model":
+            # A folded model holds many real ones: price each request by the model it named.
+            price = self._rec.price_lookup(raw_model)
+        rec = self._rec
+        if price is None:
+            total = usage.all_input + usage.output
+            if total:
+                rec.unpriced.inc((self.model, self.unpriced_reason), total)
+            return 0.0
+        usd, unpriced, reason, savings = rec.cost(price, usage, iterations)
+        if unpriced:
+            rec.unpriced.inc((self.model, reason or "model"), unpriced)
+        if savings:
+            self.series.add_savings(savings)
+        return usd
 
     def finish(
         self,
         ok: bool,
         seconds: float,
-        tokens: tuple[int, int, int, int] | None,
+        usage: Usage | None,
         cost: float,
         stop_reason: str | None,
         error: tuple[str, str] | None,
@@ -116,9 +112,9 @@ class RequestLabels:
             or (blocks and any(key not in series.code for key in blocks))
         ):
             stop_reason, error, blocks = self._admit_new(stop_reason, error, blocks)
-        series.finish(ok, seconds, tokens, cost, stop_reason, error, blocks)
+        series.finish(ok, seconds, usage, cost, stop_reason, error, blocks)
 
-    def retry(self, reason: str, code: str) -> None:
+    def retry(self, reason: str, code: str = "none") -> None:
         series = self.series
         key = (reason, code)
         if key not in series.retries:
@@ -188,5 +184,5 @@ class RequestLabels:
         return stop_reason, error, kept
 
     def _overflowed(self, family: str) -> RequestSeries:
-        self._on_overflow(FAMILY_NAMES[family])
-        return self._overflow_series()
+        self._rec.count_overflow(FAMILY_NAMES[family])
+        return self._rec.overflow_series()
