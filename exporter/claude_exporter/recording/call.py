@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from claude_exporter.recording.records import Totals
 
@@ -25,6 +25,7 @@ class Call:
         "client_blocks",
         "done",
         "execution",
+        "http",
         "labels",
         "last_code",
         "last_reason",
@@ -34,7 +35,13 @@ class Call:
     )
 
     def __init__(
-        self, rec: Recorder, labels: RequestLabels, execution: Execution | None, raw_model: str
+        self,
+        rec: Recorder,
+        labels: RequestLabels,
+        execution: Execution | None,
+        raw_model: str,
+        http: Any = None,
+        client_blocks: list[tuple[str, str]] | None = None,
     ) -> None:
         self.rec = rec
         self.labels = labels
@@ -44,7 +51,8 @@ class Call:
         self.last_reason = "unknown"
         self.last_code = "none"  # the error_code of the last failed attempt
         self.done = False
-        self.client_blocks: list[tuple[str, str]] | None = None  # results of client code tools sent in
+        self.client_blocks = client_blocks  # results of client code tools sent in
+        self.http = http  # the transport client whose sends are this request's attempts
         self.start = time.perf_counter()
         rec.running_calls[id(self)] = self
 
@@ -65,8 +73,15 @@ class Call:
         ``error_code`` is the API's (bounded by the instrumentation), ``none`` when it gave none."""
         if self.done:
             return
-        self.done = True
         rec = self.rec
+        busy = rec.busy
+        if busy.on:
+            # Reached from a finaliser (the garbage collector closing a caller's stream) while this
+            # thread is recording: it may hold a series lock, so leave the finish to the next call.
+            rec.orphans.append(lambda: self.finish(usage, stop_reason, blocks, error_type, error_message))
+            return
+        self.done = True
+        busy.on = True
         try:
             seconds = time.perf_counter() - self.start
             labels = self.labels
@@ -84,6 +99,7 @@ class Call:
                 totals = Totals.of_request(usage, cost, len(blocks), labels.model, stop_reason)
                 rec.finish_execution(labels.default_exec(), seconds, totals, error_type, error_message)
         finally:  # even after a fault: a request left "in flight" would look like a hung agent
+            busy.on = False
             rec.running_calls.pop(id(self), None)
             if rec.orphans:
                 rec.settle_orphans()
