@@ -15,8 +15,10 @@ from typing import Any
 import wrapt
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from claude_exporter.exposition.claude_code_collector import ClaudeCodeCollector
 from claude_exporter.exposition.live import scrape_collector
 from claude_exporter.exposition.store_collector import StoreCollector
+from claude_exporter.ingest.claude_code import ClaudeCodeIngest
 from claude_exporter.instrumentation import wrappers as patch
 from claude_exporter.instrumentation.middleware import detach_all
 from claude_exporter.recording.recorder import Recorder
@@ -107,7 +109,12 @@ def instrument(config: Any = None, *, registry: CollectorRegistry | None = None)
         settings: Settings = resolve_settings(config)
         registry = REGISTRY if registry is None else registry
         rec = Recorder(registry, settings.recorder, settings.price_lookup, settings.cost)
-        _collectors[:] = [StoreCollector(rec), scrape_collector(rec)]
+        rec.claude_code = ClaudeCodeIngest(rec, settings.config.otlp)
+        _collectors[:] = [
+            StoreCollector(rec),
+            scrape_collector(rec),
+            ClaudeCodeCollector(rec.claude_code, lambda: rec.agents),
+        ]
         for collector in _collectors:
             registry.register(collector)
         _registry = registry

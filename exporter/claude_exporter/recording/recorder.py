@@ -124,6 +124,7 @@ class Recorder:
         self.closers: list[Callable[[], None]] = []  # run by uninstrument(): stop threads, close files
         self.config: Any = None  # the Config it was made from, for the endpoints that read it
         self.health: Any = None  # the HealthWindow, when a listener set one
+        self.claude_code: Any = None  # the ClaudeCodeIngest that OTLP and hooks feed (set by instrument())
         self._faults: dict[str, Callable[..., None]] = {}
 
     @property

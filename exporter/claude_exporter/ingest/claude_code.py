@@ -31,16 +31,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .claude_code_events import ApiCall, ToolResult, Turn, TurnEnd, TurnStart, read_event
-from .claude_code_metrics import ClaudeCodeStore
-from .extract import Usage
-from .otlp_counting import Deltas, Recent
-from .otlp_records import LogEvent, SumPoint
-from .recorder import Recorder
+from claude_exporter.config.exporter import OtlpConfig
+from claude_exporter.ingest.claude_code_events import (
+    ApiCall,
+    ToolResult,
+    Turn,
+    TurnEnd,
+    TurnStart,
+    read_event,
+)
+from claude_exporter.ingest.otlp_counting import Deltas, Recent
+from claude_exporter.ingest.otlp_records import LogEvent, SumPoint
+from claude_exporter.instrumentation.extract import Usage
+from claude_exporter.recording.claude_code_series import ClaudeCodeStore
+from claude_exporter.recording.recorder import Recorder
 
-__all__ = ["ClaudeCodeIngest", "ClaudeCodeOptions", "code_outcome"]
+__all__ = ["ClaudeCodeIngest", "code_outcome"]
 
-USAGE_SOURCES = ("events", "metrics")
 _TOKEN_TYPES = {"input": 0, "output": 1, "cacheCreation": 2, "cacheRead": 3}
 _SIMPLE = {
     "claude_code.session.count": ("claude_code_sessions", None, ()),
@@ -49,20 +56,6 @@ _SIMPLE = {
     "claude_code.lines_of_code.count": ("claude_code_lines_of_code", "type", ("added", "removed")),
     "claude_code.active_time.total": ("claude_code_active_time_seconds", "type", ("user", "cli")),
 }
-
-
-@dataclass(frozen=True)
-class ClaudeCodeOptions:
-    """The ``exporter.otlp`` settings."""
-
-    enabled: bool = True
-    default_agent: str = "claude-code"
-    agent_attribute: str = "agent"
-    task_attribute: str = "task"
-    usage_from: str = "events"
-    code_tools: frozenset[str] = frozenset({"Bash"})
-    turn_idle_seconds: float = 300.0
-    memory: int = 100_000  # ids and writers remembered, each
 
 
 def code_outcome(ok: bool, error_type: str | None, interrupted: bool = False) -> str:
@@ -100,9 +93,9 @@ class OpenTurn:
 class ClaudeCodeIngest:
     """Maps Claude Code's telemetry onto one recorder; every ``apply_*`` is safe to call from many threads."""
 
-    def __init__(self, rec: Recorder, options: ClaudeCodeOptions | None = None) -> None:
+    def __init__(self, rec: Recorder, options: OtlpConfig | None = None) -> None:
         self.rec = rec
-        self.options = options or ClaudeCodeOptions()
+        self.options = options or OtlpConfig()
         memory = self.options.memory
         self.store = ClaudeCodeStore(self._take)
         self.deltas = Deltas(memory, on_evict=lambda: rec.fault("otlp_writer_evicted"))

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from .otlp_records import SumPoint
+from claude_exporter.ingest.otlp_records import SumPoint
 
 __all__ = ["Deltas", "Recent", "freeze"]
 

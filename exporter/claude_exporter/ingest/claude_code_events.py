@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .otlp_records import LogEvent
+from claude_exporter.ingest.otlp_records import LogEvent
 
 __all__ = [
     "ApiCall",

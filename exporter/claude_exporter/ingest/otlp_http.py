@@ -15,11 +15,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .claude_code import ClaudeCodeIngest
-from .claude_code_events import ToolResult
-from .ingest import MAX_BODY, _drain, _json
-from .otlp_records import count_log_records, log_events, sum_points
-from .otlp_wire import WireError, decode, encode_response, media_type
+from claude_exporter.ingest.claude_code import ClaudeCodeIngest
+from claude_exporter.ingest.claude_code_events import ToolResult
+from claude_exporter.ingest.events import MAX_BODY, _drain, _json
+from claude_exporter.ingest.otlp_records import count_log_records, log_events, sum_points
+from claude_exporter.ingest.otlp_wire import WireError, decode, encode_response, media_type
 
 __all__ = ["HOOK_EVENTS", "hooks_route", "otlp_route"]
 

@@ -1,28 +1,21 @@
 """The Claude-Code-only families, and which source each agent's data came from.
 
 Counters are plain floats under one lock, keyed by their label values; they are exposed at scrape time by
-:class:`ClaudeCodeCollector`. Label values come already capped from the recorder (agent, tool) or from
-fixed sets (types, decisions, outcomes), so a family holds a bounded number of series.
+:mod:`claude_exporter.exposition.claude_code_collector`. Label values come already capped from the
+recorder (agent, tool) or from fixed sets (types, decisions, outcomes), and each family has the
+recorder's combination budget, so a family holds a bounded number of series.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
+from claude_exporter.exposition.collectors import DURATION_BUCKETS
+from claude_exporter.recording.series import Histogram
 
-from .metrics import DURATION_BUCKETS
-from .store import Histogram
-
-__all__ = ["CC_FAMILIES", "SOURCES", "ClaudeCodeCollector", "ClaudeCodeStore", "Family"]
+__all__ = ["AGENT_INFO", "CC_FAMILIES", "SOURCES", "TOOL_DURATION", "ClaudeCodeStore", "Family", "Snapshot"]
 
 SOURCES = ("sdk", "claude_code")
 
@@ -68,6 +61,9 @@ AGENT_INFO = Family(
 )
 
 
+Snapshot = tuple[dict[str, dict[tuple[str, ...], float]], list[tuple[tuple[str, str], list[int], float]]]
+
+
 class ClaudeCodeStore:
     """Counter values and tool-duration histograms of the Claude-Code-only families."""
 
@@ -104,44 +100,3 @@ class ClaudeCodeStore:
             counters = {name: dict(series) for name, series in self.counters.items()}
             durations = [(key, *hist.snapshot()) for key, hist in self.durations.items()]
         return counters, durations
-
-
-class ClaudeCodeCollector(Collector):
-    """Exposes the Claude-Code-only families and ``claude_agent_info``."""
-
-    def __init__(self, store: ClaudeCodeStore, all_agents: Callable[[], Iterable[str]]) -> None:
-        self._store = store
-        self._all_agents = all_agents
-
-    def describe(self) -> Iterable[Metric]:
-        return self._families(({name: {} for name in CC_FAMILIES}, []), ())
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families(self._store.snapshot(), sorted(set(self._all_agents())))
-
-    def _families(
-        self,
-        snapshot: tuple[
-            dict[str, dict[tuple[str, ...], float]], list[tuple[tuple[str, str], list[int], float]]
-        ],
-        agents: Iterable[str],
-    ) -> list[Metric]:
-        from .exposition import _buckets
-
-        counters, durations = snapshot
-        out: list[Metric] = []
-        for name, family in CC_FAMILIES.items():
-            metric = CounterMetricFamily(name, family.help, labels=family.labels)
-            for labels, value in sorted(counters[name].items()):
-                metric.add_metric(labels, value)
-            out.append(metric)
-        hist = HistogramMetricFamily(TOOL_DURATION.name, TOOL_DURATION.help, labels=TOOL_DURATION.labels)
-        for key, counts, total in sorted(durations):
-            hist.add_metric(key, *_buckets(DURATION_BUCKETS, (counts, total)))
-        out.append(hist)
-        info = GaugeMetricFamily(AGENT_INFO.name, AGENT_INFO.help, labels=AGENT_INFO.labels)
-        claude_code = self._store.agents
-        for agent in agents:
-            info.add_metric((agent, "claude_code" if agent in claude_code else "sdk"), 1.0)
-        out.append(info)
-        return out
