@@ -65,6 +65,7 @@ class OtlpConfig:
     usage_from: str = "events"
     code_tools: frozenset[str] = frozenset({"Bash"})
     turn_idle_seconds: float = 300.0
+    hook_join_seconds: float = 15.0
     memory: int = 100_000  # ids and cumulative writers remembered, each
 
 
@@ -148,8 +149,9 @@ def _otlp(pb: Problems, path: str, value: object) -> OtlpConfig:
         kwargs["usage_from"] = source
     if "code_tools" in fields:
         kwargs["code_tools"] = frozenset(pb.string_list(*fields["code_tools"], pb.string))
-    if "turn_idle_seconds" in fields and (idle := pb.number(*fields["turn_idle_seconds"])) is not None:
-        kwargs["turn_idle_seconds"] = float(idle)
+    for key in ("turn_idle_seconds", "hook_join_seconds"):
+        if key in fields and (seconds := pb.number(*fields[key])) is not None:
+            kwargs[key] = float(seconds)
     if "memory" in fields and (memory := pb.integer(*fields["memory"], low=1000)) is not None:
         kwargs["memory"] = memory
     return OtlpConfig(**kwargs)

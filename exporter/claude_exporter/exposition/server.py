@@ -47,7 +47,8 @@ def make_wsgi_app(
     """The exporter's WSGI app, for mounting in an existing web application.
 
     ``token``: when set, every endpoint but ``/-/healthy`` asks for ``Authorization: Bearer <token>``.
-    ``otlp``: also receive Claude Code's telemetry: ``/v1/metrics``, ``/v1/logs``, ``/v1/traces``, ``/v1/hooks``.
+    ``otlp``: also receive Claude Code's telemetry (OTLP ``/v1/metrics``, ``/v1/logs``, ``/v1/traces``;
+    ``/v1/hooks``).
     """
     metrics_app = prometheus_client.make_wsgi_app(REGISTRY if registry is None else registry)
     table: dict[str, Route] = {"/metrics": metrics_app, **default_routes(otlp), **(routes or {})}

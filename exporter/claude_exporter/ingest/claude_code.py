@@ -102,6 +102,8 @@ class ClaudeCodeIngest:
         self._events = Recent(memory)  # (session, sequence, name) of every event applied
         self._requests = Recent(memory)  # request ids of api_request / api_error
         self._tools = Recent(memory)  # tool_use ids of tool results
+        # Hook results waiting for their tool_result event: tool_use_id -> (since, agent, result, interrupted)
+        self._hooks: OrderedDict[str, tuple[float, str, ToolResult, bool]] = OrderedDict()
         self._ended = Recent(memory)  # turns already recorded as executions
         self._models: OrderedDict[str, str] = OrderedDict()  # request id -> model, for tool results
         self.turns: OrderedDict[Turn, OpenTurn] = OrderedDict()
@@ -111,7 +113,7 @@ class ClaudeCodeIngest:
     def _take(self, family: str) -> bool:
         left = self._budgets.setdefault(family, self.rec.options.combination_cap)
         if left <= 0:
-            self.rec._count_overflow(family)
+            self.rec.count_overflow(family)
             return False
         self._budgets[family] = left - 1
         return True
@@ -123,7 +125,7 @@ class ClaudeCodeIngest:
         return self._agent(value if isinstance(value, str) else None)
 
     def _agent(self, name: str | None) -> str:
-        agent = self.rec._caps["agent"].fold(name or self.options.default_agent)
+        agent = self.rec.fold("agent", name or self.options.default_agent)
         self.store.agents.add(agent)
         return agent
 
@@ -213,27 +215,35 @@ class ClaudeCodeIngest:
                 turn.models.add(labels.model)
 
     def apply_hook(self, agent: str | None, result: ToolResult, interrupted: bool) -> bool:
-        """A hook's tool result for ``agent`` (the hook URL's ``?agent=``); True when it counted."""
+        """A hook's tool result for ``agent`` (the hook URL's ``?agent=``). It waits for Claude Code's own
+        ``tool_result`` event (which knows the agent and model) for ``hook_join_seconds``, lending it the
+        hook's detail (an interrupted command); without one it counts alone. False when already counted."""
+        use_id = result.tool_use_id or ""
         with self._lock:
-            return self.tool_result(self._agent(agent), result, interrupted)
+            if use_id in self._tools or use_id in self._hooks:
+                return False
+            self._hooks[use_id] = (time.perf_counter(), self._agent(agent), result, interrupted)
+            while len(self._hooks) > self.options.memory:
+                self._hooks.popitem(last=False)
+            return True
 
-    def tool_result(self, agent: str, result: ToolResult, interrupted: bool = False) -> bool:
-        """Count one tool result, unless its tool_use_id was counted already; True when counted."""
+    def tool_result(self, agent: str, result: ToolResult) -> None:
+        """Claude Code's ``tool_result`` event: counted once per tool_use_id, with its hook's detail."""
+        hook = self._hooks.pop(result.tool_use_id, None) if result.tool_use_id else None
+        self._count_tool(agent, result, hook is not None and hook[3])
+
+    def _count_tool(self, agent: str, result: ToolResult, interrupted: bool) -> None:
         if result.tool_use_id is not None and not self._tools.add(result.tool_use_id):
-            return False
-        tool = self.rec._caps["tool"].fold(result.tool)
+            return
+        tool = self.rec.fold("tool", result.tool)
         outcome = "success" if result.ok else "failure"
         self.store.add("claude_code_tool_results", (agent, tool, outcome), 1.0)
         if result.seconds is not None:
             self.store.observe_tool(agent, tool, result.seconds)
         if result.tool in self.options.code_tools:
             model = self._models.get(result.request_id or "", "unknown")
-            labels = self.rec.request_labels(agent, model)
-            block = (result.tool, code_outcome(result.ok, result.error_type, interrupted))
-            _, _, blocks = labels._admit_new(None, None, (block,))
-            if blocks:
-                labels.series.finish(True, 0.0, None, 0.0, None, None, blocks, count=False)
-        return True
+            block = (tool, code_outcome(result.ok, result.error_type, interrupted))
+            self.rec.request_labels(agent, model).add_blocks((block,))
 
     # -- turns (executions) ------------------------------------------------------------------------------
 
@@ -249,7 +259,7 @@ class ClaudeCodeIngest:
             self.turns.move_to_end(key)
             turn.touched = now
         if task is not None and not turn.task_named:
-            turn.task = self.rec._caps["task"].fold(task)
+            turn.task = self.rec.fold("task", task)
             turn.task_named = True
         if start_ns is not None and (turn.start_ns is None or start_ns < turn.start_ns):
             turn.start_ns = start_ns
@@ -274,10 +284,17 @@ class ClaudeCodeIngest:
         )
 
     def sweep(self) -> None:
-        """End the turns quiet for ``turn_idle_seconds``: failed if their last request failed."""
+        """End the turns quiet for ``turn_idle_seconds`` (failed if their last request failed), and count
+        the hook results whose tool_result event has not come within ``hook_join_seconds``."""
         idle = self.options.turn_idle_seconds
         now = time.perf_counter()
         with self._lock:
+            while self._hooks:
+                since, agent, result, interrupted = next(iter(self._hooks.values()))
+                if now - since < self.options.hook_join_seconds:
+                    break
+                self._hooks.popitem(last=False)
+                self._count_tool(agent, result, interrupted)
             while self.turns:
                 key, turn = next(iter(self.turns.items()))
                 if now - turn.touched < idle and len(self.turns) <= self.options.memory:
@@ -337,6 +354,6 @@ class ClaudeCodeIngest:
         else:
             tool = point.attrs.get("tool_name") or point.attrs.get("tool")
             decision = point.attrs.get("decision")
-            tool = self.rec._caps["tool"].fold(tool if isinstance(tool, str) and tool else "unknown")
+            tool = self.rec.fold("tool", tool if isinstance(tool, str) and tool else "unknown")
             decision = decision if decision in ("accept", "reject") else "other"
             self.store.add("claude_code_edit_decisions", (agent, tool, decision), amount)

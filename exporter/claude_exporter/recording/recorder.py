@@ -178,6 +178,10 @@ class Recorder:
         self._requests[(agent, model)] = labels
         return labels
 
+    def fold(self, label: str, value: str) -> str:
+        """``value`` through the cap of ``label`` (agent, task, model, tool ...): itself or __overflow__."""
+        return self._caps[label].fold(value)
+
     def _overflow_series(self) -> RequestSeries:
         with self._lock:
             found = self._requests.get((OVERFLOW, OVERFLOW))
@@ -214,6 +218,10 @@ class Recorder:
             log.debug("claude-exporter internal error in %s", stage, exc_info=True)
         except Exception:  # pragma: no cover - the last line of defence
             pass
+
+    def count_overflow(self, label: str) -> None:
+        """Count one observation folded into ``__overflow__`` under ``label`` (a label or a family)."""
+        self._count_overflow(label)
 
     def _count_overflow(self, label: str) -> None:
         inc = self._overflow.get(label)
