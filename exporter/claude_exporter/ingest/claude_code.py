@@ -173,6 +173,8 @@ class ClaudeCodeIngest:
                 action.turn, self.agent_of(event.resource), self._task_of(event.resource), action.time_ns
             )
         elif isinstance(action, TurnEnd):
+            # An end whose turn was never seen (its first records lost or still to come) still counts once.
+            self._turn(action.turn, self.agent_of(event.resource), self._task_of(event.resource), None)
             self._end(action.turn, action.ok, action.error_type, action.time_ns)
 
     def _api_call(self, agent: str, task: str | None, call: ApiCall) -> None:

@@ -110,10 +110,11 @@ def instrument(config: Any = None, *, registry: CollectorRegistry | None = None)
         registry = REGISTRY if registry is None else registry
         rec = Recorder(registry, settings.recorder, settings.price_lookup, settings.cost)
         rec.claude_code = ClaudeCodeIngest(rec, settings.config.otlp)
+        # Claude Code's collector first: its scrape ends the quiet turns before the executions are read.
         _collectors[:] = [
+            ClaudeCodeCollector(rec.claude_code, lambda: rec.agents),
             StoreCollector(rec),
             scrape_collector(rec),
-            ClaudeCodeCollector(rec.claude_code, lambda: rec.agents),
         ]
         for collector in _collectors:
             registry.register(collector)
