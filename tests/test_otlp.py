@@ -10,6 +10,7 @@ re-sent batches, the hook join and the rule that identities never become labels.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import random
 import urllib.error
@@ -138,7 +139,7 @@ def request_figures(reg: CollectorRegistry, agent: str = AGENT, model: str = MOD
     }
 
 
-# -- events: requests, errors, retries, executions ------------------------------------------------------------
+# -- events: requests, errors, retries, executions ----------------------------------------------------------
 
 
 def test_events_become_exact_request_and_execution_metrics(server, reg):
@@ -195,7 +196,9 @@ def test_agent_and_task_come_from_resource_attributes(server, reg):
     res = resource("billing-bot", task="nightly-fix")
     logs(server, turn("p1", "s9", api_request("req_a", session="s9")), res)
     assert request_figures(reg, agent="billing-bot")["success"] == 1
-    assert val(reg, "claude_executions_total", agent="billing-bot", task="nightly-fix", outcome="success") == 1
+    assert (
+        val(reg, "claude_executions_total", agent="billing-bot", task="nightly-fix", outcome="success") == 1
+    )
     assert val(reg, "claude_agent_info", agent="billing-bot", source="claude_code") == 1
 
 
@@ -341,9 +344,20 @@ def test_identities_and_prompts_never_become_labels(server, reg):
     records = turn("p-secret-prompt-id", "session-4b1d", api_request("req_id_7", session="session-4b1d"))
     records[0]["prompt"] = "please print my API key sk-ant-xyz"
     logs(server, records, resource(**{"user.email": "dev@example.com"}))
-    sums(server, [("claude_code.session.count", {"session.id": "session-4b1d", "user.id": "f" * 64}, 1, 2, 1)])
+    sums(
+        server, [("claude_code.session.count", {"session.id": "session-4b1d", "user.id": "f" * 64}, 1, 2, 1)]
+    )
     exposition = scrape(reg)
-    for secret in ("session-4b1d", "dev@example.com", "f" * 64, "org-7f1e", "acc-42", "req_id_7", "sk-ant", "p-secret"):
+    for secret in (
+        "session-4b1d",
+        "dev@example.com",
+        "f" * 64,
+        "org-7f1e",
+        "acc-42",
+        "req_id_7",
+        "sk-ant",
+        "p-secret",
+    ):
         assert secret not in exposition
 
 
@@ -399,7 +413,7 @@ def test_cumulative_points_become_deltas_and_a_new_start_is_a_reset(server, reg)
 def naive_increase(values: list[float]) -> float:
     """What Prometheus's increase() makes of one series fed by interleaved writers: every drop a reset."""
     total = 0.0
-    for previous, current in zip(values, values[1:], strict=False):
+    for previous, current in itertools.pairwise(values):
         total += current - previous if current >= previous else current
     return total + (values[0] if values else 0.0)
 
@@ -431,7 +445,9 @@ def test_twelve_parallel_sessions_in_one_series_give_the_exact_spend(server):
             sums(server, points, CUMULATIVE)
         exact = sum(spent.values())
         assert val(reg, "claude_cost_usd_total", agent=AGENT, model=MODEL) == pytest.approx(exact, rel=1e-12)
-        assert val(reg, "claude_tokens_total", agent=AGENT, model=MODEL, type="output") == sum(tokens.values())
+        assert val(reg, "claude_tokens_total", agent=AGENT, model=MODEL, type="output") == sum(
+            tokens.values()
+        )
         # What a collector summing them into one series would have shown: far more than was spent.
         assert naive_increase([cost for _, _, cost, _ in exports]) > 3 * exact
     finally:
@@ -444,8 +460,15 @@ def test_twelve_parallel_sessions_of_events_give_the_exact_spend(server, reg):
     for session in range(12):
         records = []
         for n in range(rng.randrange(3, 9)):
-            tokens = (rng.randrange(1, 5000), rng.randrange(1, 800), rng.randrange(0, 300), rng.randrange(0, 9000))
-            records.append(api_request(f"req_{session}_{n}", session=f"s{session}", prompt=f"p{session}", tokens=tokens))
+            tokens = (
+                rng.randrange(1, 5000),
+                rng.randrange(1, 800),
+                rng.randrange(0, 300),
+                rng.randrange(0, 9000),
+            )
+            records.append(
+                api_request(f"req_{session}_{n}", session=f"s{session}", prompt=f"p{session}", tokens=tokens)
+            )
             expected_cost_total += cost_of(tokens)
             expected_requests += 1
         batches.append(turn(f"p{session}", f"s{session}", *records))
@@ -515,7 +538,9 @@ def tool_result(use_id: str, ok: bool, request_id: str = "req_1") -> dict[str, A
 
 
 def blocks(reg: CollectorRegistry, outcome: str, agent: str = "hooked", model: str = MODEL) -> float:
-    return val(reg, "claude_code_blocks_executed_total", agent=agent, model=model, tool="Bash", outcome=outcome)
+    return val(
+        reg, "claude_code_blocks_executed_total", agent=agent, model=model, tool="Bash", outcome=outcome
+    )
 
 
 def test_a_hook_joins_its_tool_result_by_tool_use_id_and_counts_once(server, reg):
@@ -548,6 +573,8 @@ def test_other_hook_events_are_accepted_and_bad_ones_named(server, reg):
     assert hook(server, {"hook_event_name": "Stop", "session_id": "s1"}) == (200, {})
     status, answer = hook(server, {"hook_event_name": "PostToolUse", "tool_name": "Bash"})
     assert status == 400
-    assert answer["problems"] == ["tool_use_id: required (it joins the hook to Claude Code's tool_result event)"]
+    assert answer["problems"] == [
+        "tool_use_id: required (it joins the hook to Claude Code's tool_result event)"
+    ]
     status, _, raw = post(server, "/v1/hooks", b"not json", "application/json")
     assert status == 400 and b"nothing applied" in raw
