@@ -60,6 +60,17 @@ FAMILY_LABELS: dict[str, frozenset[str]] = {
     "claude_exporter_label_overflow_total": NONE,
     "claude_exporter_unpriced_tokens_total": MODEL,
     "claude_exporter_internal_errors_total": NONE,
+    "claude_exporter_events_total": NONE,
+    # Which source each agent's data comes from (sdk, claude_code), and the Claude-Code-only families.
+    "claude_agent_info": AGENT,
+    "claude_code_sessions_total": AGENT,
+    "claude_code_tool_results_total": AGENT,
+    "claude_code_tool_duration_seconds": AGENT,
+    "claude_code_lines_of_code_total": AGENT,
+    "claude_code_commits_total": AGENT,
+    "claude_code_pull_requests_total": AGENT,
+    "claude_code_active_time_seconds_total": AGENT,
+    "claude_code_edit_decisions_total": AGENT,
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -163,6 +174,15 @@ def request_error_percent(s: Scope, group: Sequence[str] = ()) -> str:
 def cost_per_hour(s: Scope, group: Sequence[str] = ()) -> str:
     """Estimated spend per hour, from the pricing table."""
     return f"3600 * {s.sum_rate('claude_cost_usd_total', group=group)}"
+
+
+def by_source(s: Scope, series: str, *matchers: str) -> str:
+    """A counter's rate split by where its agents' data comes from (``claude_agent_info``: sdk or
+    claude_code). The join is within each exporter (job, instance), where every agent has one source."""
+    keys = ("job", "instance", "agent")
+    rate = s.sum_rate(series, *matchers, group=keys)
+    info = s.sel("claude_agent_info")
+    return f"sum by (source) ({rate} * on ({', '.join(keys)}) group_left (source) {info})"
 
 
 def tokens_per_execution(s: Scope, group: Sequence[str] = (), window: str = RATE) -> str:

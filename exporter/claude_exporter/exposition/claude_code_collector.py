@@ -40,13 +40,20 @@ class ClaudeCodeCollector(Collector):
         self._all_agents = all_agents
 
     def describe(self) -> Iterable[Metric]:
-        return self._families(({name: {} for name in CC_FAMILIES}, []), (), everything=True)
+        return self._families(({name: {} for name in CC_FAMILIES}, []), frozenset(), (), everything=True)
 
     def collect(self) -> Iterable[Metric]:
         self._ingest.sweep()
-        return self._families(self._ingest.store.snapshot(), sorted(set(self._all_agents())))
+        claude_code = self._ingest.store.agents
+        return self._families(self._ingest.store.snapshot(), claude_code, self._all_agents())
 
-    def _families(self, snapshot: Snapshot, agents: Iterable[str], everything: bool = False) -> list[Metric]:
+    def _families(
+        self,
+        snapshot: Snapshot,
+        claude_code: frozenset[str],
+        sdk: Iterable[str],
+        everything: bool = False,
+    ) -> list[Metric]:
         counters, durations = snapshot
         out: list[Metric] = []
         for name, family in CC_FAMILIES.items():
@@ -61,8 +68,7 @@ class ClaudeCodeCollector(Collector):
                 hist.add_metric(key, *_buckets(DURATION_BUCKETS, (counts, total)))
             out.append(hist)
         info = GaugeMetricFamily(AGENT_INFO.name, AGENT_INFO.help, labels=AGENT_INFO.labels)
-        claude_code = self._ingest.store.agents
-        for agent in agents:
+        for agent in sorted(claude_code.union(sdk)):
             info.add_metric((agent, "claude_code" if agent in claude_code else "sdk"), 1.0)
         out.append(info)
         return out

@@ -60,6 +60,16 @@ METRIC_NAMES: tuple[str, ...] = (
     "claude_exporter_unpriced_tokens_total",
     "claude_exporter_internal_errors_total",
     "claude_exporter_events_total",
+    # Claude Code (ingest.claude_code): each agent's source, and what only Claude Code reports.
+    "claude_agent_info",
+    "claude_code_sessions_total",
+    "claude_code_tool_results_total",
+    "claude_code_tool_duration_seconds",
+    "claude_code_lines_of_code_total",
+    "claude_code_commits_total",
+    "claude_code_pull_requests_total",
+    "claude_code_active_time_seconds_total",
+    "claude_code_edit_decisions_total",
 )
 
 

@@ -126,7 +126,7 @@ class ClaudeCodeIngest:
 
     def _agent(self, name: str | None) -> str:
         agent = self.rec.fold("agent", name or self.options.default_agent)
-        self.store.agents.add(agent)
+        self.store.add_agent(agent)
         return agent
 
     def _task_of(self, resource: Mapping[str, Any]) -> str | None:

@@ -72,7 +72,17 @@ class ClaudeCodeStore:
         self._take = budget  # one more label combination for this family? (the recorder's cap)
         self.counters: dict[str, dict[tuple[str, ...], float]] = {name: {} for name in CC_FAMILIES}
         self.durations: dict[tuple[str, str], Histogram] = {}
-        self.agents: set[str] = set()  # agents fed by Claude Code
+        self._agents: set[str] = set()  # agents fed by Claude Code
+
+    def add_agent(self, agent: str) -> None:
+        if agent not in self._agents:
+            with self._lock:
+                self._agents.add(agent)
+
+    @property
+    def agents(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._agents)
 
     def add(self, family: str, labels: tuple[str, ...], amount: float) -> None:
         series = self.counters[family]
