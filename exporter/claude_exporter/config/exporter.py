@@ -64,7 +64,7 @@ class OtlpConfig:
     task_attribute: str = "task"
     usage_from: str = "events"
     code_tools: frozenset[str] = frozenset({"Bash"})
-    turn_idle_seconds: float = 300.0
+    turn_idle_seconds: float = 600.0
     hook_join_seconds: float = 15.0
     memory: int = 100_000  # ids and cumulative writers remembered, each
 
