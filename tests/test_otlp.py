@@ -578,3 +578,57 @@ def test_other_hook_events_are_accepted_and_bad_ones_named(server, reg):
     ]
     status, _, raw = post(server, "/v1/hooks", b"not json", "application/json")
     assert status == 400 and b"nothing applied" in raw
+
+
+# -- configuration and declarations --------------------------------------------------------------------------
+
+
+def test_otlp_settings_are_checked_with_their_paths():
+    from claude_exporter.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            {
+                "monitoring": {},
+                "exporter": {
+                    "otlp": {"usage_from": "both", "turn_idle_seconds": -1, "memory": 5, "colour": 1}
+                },
+            }
+        )
+    assert err.value.problems == [
+        "exporter.otlp.colour: unknown key; valid keys: agent_attribute, code_tools, default_agent, enabled, "
+        "hook_join_seconds, memory, task_attribute, turn_idle_seconds, usage_from",
+        'exporter.otlp.usage_from: must be one of events, metrics, got "both"',
+        "exporter.otlp.turn_idle_seconds: must be a positive number, got -1",
+        "exporter.otlp.memory: must be an integer of at least 1000, got 5",
+    ]
+    assert parse_config({"monitoring": {}, "exporter": {"otlp": False}}).otlp.enabled is False
+
+
+def test_the_claude_code_families_are_declared_once_and_all_exposed(server, reg):
+    from claude_exporter.exposition.collectors import METRIC_NAMES
+    from claude_exporter.recording.claude_code_series import AGENT_INFO, CC_FAMILIES, TOOL_DURATION
+
+    declared = {f"{name}_total" for name in CC_FAMILIES} | {TOOL_DURATION.name, AGENT_INFO.name}
+    assert declared <= set(METRIC_NAMES)
+    assert {name for name in METRIC_NAMES if name.startswith("claude_code_") and "blocks" not in name} | {
+        AGENT_INFO.name
+    } == declared
+    points = [
+        (name, {"type": "added", "tool_name": "Edit", "decision": "accept"}, T0, T0 + 1, 1.0)
+        for name in (
+            "claude_code.session.count",
+            "claude_code.lines_of_code.count",
+            "claude_code.commit.count",
+            "claude_code.pull_request.count",
+            "claude_code.active_time.total",
+            "claude_code.code_edit_tool.decision",
+        )
+    ]
+    sums(server, points)
+    logs(server, [event("tool_result", tool_name="Read", tool_use_id="t1", success="true", duration_ms="5")])
+    exposed = {
+        line.split("{")[0].split(" ")[0] for line in scrape(reg).splitlines() if not line.startswith("#")
+    }
+    for name in declared:
+        assert any(sample.startswith(name) for sample in exposed), name

@@ -16,7 +16,7 @@ from typing import Any
 import claude_exporter as ce
 import pytest
 from claude_exporter.config import parse_config
-from claude_exporter.ingest.otlp_counting import Deltas
+from claude_exporter.ingest.otlp_counting import Deltas, Recent
 from claude_exporter.ingest.otlp_records import SumPoint
 from claude_exporter.ingest.otlp_wire import WireError, decode
 from claude_exporter.recording.state import STATE
@@ -156,3 +156,14 @@ def test_memory_stays_bounded_and_evictions_are_reported():
         deltas.increment(SumPoint("m", {"w": writer}, {}, T0, T0 + 1, 1.0, True, True))
     assert len(deltas) == 100
     assert len(evicted) == 150
+
+
+def test_remembered_ids_expire_after_their_ttl():
+    now = [0.0]
+    recent = Recent(capacity=10_000, ttl=60.0, clock=lambda: now[0])
+    assert recent.add("req_old") and not recent.add("req_old")
+    now[0] = 61.0
+    for i in range(2048):  # expiry runs every 1024 additions, from the oldest
+        recent.add(f"req_{i}")
+    assert "req_old" not in recent
+    assert recent.add("req_old")  # forgotten: a re-send this late would count again (hence a long TTL)

@@ -28,6 +28,8 @@ from claude_exporter.ingest.otlp_records import SumPoint
 
 __all__ = ["Deltas", "Recent", "freeze"]
 
+_EXPIRE_EVERY = 1024  # adds between sweeps for expired entries: the sweep walks from the oldest
+
 
 def freeze(attrs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(attrs.items()))
@@ -38,12 +40,13 @@ class Recent:
 
     def __init__(
         self, capacity: int = 100_000, ttl: float = 6 * 3600.0, clock: Callable[[], float] = time.monotonic
-    ):
+    ) -> None:
         self.capacity = capacity
         self.ttl = ttl
         self._clock = clock
         self._seen: OrderedDict[Hashable, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._adds = 0
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -55,21 +58,30 @@ class Recent:
     def add(self, key: Hashable) -> bool:
         now = self._clock()
         with self._lock:
-            if key in self._seen:
-                self._seen.move_to_end(key)
-                self._seen[key] = now
+            seen = self._seen
+            if key in seen:
+                seen.move_to_end(key)
+                seen[key] = now
                 return False
-            self._seen[key] = now
-            self._trim(now)
+            seen[key] = now
+            if len(seen) > self.capacity:
+                seen.popitem(last=False)
+            self._adds += 1
+            if not self._adds % _EXPIRE_EVERY:
+                _expire(seen, now - self.ttl)
             return True
 
-    def _trim(self, now: float) -> None:
-        seen = self._seen
-        while seen:
-            oldest_key, stamp = next(iter(seen.items()))
-            if len(seen) <= self.capacity and now - stamp <= self.ttl:
-                return
-            del seen[oldest_key]
+
+def _expire(entries: OrderedDict[Hashable, Any], before: float) -> int:
+    """Drop the oldest entries stamped before ``before`` (the stamp is the value, or its first item)."""
+    dropped = 0
+    while entries:
+        stamp = next(iter(entries.values()))
+        if (stamp[0] if isinstance(stamp, tuple) else stamp) >= before:
+            break
+        entries.popitem(last=False)
+        dropped += 1
+    return dropped
 
 
 class Deltas:
@@ -89,6 +101,7 @@ class Deltas:
         self._last: OrderedDict[Hashable, tuple[float, int, float]] = OrderedDict()  # stamp, time, value
         self._intervals = Recent(capacity, ttl, clock)
         self._lock = threading.Lock()
+        self._points = 0
 
     def __len__(self) -> int:
         return len(self._last)
@@ -104,18 +117,13 @@ class Deltas:
                 return 0.0  # re-sent or out of order: the newer point already counted
             self._last[writer] = (now, point.time_ns, point.value)
             self._last.move_to_end(writer)
-            self._trim(now)
+            if len(self._last) > self.capacity:
+                self._last.popitem(last=False)
+                if self._on_evict is not None:
+                    self._on_evict()  # a writer still reporting may now count its next point in full
+            self._points += 1
+            if not self._points % _EXPIRE_EVERY:
+                _expire(self._last, now - self.ttl)
         if last is None or point.value < last[2]:
             return point.value  # a new writer, or a reset with the same start
         return point.value - last[2]
-
-    def _trim(self, now: float) -> None:
-        last = self._last
-        while last:
-            oldest_key, (stamp, _, _) = next(iter(last.items()))
-            expired = now - stamp > self.ttl
-            if len(last) <= self.capacity and not expired:
-                return
-            del last[oldest_key]
-            if not expired and self._on_evict is not None:
-                self._on_evict()
