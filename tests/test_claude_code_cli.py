@@ -82,6 +82,7 @@ class Session:
     protocol: str
     replies: tuple[Reply, ...]
     retries: int = 2
+    gzip: bool = False
 
     def served(self) -> list[Reply]:
         return [reply for reply in self.replies if not reply.is_error]
@@ -97,7 +98,7 @@ SESSIONS = (
             ),
         ),
     ),
-    Session("plain-proto", "http/protobuf", (Reply(input_tokens=40, output_tokens=8),)),
+    Session("plain-proto", "http/protobuf", (Reply(input_tokens=40, output_tokens=8),), gzip=True),
     Session(
         "bash-ok",
         "http/json",
@@ -120,7 +121,9 @@ SESSIONS = (
 
 
 def cli_env(session: Session, home: Path, fake: FakeAnthropic, exporter: str) -> dict[str, str]:
+    compression = {"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"} if session.gzip else {}
     return {
+        **compression,
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "ANTHROPIC_BASE_URL": fake.url,
