@@ -632,3 +632,41 @@ def test_the_claude_code_families_are_declared_once_and_all_exposed(server, reg)
     }
     for name in declared:
         assert any(sample.startswith(name) for sample in exposed), name
+
+
+def test_claude_code_executions_reach_the_event_log_and_health(server, tmp_path):
+    log = tmp_path / "events.jsonl"
+    if STATE.recorder is not None:
+        ce.uninstrument()
+    config = {"monitoring": {}, "exporter": {"event_log": {"destination": "file", "path": str(log)}}}
+    ce.instrument(config=parse_config(config), registry=CollectorRegistry())
+    try:
+        logs(server, turn("p1", "s1", api_request("req_1", tokens=(100, 20, 5, 7))))
+        error = {"model": MODEL, "status_code": 529, "attempt": 3, "duration_ms": 9, "query_source": "sdk"}
+        logs(
+            server,
+            [
+                *turn("p2", "s1", event("api_error", **{"prompt.id": "p2"}, **error), ok=False),
+                event("api_retries_exhausted", **{"prompt.id": "p2"}, status_code=529),
+            ],
+        )
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        assert [line["event"] for line in lines] == ["claude_execution_complete", "claude_execution_error"]
+        assert (
+            lines[0]["agent"] == AGENT and lines[0]["input_tokens"] == 100 and lines[0]["output_tokens"] == 20
+        )
+        assert is_close(lines[0]["cost_usd"], cost_of((100, 20, 5, 7)))
+        assert lines[1]["error_type"] == "OverloadedError"
+        for line in lines:
+            assert "s1" not in json.dumps(line) and "p1" not in line.get("execution_id", "")
+        with urllib.request.urlopen(
+            urllib.request.Request(
+                server.url + "/health/claude-agent", headers={"Authorization": f"Bearer {TOKEN}"}
+            ),
+            timeout=5,
+        ) as resp:
+            health = json.loads(resp.read())
+        assert health["agents"][AGENT]["executions"] == 2
+        assert health["agents"][AGENT]["error_rate_percent"] == 50.0
+    finally:
+        ce.uninstrument()

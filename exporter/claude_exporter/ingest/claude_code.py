@@ -44,7 +44,7 @@ from claude_exporter.ingest.otlp_counting import Deltas, Recent
 from claude_exporter.ingest.otlp_records import LogEvent, SumPoint
 from claude_exporter.instrumentation.extract import Usage
 from claude_exporter.recording.claude_code_series import ClaudeCodeStore
-from claude_exporter.recording.recorder import Recorder
+from claude_exporter.recording.recorder import ExecutionRecord, Recorder
 
 __all__ = ["ClaudeCodeIngest", "code_outcome"]
 
@@ -79,8 +79,9 @@ class OpenTurn:
     touched: float
     last_ns: int | None = None  # the sender's clock at its latest event
     requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    tokens: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # input, output, cache writes, reads
+    cost: float = 0.0
+    code_blocks: int = 0
     failed: str | None = None
     models: set[str] = field(default_factory=set)
     task_named: bool = False
@@ -210,8 +211,9 @@ class ClaudeCodeIngest:
             turn = self._turn(call.turn, agent, task or call.query_source, None)
             if turn is not None:
                 turn.requests += 1
-                turn.input_tokens += call.tokens[0] + call.tokens[2] + call.tokens[3]
-                turn.output_tokens += call.tokens[1]
+                for i, count in enumerate(call.tokens):
+                    turn.tokens[i] += count
+                turn.cost += cost
                 turn.failed = call.error_type
                 turn.last_ns = max(turn.last_ns or 0, call.time_ns) or None
                 turn.models.add(labels.model)
@@ -246,6 +248,9 @@ class ClaudeCodeIngest:
             model = self._models.get(result.request_id or "", "unknown")
             block = (tool, code_outcome(result.ok, result.error_type, interrupted))
             self.rec.request_labels(agent, model).add_blocks((block,))
+            turn = self.turns.get(result.turn) if result.turn is not None else None
+            if turn is not None:
+                turn.code_blocks += 1
 
     # -- turns (executions) ------------------------------------------------------------------------------
 
@@ -277,13 +282,32 @@ class ClaudeCodeIngest:
             seconds = (end_ns - turn.start_ns) / 1e9
         else:
             seconds = turn.touched - turn.start
-        self.rec.exec_labels(turn.agent, turn.task).record(
-            ok,
-            seconds,
-            turn.input_tokens,
-            turn.output_tokens,
-            max(1, turn.requests),
+        plain_input, output, cache_writes, cache_reads = turn.tokens
+        requests = max(1, turn.requests)
+        rec = self.rec
+        rec.exec_labels(turn.agent, turn.task).record(
+            ok, seconds, plain_input + cache_writes + cache_reads, output, requests
         )
+        if rec.listeners and rec.listening():  # the event log's claude_execution_complete / _error lines
+            rec.finish_execution(
+                ExecutionRecord(
+                    agent=turn.agent,
+                    task=turn.task,
+                    ok=ok,
+                    seconds=seconds,
+                    input_tokens=plain_input,
+                    output_tokens=output,
+                    cache_creation_tokens=cache_writes,
+                    cache_read_tokens=cache_reads,
+                    requests=requests,
+                    cost_usd=turn.cost,
+                    code_blocks=turn.code_blocks,
+                    model=min(turn.models) if len(turn.models) == 1 else None,
+                    stop_reason=None,
+                    error_type=None if ok else (error_type or turn.failed or "Error"),
+                    error_message=None,
+                )
+            )
 
     def sweep(self) -> None:
         """End the turns quiet for ``turn_idle_seconds`` (failed if their last request failed), and count
