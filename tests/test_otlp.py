@@ -13,6 +13,7 @@ import gzip
 import itertools
 import json
 import random
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -215,7 +216,6 @@ def test_an_unanswered_turn_ends_when_it_goes_quiet(server, reg):
     )
     logs(server, turn("p9", "s2", error, ok=False))
     assert val(reg, "claude_executions_in_flight", agent=AGENT, task="sdk") == 1
-    import time
 
     time.sleep(0.3)  # turn_idle_seconds is 0.2 here
     assert val(reg, "claude_executions_total", agent=AGENT, task="sdk", outcome="error") == 1
@@ -562,7 +562,6 @@ def test_a_hook_joins_its_tool_result_by_tool_use_id_and_counts_once(server, reg
 def test_a_hook_alone_counts_after_the_join_window(server, reg):
     assert hook(server, failure_hook("toolu_9"), "?agent=hooks-only") == (200, {})
     assert val(reg, "claude_code_tool_results_total", agent="hooks-only", tool="Bash", outcome="failure") == 0
-    import time
 
     time.sleep(0.3)  # hook_join_seconds is 0.2 here
     assert val(reg, "claude_code_tool_results_total", agent="hooks-only", tool="Bash", outcome="failure") == 1
@@ -670,3 +669,55 @@ def test_claude_code_executions_reach_the_event_log_and_health(server, tmp_path)
         assert health["agents"][AGENT]["error_rate_percent"] == 50.0
     finally:
         ce.uninstrument()
+
+
+# -- serve ---------------------------------------------------------------------------------------------------
+
+
+def run_serve(config: Any) -> tuple[str, Any]:
+    """``serve`` in a thread until it has announced itself; returns its announcement and the stopper."""
+    import io
+    import threading
+
+    from claude_exporter.cli.serve import serve
+
+    out, stop = io.StringIO(), threading.Event()
+    thread = threading.Thread(target=serve, args=(config,), kwargs={"port": 0, "stop": stop, "out": out})
+    thread.start()
+    deadline = time.monotonic() + 10
+    while "listening on" not in out.getvalue() and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return out.getvalue(), (stop, thread)
+
+
+def test_serve_receives_otlp_unless_the_extra_is_missing(monkeypatch):
+    from claude_exporter.ingest import otlp_wire
+
+    if STATE.recorder is not None:
+        ce.uninstrument()
+    config = parse_config({"monitoring": {}, "exporter": {"server": {"token_env": None}}})
+    announced, (stop, thread) = run_serve(config)
+    stop.set()
+    thread.join(10)
+    assert "  otlp:     OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:" in announced
+    assert "  hooks:    POST http://127.0.0.1:" in announced
+
+    def missing() -> None:
+        raise otlp_wire.WireError("the OTLP receiver needs opentelemetry-proto", "501 Not Implemented")
+
+    monkeypatch.setattr(otlp_wire, "proto_modules", missing)
+    announced, (stop, thread) = run_serve(config)
+    stop.set()
+    thread.join(10)
+    assert (
+        "  otlp:     off (pip install 'claude-exporter[otlp]' to receive Claude Code's telemetry)"
+        in announced
+    )
+    asked = parse_config({"monitoring": {}, "exporter": {"otlp": True, "server": {"token_env": None}}})
+    from claude_exporter.cli.serve import serve
+    from claude_exporter.config import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"exporter\.otlp\.enabled: the OTLP receiver needs opentelemetry-proto"
+    ):
+        serve(asked, port=0)
