@@ -23,7 +23,7 @@ import claude_exporter as ce
 import pytest
 from claude_exporter.config import parse_config
 from claude_exporter.ingest.events import MAX_BODY
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE
 from conftest import expected_cost, is_close, scrape, val
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
@@ -57,7 +57,7 @@ def server() -> Iterator[Any]:
 
 
 def instrument(**otlp: Any) -> CollectorRegistry:
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     registry = CollectorRegistry()
     settings = {"turn_idle_seconds": 0.2, "hook_join_seconds": 0.2, **otlp}
@@ -605,14 +605,13 @@ def test_otlp_settings_are_checked_with_their_paths():
 
 
 def test_the_claude_code_families_are_declared_once_and_all_exposed(server, reg):
-    from claude_exporter.exposition.collectors import METRIC_NAMES
-    from claude_exporter.recording.claude_code_series import AGENT_INFO, CC_FAMILIES, TOOL_DURATION
+    from claude_exporter.families import FAMILIES
+    from claude_exporter.recording.claude_code_series import AGENT_INFO, COUNTERS, TOOL_DURATION
 
-    declared = {f"{name}_total" for name in CC_FAMILIES} | {TOOL_DURATION.name, AGENT_INFO.name}
-    assert declared <= set(METRIC_NAMES)
-    assert {name for name in METRIC_NAMES if name.startswith("claude_code_") and "blocks" not in name} | {
-        AGENT_INFO.name
-    } == declared
+    declared = {f.name for f in FAMILIES if f.name.startswith("claude_code_") and "blocks" not in f.name}
+    assert declared == {*COUNTERS, TOOL_DURATION}
+    assert AGENT_INFO in {f.name for f in FAMILIES}
+    declared.add(AGENT_INFO)
     points = [
         (name, {"type": "added", "tool_name": "Edit", "decision": "accept"}, T0, T0 + 1, 1.0)
         for name in (
@@ -635,7 +634,7 @@ def test_the_claude_code_families_are_declared_once_and_all_exposed(server, reg)
 
 def test_claude_code_executions_reach_the_event_log_and_health(server, tmp_path):
     log = tmp_path / "events.jsonl"
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     config = {"monitoring": {}, "exporter": {"event_log": {"destination": "file", "path": str(log)}}}
     ce.instrument(config=parse_config(config), registry=CollectorRegistry())
@@ -693,7 +692,7 @@ def run_serve(config: Any) -> tuple[str, Any]:
 def test_serve_receives_otlp_unless_the_extra_is_missing(monkeypatch):
     from claude_exporter.ingest import otlp_wire
 
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     config = parse_config({"monitoring": {}, "exporter": {"server": {"token_env": None}}})
     announced, (stop, thread) = run_serve(config)

@@ -19,7 +19,7 @@ from claude_exporter.config import parse_config
 from claude_exporter.ingest.otlp_counting import Deltas, Recent
 from claude_exporter.ingest.otlp_records import SumPoint
 from claude_exporter.ingest.otlp_wire import WireError, decode
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE
 from conftest import scrape
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,7 +50,7 @@ def _call(route: Any, body: bytes, content_type: str, encoding: str | None = Non
 def routes() -> Any:
     from claude_exporter.exposition.server import default_routes
 
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     registry = CollectorRegistry()
     ce.instrument(config=parse_config({"monitoring": {}}), registry=registry)

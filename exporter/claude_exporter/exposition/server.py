@@ -20,7 +20,7 @@ import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from claude_exporter.config import ServerConfig
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE
 
 __all__ = ["MetricsServer", "Route", "default_routes", "make_wsgi_app", "read_token", "start_http_server"]
 
@@ -121,7 +121,7 @@ def default_routes(otlp: bool = False) -> dict[str, Route]:
     from claude_exporter.ingest.events import events_route
 
     def active() -> Any:
-        return STATE.recorder
+        return ACTIVE.recorder
 
     routes: dict[str, Route] = {
         "/health/claude-agent": health_route(active),
@@ -131,7 +131,7 @@ def default_routes(otlp: bool = False) -> dict[str, Route]:
         from claude_exporter.ingest.otlp_http import hooks_route, otlp_route
 
         def claude_code() -> Any:
-            rec = STATE.recorder
+            rec = ACTIVE.recorder
             return None if rec is None else rec.claude_code
 
         for signal in ("metrics", "logs", "traces"):
@@ -162,7 +162,7 @@ def start_http_server(
     """
     # Without a config: the active instrumentation's, else CLAUDE_EXPORTER_CONFIG's, else the defaults,
     # so a token in CLAUDE_EXPORTER_TOKEN protects the endpoints however the server was started.
-    active = STATE.recorder.config if STATE.recorder is not None else None
+    active = ACTIVE.recorder.config if ACTIVE.recorder is not None else None
     if config is None and active is not None and active.source != "<default>":
         config = active
     from claude_exporter.settings import as_config

@@ -42,19 +42,21 @@ from claude_exporter.ingest.claude_code_events import (
 )
 from claude_exporter.ingest.otlp_counting import Deltas, Recent
 from claude_exporter.ingest.otlp_records import LogEvent, SumPoint
-from claude_exporter.instrumentation.extract import Usage
+from claude_exporter.recording.cardinality import OVERFLOW
 from claude_exporter.recording.claude_code_series import ClaudeCodeStore
-from claude_exporter.recording.recorder import ExecutionRecord, Recorder
+from claude_exporter.recording.recorder import Recorder
+from claude_exporter.recording.records import Totals
+from claude_exporter.recording.usage import Usage
 
 __all__ = ["ClaudeCodeIngest", "code_outcome"]
 
 _TOKEN_TYPES = {"input": 0, "output": 1, "cacheCreation": 2, "cacheRead": 3}
 _SIMPLE = {
-    "claude_code.session.count": ("claude_code_sessions", None, ()),
-    "claude_code.commit.count": ("claude_code_commits", None, ()),
-    "claude_code.pull_request.count": ("claude_code_pull_requests", None, ()),
-    "claude_code.lines_of_code.count": ("claude_code_lines_of_code", "type", ("added", "removed")),
-    "claude_code.active_time.total": ("claude_code_active_time_seconds", "type", ("user", "cli")),
+    "claude_code.session.count": ("claude_code_sessions_total", None, ()),
+    "claude_code.commit.count": ("claude_code_commits_total", None, ()),
+    "claude_code.pull_request.count": ("claude_code_pull_requests_total", None, ()),
+    "claude_code.lines_of_code.count": ("claude_code_lines_of_code_total", "type", ("added", "removed")),
+    "claude_code.active_time.total": ("claude_code_active_time_seconds_total", "type", ("user", "cli")),
 }
 
 
@@ -70,7 +72,7 @@ def code_outcome(ok: bool, error_type: str | None, interrupted: bool = False) ->
 
 @dataclass
 class OpenTurn:
-    """A turn in progress; it stands in the recorder's running executions (``labels`` is itself)."""
+    """A turn in progress; it stands in the recorder's running executions (``series`` is itself)."""
 
     agent: str
     task: str  # "default" until a query source or the task attribute names it
@@ -78,16 +80,13 @@ class OpenTurn:
     start: float  # time.perf_counter() when it began, for the in-flight and longest-running gauges
     touched: float
     last_ns: int | None = None  # the sender's clock at its latest event
-    requests: int = 0
-    tokens: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # input, output, cache writes, reads
-    cost: float = 0.0
-    code_blocks: int = 0
+    totals: Totals = field(default_factory=Totals)
     failed: str | None = None
-    models: set[str] = field(default_factory=set)
     task_named: bool = False
 
     @property
-    def labels(self) -> OpenTurn:
+    def series(self) -> OpenTurn:
+        """What the in-flight gauges read of a running execution: its agent and task."""
         return self
 
 
@@ -126,7 +125,7 @@ class ClaudeCodeIngest:
         return self._agent(value if isinstance(value, str) else None)
 
     def _agent(self, name: str | None) -> str:
-        agent = self.rec.fold("agent", name or self.options.default_agent)
+        agent = self.rec.caps["agent"].fold(name or self.options.default_agent)
         self.store.add_agent(agent)
         return agent
 
@@ -187,19 +186,15 @@ class ClaudeCodeIngest:
                 self._models.popitem(last=False)
         rec = self.rec
         labels = rec.request_labels(agent, call.model)
-        tokens: tuple[int, int, int, int] | None = None
+        usage: Usage | None = None
         cost = 0.0
-        if self.options.usage_from == "events":
-            usage = Usage()
-            usage.input, usage.output, usage.cache_creation, usage.cache_read = call.tokens
-            tokens = call.tokens
-            if labels.unpriced is None:
-                cost = rec.cost(labels.price, usage)
-            elif call.cost_usd is not None:
+        if self.options.usage_from == "events" and call.ok:
+            usage = Usage(*call.tokens)
+            if labels.price is None and labels.model != OVERFLOW and call.cost_usd is not None:
                 cost = call.cost_usd  # Claude Code's own estimate beats counting the tokens as unpriced
-            elif usage.all_input + usage.output:
-                labels.unpriced(usage.all_input + usage.output)
-        labels.finish(call.ok, call.seconds, tokens, cost, None, call.error_type, ())
+            else:
+                cost = labels.cost(usage, call.model)
+        labels.finish(call.ok, call.seconds, usage, cost, None, call.error_type, ())
         if call.ttft_seconds is not None:
             labels.series.add_ttft(call.ttft_seconds)
         reason = str(call.status) if call.status is not None else "connection"
@@ -210,13 +205,9 @@ class ClaudeCodeIngest:
         if call.turn is not None:
             turn = self._turn(call.turn, agent, task or call.query_source, None)
             if turn is not None:
-                turn.requests += 1
-                for i, count in enumerate(call.tokens):
-                    turn.tokens[i] += count
-                turn.cost += cost
+                turn.totals.add(usage, cost, 0, labels.model, None)
                 turn.failed = call.error_type
                 turn.last_ns = max(turn.last_ns or 0, call.time_ns) or None
-                turn.models.add(labels.model)
 
     def apply_hook(self, agent: str | None, result: ToolResult, interrupted: bool) -> bool:
         """A hook's tool result for ``agent`` (the hook URL's ``?agent=``). It waits for Claude Code's own
@@ -239,9 +230,9 @@ class ClaudeCodeIngest:
     def _count_tool(self, agent: str, result: ToolResult, interrupted: bool) -> None:
         if result.tool_use_id is not None and not self._tools.add(result.tool_use_id):
             return
-        tool = self.rec.fold("tool", result.tool)
+        tool = self.rec.caps["tool"].fold(result.tool)
         outcome = "success" if result.ok else "failure"
-        self.store.add("claude_code_tool_results", (agent, tool, outcome), 1.0)
+        self.store.add("claude_code_tool_results_total", (agent, tool, outcome), 1.0)
         if result.seconds is not None:
             self.store.observe_tool(agent, tool, result.seconds)
         if result.tool in self.options.code_tools:
@@ -250,7 +241,7 @@ class ClaudeCodeIngest:
             self.rec.request_labels(agent, model).add_blocks((block,))
             turn = self.turns.get(result.turn) if result.turn is not None else None
             if turn is not None:
-                turn.code_blocks += 1
+                turn.totals.code_blocks += 1
 
     # -- turns (executions) ------------------------------------------------------------------------------
 
@@ -266,7 +257,7 @@ class ClaudeCodeIngest:
             self.turns.move_to_end(key)
             turn.touched = now
         if task is not None and not turn.task_named:
-            turn.task = self.rec.fold("task", task)
+            turn.task = self.rec.caps["task"].fold(task)
             turn.task_named = True
         if start_ns is not None and (turn.start_ns is None or start_ns < turn.start_ns):
             turn.start_ns = start_ns
@@ -282,32 +273,9 @@ class ClaudeCodeIngest:
             seconds = (end_ns - turn.start_ns) / 1e9
         else:
             seconds = turn.touched - turn.start
-        plain_input, output, cache_writes, cache_reads = turn.tokens
-        requests = max(1, turn.requests)
-        rec = self.rec
-        rec.exec_labels(turn.agent, turn.task).record(
-            ok, seconds, plain_input + cache_writes + cache_reads, output, requests
-        )
-        if rec.listeners and rec.listening():  # the event log's claude_execution_complete / _error lines
-            rec.finish_execution(
-                ExecutionRecord(
-                    agent=turn.agent,
-                    task=turn.task,
-                    ok=ok,
-                    seconds=seconds,
-                    input_tokens=plain_input,
-                    output_tokens=output,
-                    cache_creation_tokens=cache_writes,
-                    cache_read_tokens=cache_reads,
-                    requests=requests,
-                    cost_usd=turn.cost,
-                    code_blocks=turn.code_blocks,
-                    model=min(turn.models) if len(turn.models) == 1 else None,
-                    stop_reason=None,
-                    error_type=None if ok else (error_type or turn.failed or "Error"),
-                    error_message=None,
-                )
-            )
+        series = self.rec.exec_labels(turn.agent, turn.task)
+        failure = None if ok else (error_type or turn.failed or "Error")
+        self.rec.finish_execution(series, seconds, turn.totals, failure, None)
 
     def sweep(self) -> None:
         """End the turns quiet for ``turn_idle_seconds`` (failed if their last request failed), and count
@@ -361,25 +329,16 @@ class ClaudeCodeIngest:
             model = point.attrs.get("model")
             labels_ = self.rec.request_labels(agent, model if isinstance(model, str) and model else "unknown")
             if name == "claude_code.cost.usage":
-                labels_.series.finish(True, 0.0, (0, 0, 0, 0), amount, None, None, (), count=False)
+                labels_.series.finish(True, 0.0, Usage(), amount, None, None, (), count=False)
             else:
                 index = _TOKEN_TYPES.get(str(point.attrs.get("type")))
                 if index is not None and amount.is_integer():
                     tokens = [0, 0, 0, 0]
                     tokens[index] = int(amount)
-                    labels_.series.finish(
-                        True,
-                        0.0,
-                        (tokens[0], tokens[1], tokens[2], tokens[3]),
-                        0.0,
-                        None,
-                        None,
-                        (),
-                        count=False,
-                    )
+                    labels_.series.finish(True, 0.0, Usage(*tokens), 0.0, None, None, (), count=False)
         else:
             tool = point.attrs.get("tool_name") or point.attrs.get("tool")
             decision = point.attrs.get("decision")
-            tool = self.rec.fold("tool", tool if isinstance(tool, str) and tool else "unknown")
+            tool = self.rec.caps["tool"].fold(tool if isinstance(tool, str) and tool else "unknown")
             decision = decision if decision in ("accept", "reject") else "other"
-            self.store.add("claude_code_edit_decisions", (agent, tool, decision), amount)
+            self.store.add("claude_code_edit_decisions_total", (agent, tool, decision), amount)

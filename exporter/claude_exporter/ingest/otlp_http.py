@@ -64,12 +64,12 @@ def otlp_route(signal: str, get_ingest: GetIngest) -> Callable[..., list[bytes]]
         body = _read(environ, start_response)
         if isinstance(body, list):
             return body
-        counter = ingest.rec.metrics.events
+        counter = ingest.rec.events
         try:
             kind = media_type(environ.get("CONTENT_TYPE"))
             message = decode(signal, body, kind, environ.get("HTTP_CONTENT_ENCODING"))
         except WireError as err:
-            counter.labels("otlp", "rejected").inc()
+            counter.inc(("otlp", "rejected"))
             return _json(start_response, err.status, {"error": f"nothing applied: {err}"})
         rejected, problems = 0, list[str]()
         if signal == "logs":
@@ -83,9 +83,9 @@ def otlp_route(signal: str, get_ingest: GetIngest) -> Callable[..., list[bytes]]
         else:
             accepted = 0  # traces: accepted and dropped
         if accepted:
-            counter.labels("otlp", "accepted").inc(accepted)
+            counter.inc(("otlp", "accepted"), accepted)
         if rejected:
-            counter.labels("otlp", "rejected").inc(rejected)
+            counter.inc(("otlp", "rejected"), rejected)
         shown = "; ".join(problems[:_PROBLEMS_SHOWN])
         if len(problems) > _PROBLEMS_SHOWN:
             shown += f"; and {len(problems) - _PROBLEMS_SHOWN} more"
@@ -149,23 +149,23 @@ def hooks_route(get_ingest: GetIngest) -> Callable[..., list[bytes]]:
         body = _read(environ, start_response)
         if isinstance(body, list):
             return body
-        counter = ingest.rec.metrics.events
+        counter = ingest.rec.events
         try:
             obj = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as err:
-            counter.labels("hooks", "rejected").inc()
+            counter.inc(("hooks", "rejected"))
             return _json(
                 start_response, "400 Bad Request", {"error": f"nothing applied: body: not JSON ({err})"}
             )
         found = read_hook(obj)
         if isinstance(found, list):
-            counter.labels("hooks", "rejected").inc()
+            counter.inc(("hooks", "rejected"))
             return _json(start_response, "400 Bad Request", {"error": "nothing applied", "problems": found})
         if found is not None:
             names = parse_qs(environ.get("QUERY_STRING") or "").get("agent") or []
             # False when its tool_result event came first: accepted, and already counted.
             ingest.apply_hook(names[-1] if names else None, found, obj.get("is_interrupt") is True)
-            counter.labels("hooks", "accepted").inc()
+            counter.inc(("hooks", "accepted"))
         # An empty object: no decision, Claude Code carries on as if there were no hook.
         return _json(start_response, "200 OK", {})
 
