@@ -577,6 +577,11 @@ def test_other_hook_events_are_accepted_and_bad_ones_named(server, reg):
     ]
     status, _, raw = post(server, "/v1/hooks", b"not json", "application/json")
     assert status == 400 and b"nothing applied" in raw
+    # A JSON escape that makes a string no exporter could write out: refused, the scrape unharmed.
+    body = json.dumps({**failure_hook("toolu_x"), "tool_name": "\ud800"}).encode()
+    status, _, raw = post(server, "/v1/hooks", body, "application/json")
+    assert status == 400 and b"tool_name: not valid Unicode" in raw
+    assert "claude_requests_total" in scrape(reg)
 
 
 # -- configuration and declarations --------------------------------------------------------------------------

@@ -96,6 +96,16 @@ def otlp_route(signal: str, get_ingest: GetIngest) -> Callable[..., list[bytes]]
     return route
 
 
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (JSON's \\ud800 escapes make strings that cannot, and a
+    label value that cannot be written would break every scrape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def read_hook(obj: object) -> ToolResult | list[str] | None:
     """A PostToolUse / PostToolUseFailure hook's tool result; problems; None for other hook events."""
     if not isinstance(obj, dict):
@@ -109,6 +119,8 @@ def read_hook(obj: object) -> ToolResult | list[str] | None:
     tool, use_id = obj.get("tool_name"), obj.get("tool_use_id")
     if not isinstance(tool, str) or not tool:
         problems.append("tool_name: required")
+    elif not _encodable(tool):
+        problems.append("tool_name: not valid Unicode (an unpaired surrogate)")
     if not isinstance(use_id, str) or not use_id:
         problems.append("tool_use_id: required (it joins the hook to Claude Code's tool_result event)")
     duration = obj.get("duration_ms")
@@ -162,7 +174,9 @@ def hooks_route(get_ingest: GetIngest) -> Callable[..., list[bytes]]:
             counter.inc(("hooks", "rejected"))
             return _json(start_response, "400 Bad Request", {"error": "nothing applied", "problems": found})
         if found is not None:
-            names = parse_qs(environ.get("QUERY_STRING") or "").get("agent") or []
+            names = [
+                n for n in parse_qs(environ.get("QUERY_STRING") or "").get("agent") or [] if _encodable(n)
+            ]
             # False when its tool_result event came first: accepted, and already counted.
             ingest.apply_hook(names[-1] if names else None, found, obj.get("is_interrupt") is True)
             counter.inc(("hooks", "accepted"))
