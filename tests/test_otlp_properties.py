@@ -23,7 +23,7 @@ from claude_exporter.recording.state import ACTIVE
 from conftest import scrape
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from otlp_payloads import T0, api_request, as_json, logs_request
+from otlp_payloads import T0, api_request, as_json, logs_request, sums_request
 from prometheus_client import CollectorRegistry
 
 BOUNDED = settings(
@@ -167,3 +167,67 @@ def test_remembered_ids_expire_after_their_ttl():
         recent.add(f"req_{i}")
     assert "req_old" not in recent
     assert recent.add("req_old")  # forgotten: a re-send this late would count again (hence a long TTL)
+
+
+# -- the JSON reader reads what the protobuf reader reads ----------------------------------------------------
+
+scalars = st.one_of(
+    st.text(max_size=12),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+)
+attribute_maps = st.dictionaries(st.sampled_from(["a", "b", "event.name", "model", "n"]), scalars, max_size=4)
+
+
+def _records_of(signal: str, body: bytes, enums_as_numbers: bool) -> tuple[Any, Any]:
+    """(records read from protobuf, records read from the same request's OTLP/JSON)."""
+    from claude_exporter.ingest import otlp_json, otlp_records
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    message = (ExportLogsServiceRequest if signal == "logs" else ExportMetricsServiceRequest)()
+    message.ParseFromString(body)
+    as_dict = json.loads(
+        json.dumps(json_format.MessageToDict(message, use_integers_for_enums=enums_as_numbers))
+    )
+    if signal == "logs":
+        return list(otlp_records.log_events(message)), otlp_json.log_events(as_dict)
+    return otlp_records.sum_points(message), otlp_json.sum_points(as_dict)
+
+
+@BOUNDED
+@given(
+    records=st.lists(
+        st.tuples(st.sampled_from(["api_request", "tool_result", "x"]), attribute_maps), max_size=6
+    ),
+    res=attribute_maps,
+    enums_as_numbers=st.booleans(),
+)
+def test_json_logs_read_as_protobuf_logs(records, res, enums_as_numbers):
+    built = [{**attrs, "_name": name} for name, attrs in records]
+    from_protobuf, from_json = _records_of("logs", logs_request(built, res), enums_as_numbers)
+    assert from_json == from_protobuf
+
+
+@BOUNDED
+@given(
+    points=st.lists(
+        st.tuples(
+            st.sampled_from(["claude_code.commit.count", "claude_code.cost.usage"]),
+            attribute_maps,
+            st.integers(0, 2**63),
+            st.integers(0, 2**63),
+            st.floats(allow_nan=False, allow_infinity=False),
+        ),
+        max_size=6,
+    ),
+    temporality=st.sampled_from([0, 1, 2]),
+    res=attribute_maps,
+    enums_as_numbers=st.booleans(),
+)
+def test_json_sums_read_as_protobuf_sums(points, temporality, res, enums_as_numbers):
+    body = sums_request(points, temporality=temporality, res=res)
+    from_protobuf, from_json = _records_of("metrics", body, enums_as_numbers)
+    assert from_json == from_protobuf

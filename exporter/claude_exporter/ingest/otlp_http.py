@@ -15,11 +15,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from claude_exporter.ingest import otlp_json, otlp_records
 from claude_exporter.ingest.claude_code import ClaudeCodeIngest
 from claude_exporter.ingest.claude_code_events import ToolResult
 from claude_exporter.ingest.events import MAX_BODY, _drain, _json
-from claude_exporter.ingest.otlp_records import count_log_records, log_events, sum_points
-from claude_exporter.ingest.otlp_wire import WireError, decode, encode_response, media_type
+from claude_exporter.ingest.otlp_wire import JSON, WireError, decode, encode_response, media_type
 
 __all__ = ["HOOK_EVENTS", "hooks_route", "otlp_route"]
 
@@ -71,13 +71,21 @@ def otlp_route(signal: str, get_ingest: GetIngest) -> Callable[..., list[bytes]]
         except WireError as err:
             counter.inc(("otlp", "rejected"))
             return _json(start_response, err.status, {"error": f"nothing applied: {err}"})
+        reader = otlp_json if kind == JSON else otlp_records
         rejected, problems = 0, list[str]()
+        try:
+            if signal == "logs":
+                total = reader.count_log_records(message)
+                events = list(reader.log_events(message))
+            elif signal == "metrics":
+                points, problems = reader.sum_points(message)
+        except WireError as err:  # a JSON body of the wrong shape: nothing applied
+            counter.inc(("otlp", "rejected"))
+            return _json(start_response, err.status, {"error": f"nothing applied: {err}"})
         if signal == "logs":
-            total = count_log_records(message)
-            rejected, problems = ingest.apply_logs(log_events(message))
+            rejected, problems = ingest.apply_logs(events)
             accepted = total - rejected
         elif signal == "metrics":
-            points, problems = sum_points(message)
             rejected, accepted = len(problems), len(points)
             ingest.apply_points(points)
         else:

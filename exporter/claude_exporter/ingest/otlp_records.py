@@ -20,6 +20,7 @@ __all__ = [
     "SumPoint",
     "attributes",
     "count_log_records",
+    "event_name",
     "log_events",
     "sum_points",
 ]
@@ -72,10 +73,11 @@ def attributes(pairs: Any) -> dict[str, Any]:
     return out
 
 
-def _event_name(record: Any, attrs: Attrs) -> str | None:
+def event_name(attrs: Attrs, body: Any) -> str | None:
+    """The event a log record carries: its ``event.name`` attribute, else its string body; without the
+    ``claude_code.`` prefix. None for a record that names no event."""
     name = attrs.get("event.name")
     if not isinstance(name, str) or not name:
-        body = _value(record.body)
         name = body if isinstance(body, str) else None
     if not name:
         return None
@@ -89,7 +91,7 @@ def log_events(request: Any) -> Iterator[LogEvent]:
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
                 attrs = attributes(record.attributes)
-                name = _event_name(record, attrs)
+                name = event_name(attrs, _value(record.body))
                 if name is not None:
                     time_ns = record.time_unix_nano or record.observed_time_unix_nano
                     yield LogEvent(name, attrs, resource, int(time_ns))
