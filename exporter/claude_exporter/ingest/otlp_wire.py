@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "JSON",
     "MAX_DECODED",
     "PROTOBUF",
     "SIGNALS",
