@@ -74,8 +74,7 @@ class Call:
             if ex is not None:
                 ex.totals.add(usage, cost, len(blocks), labels.model, stop_reason)
             else:  # outside any execution the request is an execution of its own
-                totals = Totals()
-                totals.add(usage, cost, len(blocks), labels.model, stop_reason)
+                totals = Totals.of_request(usage, cost, len(blocks), labels.model, stop_reason)
                 rec.finish_execution(labels.default_exec(), seconds, totals, error_type, error_message)
         finally:  # even after a fault: a request left "in flight" would look like a hung agent
             rec.running_calls.pop(id(self), None)
