@@ -104,6 +104,7 @@ class Recorder:
         self.describe_error: Callable[[BaseException], str | None] = _no_message
         self.config: Any = None  # the Config it was made from, for the endpoints that read it
         self.health: Any = None  # the HealthWindow, when a listener set one
+        self.claude_code: Any = None  # the ClaudeCodeIngest that OTLP and hooks feed (ingest.claude_code)
 
     @property
     def request_series(self) -> list[RequestSeries]:
