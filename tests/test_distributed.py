@@ -35,9 +35,9 @@ from typing import Any
 
 import pytest
 import yaml
-from claude_exporter._rules_recording import record_name
 from claude_exporter.config import load_config
 from claude_exporter.rules import render_rules
+from claude_exporter.rules.recording import record_name
 from stack import Alertmanager, Prometheus, Webhook, free_port
 
 BIN = Path(sys.executable).parent

@@ -3,8 +3,9 @@ build info. The request path only stores references; the work happens here, once
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import anthropic
 
@@ -12,7 +13,7 @@ from claude_exporter._version import __version__
 from claude_exporter.exposition.collectors import ScrapeCollector
 from claude_exporter.recording.recorder import Recorder
 
-__all__ = ["RESOURCES", "RateLimits", "scrape_collector"]
+__all__ = ["BUILD_INFO", "RESOURCES", "RateLimits", "build_info", "parse_ratelimit", "scrape_collector"]
 
 RESOURCES = ("requests", "tokens", "input_tokens", "output_tokens")
 _FIELDS = ("limit", "remaining", "reset")
@@ -34,16 +35,8 @@ class RateLimits:
                 headers = pending.popleft()
             except IndexError:  # another scrape drained it first
                 return
-            for resource in RESOURCES:
-                prefix = "anthropic-ratelimit-" + resource.replace("_", "-") + "-"
-                for field in _FIELDS:
-                    raw = headers.get(prefix + field)
-                    if raw is None:
-                        continue  # a response without the header keeps the last known value
-                    try:
-                        self.values[(resource, field)] = _parse(field, raw)
-                    except ValueError:
-                        self._rec.fault("ratelimit_header")
+            for resource, field, value in parse_ratelimit(headers, self._rec.fault):
+                self.values[(resource, field)] = value
 
     def samples(self, field: str) -> Samples:
         self.refresh()
@@ -53,15 +46,38 @@ class RateLimits:
                 yield (resource,), value
 
 
+def parse_ratelimit(headers: Any, fault: Callable[[str], None]) -> Iterator[tuple[str, str, float]]:
+    """``(resource, field, value)`` of every ``anthropic-ratelimit-*`` header present; a bad one is a fault.
+    A response without a header keeps the last known value."""
+    for resource in RESOURCES:
+        prefix = "anthropic-ratelimit-" + resource.replace("_", "-") + "-"
+        for field in _FIELDS:
+            raw = headers.get(prefix + field)
+            if raw is None:
+                continue
+            try:
+                yield resource, field, _parse(field, raw)
+            except ValueError:
+                fault("ratelimit_header")
+
+
 def _parse(field: str, raw: str) -> float:
     if field != "reset":
         return float(raw)
     return datetime.fromisoformat(raw.strip().replace("Z", "+00:00")).timestamp()
 
 
+def build_info() -> tuple[str, str]:
+    """The labels of ``claude_exporter_build_info``: exporter and SDK versions."""
+    return (__version__, anthropic.__version__)
+
+
+BUILD_INFO = "claude_exporter_build_info"
+
+
 def scrape_collector(rec: Recorder) -> ScrapeCollector:
     limits = RateLimits(rec)
-    build = ((__version__, anthropic.__version__), 1.0)
+    build = (build_info(), 1.0)
     return ScrapeCollector(
         [
             ("claude_requests_in_flight", "Requests in progress.", ("agent",), rec.gauge_requests_in_flight),
@@ -96,7 +112,7 @@ def scrape_collector(rec: Recorder) -> ScrapeCollector:
                 lambda: limits.samples("reset"),
             ),
             (
-                "claude_exporter_build_info",
+                BUILD_INFO,
                 "Always 1; the exporter and SDK versions as labels.",
                 ("version", "anthropic_version"),
                 lambda: iter([build]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import wrapt
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from claude_exporter.exposition.live import scrape_collector
+from claude_exporter.exposition.live import build_info, parse_ratelimit, scrape_collector
 from claude_exporter.exposition.store_collector import StoreCollector
 from claude_exporter.instrumentation import wrappers as patch
 from claude_exporter.instrumentation.middleware import detach_all
@@ -106,8 +107,12 @@ def instrument(config: Any = None, *, registry: CollectorRegistry | None = None)
             return STATE.recorder
         settings: Settings = resolve_settings(config)
         registry = REGISTRY if registry is None else registry
-        rec = Recorder(registry, settings.recorder, settings.price_lookup, settings.cost)
-        _collectors[:] = [StoreCollector(rec), scrape_collector(rec)]
+        multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if multiprocess_dir:
+            rec = _multiprocess_recorder(registry, settings, multiprocess_dir)
+        else:
+            rec = Recorder(registry, settings.recorder, settings.price_lookup, settings.cost)
+            _collectors[:] = [StoreCollector(rec), scrape_collector(rec)]
         for collector in _collectors:
             registry.register(collector)
         _registry = registry
@@ -116,6 +121,31 @@ def instrument(config: Any = None, *, registry: CollectorRegistry | None = None)
         _apply_patches()
         STATE.recorder = rec
         return rec
+
+
+def _multiprocess_recorder(registry: CollectorRegistry, settings: Settings, path: str) -> Recorder:
+    """The recorder of multiprocess mode (PROMETHEUS_MULTIPROC_DIR, prometheus_client's convention):
+    it writes through mmap files in ``path``; the registry gets the collector that merges them."""
+    from claude_exporter.exposition.multiprocess import MultiprocessClaudeCollector
+    from claude_exporter.recording.multiprocess import MultiprocessBackend
+
+    if not os.path.isdir(path):
+        raise ValueError(
+            f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a directory (create it before the workers start)"
+        )
+    # Help texts from the single-process collectors, so each family is described in one place.
+    probe = Recorder(CollectorRegistry(), settings.recorder, settings.price_lookup, settings.cost)
+    docs = {
+        m.name: m.documentation
+        for collector in (StoreCollector(probe), scrape_collector(probe), *probe.metrics.collectors())
+        for m in collector.describe()
+    }
+    backend = MultiprocessBackend(path, docs)
+    rec = Recorder(registry, settings.recorder, settings.price_lookup, settings.cost, backend)
+    rec.recent_headers = backend.rate_limit_sink(parse_ratelimit, rec.fault)
+    backend.build_info(build_info())
+    _collectors[:] = [MultiprocessClaudeCollector(path)]
+    return rec
 
 
 def uninstrument() -> None:

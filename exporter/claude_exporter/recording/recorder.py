@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from claude_exporter.instrumentation.extract import Usage
     from claude_exporter.recording.call import Call
     from claude_exporter.recording.execution import Execution
+    from claude_exporter.recording.multiprocess import MultiprocessBackend, MultiprocessMetrics
 
 __all__ = ["ExecutionRecord", "Recorder", "RecorderOptions"]
 
@@ -93,9 +94,17 @@ class Recorder:
         options: RecorderOptions,
         price_lookup: PriceLookup,
         cost: CostFunction,
+        backend: MultiprocessBackend | None = None,
     ) -> None:
         self.options = options
-        self.metrics = Metrics(registry)
+        # Multiprocess mode (a backend) is decided here, once: its series classes, counters and running-work
+        # maps write through mmap files; without one, nothing on the request path differs.
+        self.backend = backend
+        self.metrics: Metrics | MultiprocessMetrics = (
+            Metrics(registry) if backend is None else backend.metrics
+        )
+        self._request_series = RequestSeries if backend is None else backend.request_series
+        self._exec_series = ExecSeries if backend is None else backend.exec_series
         self.duration_bounds = duration_buckets(options.timeout_seconds)
         self._overflow: dict[str, Callable[..., None]] = {}
         self._caps = {
@@ -114,9 +123,10 @@ class Recorder:
         self.exec_series: dict[tuple[str, str], ExecSeries] = {}
         self._lock = threading.RLock()
         # Running work, keyed by id(); read at scrape time for the in-flight gauges.
-        self.running_calls: dict[int, Call] = {}
-        self.running_executions: dict[int, Execution] = {}
+        self.running_calls: dict[int, Call] = {} if backend is None else backend.running_calls
+        self.running_executions: dict[int, Execution] = {} if backend is None else backend.running_executions
         # Response headers not parsed yet, oldest first; bounded, since only the newest values matter.
+        # (In multiprocess mode the instrumentor puts a sink here that parses them on arrival.)
         self.recent_headers: deque[Any] = deque(maxlen=32)
         self.listeners: list[Callable[[ExecutionRecord], None]] = []
         # Each listener's gate: a record is built only when some gate says a listener would use it.
@@ -162,7 +172,7 @@ class Recorder:
         price = self._price_lookup(raw_model)
         # Only a model missing from the table gets an unpriced-tokens series.
         unpriced = None if price is not None else self.metrics.unpriced_tokens.labels(model).inc
-        series = RequestSeries(agent, model, self.duration_bounds, TTFT_BUCKETS)
+        series = self._request_series(agent, model, self.duration_bounds, TTFT_BUCKETS)
         labels = RequestLabels(
             series,
             self._caps,
@@ -197,7 +207,7 @@ class Recorder:
                 fagent = ftask = OVERFLOW
                 found = self.exec_series.get((fagent, ftask))
             if found is None:
-                found = ExecSeries(fagent, ftask, self.duration_bounds, TOKEN_BUCKETS, REQUEST_BUCKETS)
+                found = self._exec_series(fagent, ftask, self.duration_bounds, TOKEN_BUCKETS, REQUEST_BUCKETS)
                 self.exec_series[(fagent, ftask)] = found
             return found
 
