@@ -144,6 +144,7 @@ def _multiprocess_recorder(registry: CollectorRegistry, settings: Settings, path
     rec = Recorder(registry, settings.recorder, settings.price_lookup, settings.cost, backend)
     rec.recent_headers = backend.rate_limit_sink(parse_ratelimit, rec.fault)
     backend.build_info(build_info())
+    rec.closers.append(backend.close)
     _collectors[:] = [MultiprocessClaudeCollector(path)]
     return rec
 

@@ -48,6 +48,9 @@ class _Values:
         self._cls = MultiProcessValue()  # type: ignore[no-untyped-call]
         self.docs = docs
 
+    def close(self) -> None:
+        self._cls.close_all_files()
+
     def counter(self, metric: str, labelnames: tuple[str, ...], labelvalues: tuple[str, ...]) -> Any:
         return self._cls("counter", metric, metric + "_total", labelnames, labelvalues, self.docs[metric])
 
@@ -412,6 +415,10 @@ class MultiprocessBackend:
     ) -> ExecSeries:
         bounds = (duration_bounds, token_bounds, request_bounds)
         return MultiprocessExecSeries(agent, task, *bounds, self._values)
+
+    def close(self) -> None:
+        """Close this backend's files (``uninstrument()``); what they hold stays on disk for the scrape."""
+        self._values.close()
 
     def rate_limit_sink(self, parse: Any, fault: Any) -> Any:
         return _RateLimitSink(self._values, parse, fault)
