@@ -18,6 +18,7 @@ import os
 import statistics
 import tempfile
 import time
+from typing import Any
 
 import claude_exporter
 from claude_exporter.instrumentation.extract import Usage
@@ -29,17 +30,19 @@ MODEL = "claude-sonnet-4-5"
 
 def per_request_us(multiprocess: bool, path: str, n: int) -> float:
     claude_exporter.uninstrument()
-    if multiprocess:  # instrument() chooses the mode; prometheus_client opens files under it later
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    if multiprocess:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # read once, at instrument()
     try:
-        return _measure(n)
+        rec = claude_exporter.instrument(registry=CollectorRegistry())
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    try:
+        return _measure(rec, n)
     finally:
         claude_exporter.uninstrument()
-        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 
-def _measure(n: int) -> float:
-    rec = claude_exporter.instrument(registry=CollectorRegistry())
+def _measure(rec: Any, n: int) -> float:
     labels = rec.request_labels("bench", MODEL)
     usage = Usage()
     usage.input, usage.output, usage.cache_read = 12, 34, 5

@@ -101,12 +101,12 @@ def main() -> None:
 
     def instrumented(multiprocess: bool) -> None:
         claude_exporter.uninstrument()
-        # instrument() chooses the mode; prometheus_client opens its files under the directory later, so
-        # the variable stays set while multiprocess mode is measured (and only then).
-        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         if multiprocess and mp_dir is not None:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir.name
-        claude_exporter.instrument(registry=CollectorRegistry())
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir.name  # read once, at instrument()
+        try:
+            claude_exporter.instrument(registry=CollectorRegistry())
+        finally:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
     client = make_client()
     kwargs = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
@@ -125,7 +125,6 @@ def main() -> None:
         runs: dict[str, list[float]] = {"bare": [], "shim": [], "multiprocess": []}
         for round_ in range(2 + args.rounds):  # two warm-up rounds, discarded: caches settle first
             claude_exporter.uninstrument()
-            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
             bare = per_request_us(fn, n)
             instrumented(multiprocess=False)
             shim = per_request_us(fn, n)
@@ -139,7 +138,6 @@ def main() -> None:
                 if multi is not None:
                     runs["multiprocess"].append(multi)
         claude_exporter.uninstrument()
-        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         results[name] = runs
 
     print(f"{'case':<18}{'mode':<14}{'bare us':>10}{'shim us':>10}{'added us':>10}{'ratio':>9}")

@@ -14,9 +14,8 @@ dead ones included; the live gauges are per-process values in prometheus_client'
 - ``claude_ratelimit_*``: ``mostrecent``, the last response any worker saw, parsed when it arrives;
 - ``claude_exporter_build_info``: ``max``.
 
-The choice is made once, in ``instrument()``; a single process never runs this module. The variable must
-stay set in the workers, as prometheus_client's convention has it: its value class opens each process's
-files under the directory when first written, and again after a fork.
+The choice is made once, in ``instrument()``, and so is the directory; a single process never runs this
+module.
 """
 
 from __future__ import annotations
