@@ -39,23 +39,25 @@ tools: venv
 demo: venv debs
 	$(BIN)/claude-exporter demo $(ARGS)
 
-LINTED := exporter tests benchmarks dashboards deploy
+LINTED := exporter tests benchmarks dashboards alerting-rules tools deploy
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-# Regenerate the committed dashboards and rules from their sources.
+# Regenerate the committed dashboards, rules and README metrics table from their sources.
 generate: venv
 	$(BIN)/python dashboards/src/generate.py
-	$(BIN)/python -c "from pathlib import Path; from claude_exporter.rules import write_bundled; write_bundled(Path('.'))"
+	$(BIN)/python alerting-rules/generate.py
+	$(BIN)/python tools/readme_metrics.py
 	$(BIN)/python deploy/generate.py
 
-# Fails naming every generated dashboard or deployment file that is out of date with its source (the
-# rules have a test).
+# Fails naming every generated file that is out of date with its source.
 check-generated: venv
 	$(BIN)/python dashboards/src/generate.py --check
+	$(BIN)/python alerting-rules/generate.py --check
+	$(BIN)/python tools/readme_metrics.py --check
 	$(BIN)/python deploy/generate.py --check
 
 test: venv debs tools lint check-generated

@@ -21,8 +21,8 @@ import time
 from typing import Any
 
 import claude_exporter
-from claude_exporter.instrumentation.extract import Usage
 from claude_exporter.recording.call import Call
+from claude_exporter.recording.usage import Usage
 from prometheus_client import CollectorRegistry
 
 MODEL = "claude-sonnet-4-5"
@@ -46,11 +46,11 @@ def _measure(rec: Any, n: int) -> float:
     labels = rec.request_labels("bench", MODEL)
     usage = Usage()
     usage.input, usage.output, usage.cache_read = 12, 34, 5
-    Call(rec, labels, None).succeed(usage, "end_turn", ())  # first use: series and values created
+    Call(rec, labels, None, MODEL).finish(usage, "end_turn")  # first use: series and values created
     gc.collect()
     start = time.perf_counter()
     for _ in range(n):
-        Call(rec, labels, None).succeed(usage, "end_turn", ())
+        Call(rec, labels, None, MODEL).finish(usage, "end_turn")
     return (time.perf_counter() - start) / n * 1e6
 
 
