@@ -248,33 +248,36 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _run_script(tmp: Path, multiprocess: bool) -> dict[Any, float]:
+def _run_script(tmp: Path, multiprocess: bool, config: Path | None = None) -> dict[Any, float]:
     unset = ("PROMETHEUS_MULTIPROC_DIR", "CLAUDE_EXPORTER_CONFIG")
     env = {k: v for k, v in os.environ.items() if k not in unset}
+    if config is not None:
+        env["CLAUDE_EXPORTER_CONFIG"] = str(config)
     if multiprocess:
-        (tmp / "mp").mkdir()
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "mp")
+        mp = tmp / ("mp-config" if config else "mp")
+        mp.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(mp)
     out = subprocess.run(
         [sys.executable, "-c", _SCRIPT], check=True, capture_output=True, text=True, env=env, timeout=60
     )
     return _samples(out.stdout)
 
 
+def _comparable(samples: dict[Any, float]) -> dict[Any, float]:
+    # Wall times differ from run to run: compare their counts, not their sums and buckets.
+    timing = ("duration_seconds", "time_to_first_token", "longest_running")
+    return {
+        key: round(value, 9)
+        for key, value in samples.items()
+        if not key[0].endswith("_created")
+        and not (any(t in key[0] for t in timing) and not key[0].endswith("_count"))
+    }
+
+
 def test_multiprocess_exposition_matches_the_in_memory_store(tmp_path: Path) -> None:
     single = _run_script(tmp_path, multiprocess=False)
     multi = _run_script(tmp_path, multiprocess=True)
-    timing = ("duration_seconds", "time_to_first_token", "longest_running")
-
-    def comparable(samples: dict[Any, float]) -> dict[Any, float]:
-        # Wall times differ from run to run: compare their counts, not their sums and buckets.
-        return {
-            key: round(value, 9)
-            for key, value in samples.items()
-            if not key[0].endswith("_created")
-            and not (any(t in key[0] for t in timing) and not key[0].endswith("_count"))
-        }
-
-    assert comparable(multi) == comparable(single)
+    assert _comparable(multi) == _comparable(single)
     names = {key[0] for key in multi}
     for family in (
         "claude_retries_total",
@@ -287,3 +290,22 @@ def test_multiprocess_exposition_matches_the_in_memory_store(tmp_path: Path) -> 
     ):
         assert family in names, family
     assert json.dumps(sorted(names))  # every name is plain text
+    # Agent "a" failed a request (the metrics-list test below relies on it).
+    assert [k for k in multi if k[0] == "claude_errors_total" and ("agent", "a") in k[1]]
+
+
+def test_multiprocess_exposition_applies_the_agents_metrics_lists(tmp_path: Path) -> None:
+    # Agent "a" enables only durations and input tokens: the families and token types it leaves out are
+    # hidden the same way in both modes.
+    config = tmp_path / "claude-exporter.yaml"
+    config.write_text("monitoring:\n  a:\n    metrics: [execution_duration_ms, tokens_used_input]\n")
+    single = _run_script(tmp_path, multiprocess=False, config=config)
+    multi = _run_script(tmp_path, multiprocess=True, config=config)
+    assert _comparable(multi) == _comparable(single)
+    a_tokens = {
+        dict(k[1]).get("type") for k in multi if k[0] == "claude_tokens_total" and ("agent", "a") in k[1]
+    }
+    assert a_tokens == {"input", "cache_creation", "cache_read"}
+    # error_rate_percent is a seed metric the list leaves out; its failed request is still counted.
+    assert not [k for k in multi if k[0] == "claude_errors_total" and ("agent", "a") in k[1]]
+    assert [k for k in multi if k[0] == "claude_requests_total" and ("outcome", "error") in k[1]]
