@@ -271,5 +271,7 @@ def test_other_http_calls_during_a_request_are_not_attempts(reg, fake_anthropic)
     client.messages.create(**kw())
     assert side  # the side request was made inside the measured request
     assert requests(reg) == (1, 0)
-    assert not has(reg, "claude_retries_total", agent="default", model=kw()["model"], reason="unknown")
-    assert val(reg, "claude_rate_limited_total", agent="default", model=kw()["model"]) == 0
+    assert not has(
+        reg, "claude_retries_total", agent="default", model=kw()["model"], reason="unknown", error_code="none"
+    )
+    assert val(reg, "claude_rate_limited_total", agent="default", model=kw()["model"], error_code="none") == 0
