@@ -52,7 +52,7 @@ def test_check_config_prints_every_problem_with_its_path(tmp_path: Path) -> None
     assert lines[0] == f"{bad}: 3 problem(s)"
     assert any(line.startswith("  monitoring.claude_code_executor.metrics[1]:") for line in lines)
     path = "monitoring.claude_code_executor.alerts[0].threshold_ms"
-    assert f'  {path}: must be a positive number, got "soon"' in lines
+    assert f'  {path}: must be a number from 1 to 86400000, got "soon"' in lines
     assert any(line.startswith("  monitoring.claude_code_executor.sampling_rate:") for line in lines)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from ._config_schema import CACHE_MULTIPLIERS, PRICE_COLUMNS, Problems, child, render
+from ._config_schema import CACHE_MULTIPLIERS, PRICE_COLUMNS, Problems, child, label_problem, render
 
 __all__ = ["EVENT_LOG_DESTINATIONS", "EventLogConfig", "LabelCaps", "ServerConfig", "parse_exporter"]
 
@@ -57,12 +57,15 @@ def _pricing(pb: Problems, path: str, value: object) -> Mapping[str, Mapping[str
             pb.add(path, f"model names must be non-empty strings, got {render(model)}")
             continue
         model_path = child(path, model)
+        if (problem := label_problem(model)) is not None:
+            pb.add(model_path, f"is not a usable model name: it {problem}")
+            continue
         fields = pb.fields(model_path, row, PRICE_COLUMNS, what=" (prices are USD per million tokens)")
         if fields is None:
             continue
         prices: dict[str, float] = {}
         for column, (column_path, price) in fields.items():
-            if (good := pb.number(column_path, price, zero=True)) is not None:
+            if (good := pb.limited(column_path, price, "exporter.pricing_overrides.MODEL.*")) is not None:
                 prices[column] = float(good)
         for column in ("input", "output"):
             if column not in fields:
@@ -79,12 +82,12 @@ def parse_exporter(pb: Problems, value: object) -> dict[str, Any]:
     out: dict[str, Any] = {}
     fields = pb.fields("exporter", value, _EXPORTER_KEYS, allow_none=True) or {}
     if "default_agent" in fields:
-        out["default_agent"] = pb.string(*fields["default_agent"]) or "default"
+        out["default_agent"] = pb.limited(*fields["default_agent"], "exporter.default_agent") or "default"
     if "server" in fields:
         out["server"] = _server(pb, *fields["server"])
     if "label_caps" in fields:
         caps = pb.fields(*fields["label_caps"], LabelCaps.__dataclass_fields__, allow_none=True) or {}
-        checked = {key: pb.integer(*item) for key, item in caps.items()}
+        checked = {key: pb.limited(*item, f"exporter.label_caps.{key}") for key, item in caps.items()}
         out["label_caps"] = LabelCaps(**{key: cap for key, cap in checked.items() if cap is not None})
     if "pricing_overrides" in fields:
         out["pricing_overrides"] = _pricing(pb, *fields["pricing_overrides"])
@@ -93,15 +96,15 @@ def parse_exporter(pb: Problems, value: object) -> dict[str, Any]:
     if "health" in fields:
         health = pb.fields(*fields["health"], ("window_seconds",), allow_none=True) or {}
         if "window_seconds" in health:
-            out["health_window_seconds"] = float(pb.number(*health["window_seconds"]) or 300.0)
+            window = pb.limited(*health["window_seconds"], "exporter.health.window_seconds")
+            out["health_window_seconds"] = float(window or 300.0)
     if "rules" in fields:
         rules = pb.fields(*fields["rules"], ("evaluation_interval", "job"), allow_none=True) or {}
         if "evaluation_interval" in rules:
-            out["rules_evaluation_interval"] = (
-                pb.duration(*rules["evaluation_interval"], positive=True) or "30s"
-            )
+            interval = pb.limited(*rules["evaluation_interval"], "exporter.rules.evaluation_interval")
+            out["rules_evaluation_interval"] = interval or "30s"
         if "job" in rules:
-            out["rules_job"] = pb.string(*rules["job"]) or "claude-exporter"
+            out["rules_job"] = pb.limited(*rules["job"], "exporter.rules.job") or "claude-exporter"
     return out
 
 
@@ -111,7 +114,7 @@ def _server(pb: Problems, path: str, value: object) -> ServerConfig:
     if "address" in fields:
         kwargs["address"] = pb.string(*fields["address"]) or "127.0.0.1"
     if "port" in fields:
-        port = pb.integer(*fields["port"], low=0, high=65535)
+        port = pb.limited(*fields["port"], "exporter.server.port")
         kwargs["port"] = 9466 if port is None else port
     bad: set[str] = set()
     for key in ("token_env", "token_file", "tls_cert_file", "tls_key_file"):
