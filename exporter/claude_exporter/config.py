@@ -327,8 +327,11 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> Config | None:
 
 
 def format_problems(err: ConfigError) -> str:
-    """The problems as a report for people: a count, then one indented line each."""
+    """The problems as a report for people: ``FILE: N problems in the configuration:``, then one indented
+    line each; a single problem that already names the file is the report itself."""
     count = len(err.problems)
+    if count == 1 and (not err.source or err.problems[0].startswith(err.source)):
+        return err.problems[0]  # "FILE: no such file", "FILE:3:1: invalid YAML: ..."
     head = f"{err.source}: " if err.source else ""
     lines = [f"{head}{count} problem{'s' if count != 1 else ''} in the configuration:"]
     lines.extend(f"  {line}" for line in err.problems)

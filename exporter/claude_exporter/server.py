@@ -163,7 +163,9 @@ def read_token(server: ServerConfig, environ: Mapping[str, str] | None = None) -
     if server.token_file:
         token = Path(server.token_file).read_text(encoding="utf-8").strip()
         if not token:
-            raise ValueError(f"exporter.server.token_file: {server.token_file} is empty")
+            from .config import ConfigError
+
+            raise ConfigError(f"exporter.server.token_file: {server.token_file} is empty")
         return token
     env = os.environ if environ is None else environ
     return env.get(server.token_env) or None if server.token_env else None
@@ -210,7 +212,10 @@ def start_http_server(
     certfile = certfile or server_config.tls_cert_file
     keyfile = keyfile or server_config.tls_key_file
     app = make_wsgi_app(registry, routes=routes, token=token)
-    server = make_server(addr, port, app, _ThreadingServer, handler_class=_QuietHandler)
+    try:
+        server = make_server(addr, port, app, _ThreadingServer, handler_class=_QuietHandler)
+    except OSError as err:  # say where: "Address already in use" alone does not
+        raise OSError(err.errno, f"cannot listen on {addr}:{port}: {err.strerror or err}") from err
     scheme = "http"
     if certfile is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
