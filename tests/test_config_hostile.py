@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from claude_exporter._config_schema import LIMITS, MAX_CONFIG_BYTES, limits_table
 from claude_exporter.config import ALERT_DEFAULTS, ConfigError, load_config, parse_config
+from claude_exporter.config.schema import LIMITS, MAX_CONFIG_BYTES, limits_table
 from claude_exporter.rules import render_rules
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -198,7 +198,10 @@ def test_an_empty_token_file_is_a_config_error(capsys, tmp_path):
     config.write_text(f"monitoring: {{}}\nexporter:\n  server:\n    token_file: {token}\n")
     status, _, err = cli(capsys, "serve", "--port", "0", "--config", str(config))
     assert status == 2
-    assert err == f"claude-exporter serve: exporter.server.token_file: {token} is empty\n"
+    assert err.splitlines() == [
+        "claude-exporter serve: 1 problem in the configuration:",
+        f"  exporter.server.token_file: {token} is empty",
+    ]
 
 
 def test_the_docstring_states_the_exit_codes():

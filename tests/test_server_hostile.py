@@ -12,10 +12,10 @@ from typing import Any
 
 import claude_exporter as ce
 import pytest
-from claude_exporter import server as server_module
 from claude_exporter.config import parse_config
-from claude_exporter.server import MAX_WORKERS, make_wsgi_app
-from claude_exporter.state import STATE
+from claude_exporter.exposition import server as server_module
+from claude_exporter.exposition.server import MAX_WORKERS, make_wsgi_app
+from claude_exporter.recording.state import STATE
 from conftest import val, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from claude_exporter.tail import LogFollower
+from claude_exporter.ingest.tail import LogFollower
 from conftest import val
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
