@@ -164,7 +164,7 @@ def test_fleet_file_uses_every_extension() -> None:
         "/etc/claude-exporter/tls.crt",
         "/etc/claude-exporter/tls.key",
     )
-    assert dataclasses.astuple(cfg.label_caps) == (50, 500, 20, 5000)
+    assert dataclasses.astuple(cfg.label_caps) == (50, 500, 20, 5000, 128)
     assert cfg.pricing_overrides["claude-custom-1"] == {
         "input": 3.0,
         "output": 15.0,
@@ -200,7 +200,7 @@ def test_default_config() -> None:
     assert cfg.defaults.retention_days == 15
     assert cfg.server == type(cfg.server)()
     assert cfg.server.token_env == "CLAUDE_EXPORTER_TOKEN"
-    assert dataclasses.astuple(cfg.label_caps) == (200, 200, 200, 2000)
+    assert dataclasses.astuple(cfg.label_caps) == (200, 200, 200, 2000, 128)
     assert (cfg.event_log.destination, cfg.event_log.path) == ("stderr", None)
     assert (cfg.health_window_seconds, cfg.rules_evaluation_interval, cfg.rules_job) == (
         300.0,
@@ -333,7 +333,7 @@ def test_many_problems_are_all_reported_with_their_paths(tmp_path: Path) -> None
         "exporter.server.port: must be an integer from 0 to 65535, got 70000",
         "exporter.server.token_env: must be a non-empty string or null, got 5",
         "exporter.server.tls_key_file: is required when tls_cert_file is set (TLS needs both files)",
-        "exporter.label_caps.tasks: unknown key; valid keys: agent, combinations, model, task",
+        "exporter.label_caps.tasks: unknown key; valid keys: agent, combinations, length, model, task",
         "exporter.label_caps.agent: must be an integer from 1 to 100000, got 0",
         'exporter.pricing_overrides.claude-custom-1.input: must be a number from 0 to 1000000, got "free"',
         'exporter.pricing_overrides.claude-custom-1: missing required key "output" (USD per million tokens)',

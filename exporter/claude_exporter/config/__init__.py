@@ -287,6 +287,10 @@ def parse_config(data: object, source: str = "<config>") -> Config:
                     agents[name] = _agent(pb, child("monitoring", name), name, block)
         if "exporter" in top:
             exporter = parse_exporter(pb, top["exporter"][1])
+        length = exporter.get("label_caps", LabelCaps()).length
+        for name in agents:
+            if len(name) > length:  # its series would carry a cut name, and its rules match nothing
+                pb.add(child("monitoring", name), f"is longer than exporter.label_caps.length ({length})")
     if pb.lines:
         raise ConfigError(pb.lines, source)
     return Config(

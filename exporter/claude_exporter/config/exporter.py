@@ -46,6 +46,7 @@ class LabelCaps:
     task: int = 200
     model: int = 200
     combinations: int = 2000
+    length: int = 128  # characters a label value keeps (recording/admission.py)
 
 
 @dataclass(frozen=True)

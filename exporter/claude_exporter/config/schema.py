@@ -214,6 +214,7 @@ LIMITS: Mapping[str, Limit] = MappingProxyType(
         "exporter.label_caps.task": Limit("integer", 1, 100_000),
         "exporter.label_caps.model": Limit("integer", 1, 100_000),
         "exporter.label_caps.combinations": Limit("integer", 1, 1_000_000),
+        "exporter.label_caps.length": Limit("integer", 16, 4096, note="characters a label value keeps"),
         "exporter.pricing_overrides.MODEL": Limit("label", 1, 128, note="a model name, a label value"),
         "exporter.pricing_overrides.MODEL.*": Limit("number", 0, 1_000_000, note="USD per million tokens"),
         "exporter.health.window_seconds": Limit("number", 1, _DAY),

@@ -57,6 +57,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "claude_execution_longest_running_seconds",
     "claude_exporter_build_info",
     "claude_exporter_label_overflow_total",
+    "claude_exporter_label_changes_total",
     "claude_exporter_unpriced_tokens_total",
     "claude_exporter_internal_errors_total",
     "claude_exporter_events_total",
@@ -79,6 +80,13 @@ class Metrics:
         self.label_overflow = Counter(
             "claude_exporter_label_overflow", "Label values folded into __overflow__.", ("label",), registry=r
         )
+        self.label_changes = Counter(
+            "claude_exporter_label_changes",
+            "Label values the admission rule changed (replaced, control_stripped, truncated, empty, "
+            "not_a_string).",
+            ("label", "change"),
+            registry=r,
+        )
         self.unpriced_tokens = Counter(
             "claude_exporter_unpriced_tokens",
             "Tokens of models missing from the pricing table.",
@@ -94,7 +102,13 @@ class Metrics:
         self.events = Counter("claude_exporter_events", "Ingested events.", ("source", "result"), registry=r)
 
     def collectors(self) -> list[Any]:
-        return [self.label_overflow, self.unpriced_tokens, self.internal_errors, self.events]
+        return [
+            self.label_overflow,
+            self.label_changes,
+            self.unpriced_tokens,
+            self.internal_errors,
+            self.events,
+        ]
 
 
 GaugeSamples = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
@@ -103,14 +117,25 @@ GaugeSamples = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
 class ScrapeCollector(Collector):
     """Gauges computed when Prometheus scrapes: each source yields ``(label values, value)`` pairs."""
 
-    def __init__(self, gauges: Sequence[tuple[str, str, Sequence[str], GaugeSamples]]) -> None:
+    def __init__(
+        self,
+        gauges: Sequence[tuple[str, str, Sequence[str], GaugeSamples]],
+        fault: Callable[[str], None] | None = None,
+    ) -> None:
         self._gauges = gauges
+        self._fault = fault
 
     def collect(self) -> Iterable[Metric]:
+        # One gauge that fails is left out of this scrape (and counted); the others are served.
         for name, documentation, labels, samples in self._gauges:
             family = GaugeMetricFamily(name, documentation, labels=labels)
-            for values, value in samples():
-                family.add_metric(values, value)
+            try:
+                for values, value in samples():
+                    family.add_metric(values, float(value))
+            except Exception:
+                if self._fault is not None:
+                    self._fault("scrape")
+                continue
             yield family
 
     def describe(self) -> Iterable[Metric]:

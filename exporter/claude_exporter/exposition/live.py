@@ -3,6 +3,7 @@ build info. The request path only stores references; the work happens here, once
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -54,8 +55,12 @@ class RateLimits:
 
 
 def _parse(field: str, raw: str) -> float:
+    """A header's value; ``ValueError`` for anything but a finite number (or an ISO 8601 time)."""
     if field != "reset":
-        return float(raw)
+        value = float(raw)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"not a finite count: {raw[:40]}")
+        return value
     return datetime.fromisoformat(raw.strip().replace("Z", "+00:00")).timestamp()
 
 
@@ -101,5 +106,6 @@ def scrape_collector(rec: Recorder) -> ScrapeCollector:
                 ("version", "anthropic_version"),
                 lambda: iter([build]),
             ),
-        ]
+        ],
+        rec.fault,
     )

@@ -142,6 +142,11 @@ class execution:  # lower case: it reads like a function, ``with execution("task
     """
 
     def __init__(self, task: str = "default", *, agent: str | None = None) -> None:
+        # Refused here, at the call and before the caller's code runs: a label value is a string.
+        if not isinstance(task, str):
+            raise TypeError(f"execution() task must be a str, got {type(task).__name__}")
+        if agent is not None and not isinstance(agent, str):
+            raise TypeError(f"execution() agent must be a str or None, got {type(agent).__name__}")
         self.task = task
         self.agent = agent
 

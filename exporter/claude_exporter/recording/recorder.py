@@ -24,6 +24,7 @@ from claude_exporter.exposition.collectors import (
     Metrics,
     duration_buckets,
 )
+from claude_exporter.recording.admission import MAX_LENGTH, LabelGate
 from claude_exporter.recording.cardinality import OVERFLOW, LabelCap
 from claude_exporter.recording.labels import FAMILY_NAMES, Budget, RequestLabels
 from claude_exporter.recording.series import ExecSeries, RequestSeries
@@ -51,6 +52,7 @@ class RecorderOptions:
     model_cap: int = 200
     combination_cap: int = 2000
     open_label_cap: int = 64
+    label_length: int = MAX_LENGTH
     timeout_seconds: tuple[float, ...] = ()
     code_tools: Mapping[str, frozenset[str]] = field(default_factory=dict)
     default_code_tools: frozenset[str] = frozenset()
@@ -98,12 +100,14 @@ class Recorder:
         self.metrics = Metrics(registry)
         self.duration_bounds = duration_buckets(options.timeout_seconds)
         self._overflow: dict[str, Callable[..., None]] = {}
+        self.gate = LabelGate(options.label_length, self._count_change)
+        count, gate = self._count_overflow, self.gate
         self._caps = {
-            "agent": LabelCap("agent", options.agent_cap, self._count_overflow),
-            "task": LabelCap("task", options.task_cap, self._count_overflow),
-            "model": LabelCap("model", options.model_cap, self._count_overflow),
+            "agent": LabelCap("agent", options.agent_cap, count, gate),
+            "task": LabelCap("task", options.task_cap, count, gate),
+            "model": LabelCap("model", options.model_cap, count, gate),
             **{
-                name: LabelCap(name, options.open_label_cap, self._count_overflow)
+                name: LabelCap(name, options.open_label_cap, count, gate)
                 for name in ("stop_reason", "error_type", "reason", "tool")
             },
         }
@@ -139,11 +143,11 @@ class Recorder:
 
     def request_labels(self, agent: str, model: str) -> RequestLabels:
         key = (agent, model)
-        found = self._requests.get(key)
+        found = self._requests.get(key) if type(agent) is str and type(model) is str else None
         if found is not None:
             return found
         with self._lock:
-            found = self._requests.get(key)
+            found = self._requests.get(key) if type(agent) is str and type(model) is str else None
             if found is not None:
                 return found
             fagent = self._caps["agent"].fold(agent)
@@ -185,7 +189,7 @@ class Recorder:
             return found.series
 
     def exec_labels(self, agent: str, task: str) -> ExecSeries:
-        found = self.exec_series.get((agent, task))
+        found = self.exec_series.get((agent, task)) if type(agent) is str and type(task) is str else None
         if found is not None:
             return found
         with self._lock:
@@ -213,6 +217,9 @@ class Recorder:
             log.debug("claude-exporter internal error in %s", stage, exc_info=True)
         except Exception:  # pragma: no cover - the last line of defence
             pass
+
+    def _count_change(self, label: str, change: str) -> None:
+        self.metrics.label_changes.labels(label, change).inc()
 
     def _count_overflow(self, label: str) -> None:
         inc = self._overflow.get(label)
