@@ -163,7 +163,7 @@ class Recorder:
             return found
 
     def _new_request_labels(self, agent: str, model: str, raw_model: str) -> RequestLabels:
-        price = self._price_lookup(raw_model)
+        price = self._price_lookup(raw_model) if type(raw_model) is str else None
         # Only a model missing from the table gets an unpriced-tokens series.
         unpriced = None if price is not None else self.metrics.unpriced_tokens.labels(model).inc
         series = RequestSeries(agent, model, self.duration_bounds, TTFT_BUCKETS)
