@@ -13,7 +13,8 @@ import claude_exporter as ce
 import pytest
 from claude_exporter.config import parse_config
 from claude_exporter.recording.admission import EMPTY, INVALID, MAX_LENGTH, clean
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE as STATE
+from claude_exporter.recording.usage import Usage
 from claude_exporter.testing import Reply
 from conftest import MODEL, kw, scrape, val
 from hypothesis import HealthCheck, given, settings
@@ -183,12 +184,9 @@ def test_a_failing_gauge_leaves_the_others_served(instrumented, monkeypatch):
         raise RuntimeError("injected")
 
     monkeypatch.setattr(rec, "gauge_requests_in_flight", broken)
-    from claude_exporter.exposition.live import scrape_collector
-
-    extra = CollectorRegistry()
-    extra.register(scrape_collector(rec))
-    text = generate_latest(extra).decode()
-    assert "claude_requests_in_flight" not in text and "claude_exporter_build_info" in text
+    text = scrape(reg)
+    assert "claude_requests_in_flight" not in text
+    assert "claude_executions_in_flight" in text and "claude_exporter_build_info" in text
     assert faults(reg, "scrape") == 1
 
 
@@ -229,7 +227,7 @@ def test_any_label_values_through_the_recorder_never_break_the_scrape(instrument
     reg, rec = instrumented
     for agent, model, task, stop in rows:
         labels = rec.request_labels(agent, model)  # any type: a non-string becomes __invalid__
-        labels.finish(True, 0.1, (1, 2, 3, 4), 0.5, stop if isinstance(stop, str) else None, None, ())
+        labels.finish(True, 0.1, Usage(1, 2, 3, 4), 0.5, stop if isinstance(stop, str) else None, None, ())
         rec.exec_labels(agent, task).record(True, 0.1, 3, 4, 1)
     text = generate_latest(reg).decode("utf-8")
     for family in text_string_to_metric_families(text):

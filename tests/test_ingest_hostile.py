@@ -17,7 +17,7 @@ import claude_exporter as ce
 import pytest
 from claude_exporter.config import parse_config
 from claude_exporter.ingest.events import LIMITS, MAX_BODY, MAX_PROBLEMS, Event, apply_events, parse_body
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE as STATE
 from conftest import val
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

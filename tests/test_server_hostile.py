@@ -15,7 +15,7 @@ import pytest
 from claude_exporter.config import parse_config
 from claude_exporter.exposition import server as server_module
 from claude_exporter.exposition.server import MAX_WORKERS, make_wsgi_app
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE as STATE
 from conftest import val, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st

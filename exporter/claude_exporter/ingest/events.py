@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from claude_exporter.instrumentation.extract import Usage
 from claude_exporter.recording.recorder import Recorder
+from claude_exporter.recording.usage import Usage
 
 __all__ = [
     "LIMITS",
@@ -237,10 +237,9 @@ def apply_events(rec: Recorder, events: Iterable[Event]) -> int:
 def _apply(rec: Recorder, event: Event) -> None:
     agent = event.agent or rec.options.default_agent
     labels = rec.request_labels(agent, event.model)
-    usage = Usage()
-    usage.input, usage.output, usage.cache_creation, usage.cache_read = event.usage
-    tokens, cost = rec.tokens_and_cost(labels, usage)
-    labels.finish(event.ok, event.seconds, tokens, cost, event.stop_reason, event.error_type, ())
+    usage = Usage(*event.usage)
+    cost = labels.cost(usage, event.model)
+    labels.finish(event.ok, event.seconds, usage, cost, event.stop_reason, event.error_type, ())
     rec.exec_labels(agent, event.task).record(
         event.ok, event.seconds, usage.all_input, usage.output, event.requests
     )
@@ -329,16 +328,15 @@ def events_route(
         except BodyError as err:
             return _json(start_response, err.status, {"error": f"{err}; no event applied"})
         parsed = parse_body(body)
-        counter = rec.metrics.events
         if not parsed.ok:
-            counter.labels(source, "rejected").inc(parsed.bad_lines)
+            rec.events.inc((source, "rejected"), parsed.bad_lines)
             answer: dict[str, Any] = {"error": "no event applied", "problems": parsed.problems}
             if parsed.more_problems:
                 answer["more_problems"] = parsed.more_problems
             answer["bad_lines"] = parsed.bad_lines
             return _json(start_response, "400 Bad Request", answer)
         applied = apply_events(rec, parsed.events)
-        counter.labels(source, "accepted").inc(applied)
+        rec.events.inc((source, "accepted"), applied)
         return _json(start_response, "200 OK", {"accepted": applied})
 
     return route
