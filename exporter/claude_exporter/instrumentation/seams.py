@@ -130,10 +130,16 @@ def _settle(call: Call, result: Any) -> Any:
 def sync_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
     open_call = _opener(rec)
 
+    # Every call out of a replacement sits in its own try: a fault in anything it calls is counted and
+    # the caller still gets exactly the SDK's result or exception (tests/test_fault_matrix.py).
     @functools.wraps(original)
     def request(self: Any, *args: Any, **kwargs: Any) -> Any:
-        options = _messages_options(args, kwargs)
-        call = open_call(options) if options is not None else None
+        try:
+            options = _messages_options(args, kwargs)
+            call = open_call(options) if options is not None else None
+        except Exception:
+            rec.fault("request_start")
+            call = None
         if call is None:
             return original(self, *args, **kwargs)
         token = CURRENT_CALL.set(call)
@@ -141,10 +147,16 @@ def sync_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., A
             result = original(self, *args, **kwargs)
         except BaseException as exc:
             CURRENT_CALL.reset(token)
-            _failed(call, exc)
+            try:
+                _failed(call, exc)
+            except Exception:
+                rec.fault("request_error")
             raise
         CURRENT_CALL.reset(token)
-        _settle(call, result)
+        try:
+            _settle(call, result)
+        except Exception:
+            rec.fault("request_result")
         return result
 
     return request
@@ -154,7 +166,11 @@ def async_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., 
     open_call = _opener(rec)
 
     async def measured(options: Any, self: Any, args: Any, kwargs: Any) -> Any:
-        call = open_call(options)  # opened when awaited, so a coroutine never awaited leaves nothing running
+        try:  # opened when awaited, so a coroutine never awaited leaves nothing running
+            call = open_call(options)
+        except Exception:
+            rec.fault("request_start")
+            call = None
         if call is None:
             return await original(self, *args, **kwargs)
         token = CURRENT_CALL.set(call)
@@ -162,22 +178,29 @@ def async_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., 
             result = await original(self, *args, **kwargs)
         except BaseException as exc:
             CURRENT_CALL.reset(token)
-            _failed(call, exc)
+            try:
+                _failed(call, exc)
+            except Exception:
+                rec.fault("request_error")
             raise
         CURRENT_CALL.reset(token)
-        pending = _settle(call, result)
-        if pending is not None:
-            try:
+        try:
+            pending = _settle(call, result)
+            if pending is not None:
                 _settle(call, await pending)
-            except Exception:
-                rec.fault("request_result")
-                call.done = True
-                rec.running_calls.pop(id(call), None)
+        except Exception:
+            rec.fault("request_result")
+            call.done = True
+            rec.running_calls.pop(id(call), None)
         return result
 
     @functools.wraps(original)
     def request(self: Any, *args: Any, **kwargs: Any) -> Any:
-        options = _messages_options(args, kwargs)
+        try:
+            options = _messages_options(args, kwargs)
+        except Exception:
+            rec.fault("request_start")
+            options = None
         if options is None:
             return original(self, *args, **kwargs)  # the SDK's own coroutine, untouched
         return measured(options, self, args, kwargs)
@@ -223,13 +246,22 @@ def sync_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]
         call = CURRENT_CALL.get()
         if call is None:  # not a measured request (or not the SDK at all): nothing to do
             return original(self, request, *args, **kwargs)
-        _attempt(call)
+        try:
+            _attempt(call)
+        except Exception:
+            rec.fault("attempt")
         try:
             response = original(self, request, *args, **kwargs)
         except BaseException as exc:
-            _attempt_failed(call, exc)
+            try:
+                _attempt_failed(call, exc)
+            except Exception:
+                rec.fault("attempt_error")
             raise
-        _responded(call, response)
+        try:
+            _responded(call, response)
+        except Exception:
+            rec.fault("attempt_response")
         return response
 
     return send
@@ -237,13 +269,22 @@ def sync_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]
 
 def async_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
     async def measured(call: Call, self: Any, request: Any, args: Any, kwargs: Any) -> Any:
-        _attempt(call)
+        try:
+            _attempt(call)
+        except Exception:
+            rec.fault("attempt")
         try:
             response = await original(self, request, *args, **kwargs)
         except BaseException as exc:
-            _attempt_failed(call, exc)
+            try:
+                _attempt_failed(call, exc)
+            except Exception:
+                rec.fault("attempt_error")
             raise
-        _responded(call, response)
+        try:
+            _responded(call, response)
+        except Exception:
+            rec.fault("attempt_response")
         return response
 
     @functools.wraps(original)
@@ -264,7 +305,10 @@ def stream_close(original: Callable[..., Any], rec: Recorder) -> Callable[..., A
     def close(self: Any, *args: Any, **kwargs: Any) -> Any:
         watch = self.__dict__.get(WATCH_ATTR)
         if watch is not None:
-            watch.finish()
+            try:
+                watch.finish()
+            except Exception:
+                rec.fault("stream_finish")
         return original(self, *args, **kwargs)
 
     return close
@@ -295,11 +339,20 @@ def _hook_streaming_response(call: Call, response: Any) -> None:
     target: Any = response
 
     def seen(parsed: Any, to: Any) -> None:
-        if to is None and not call.done:
-            _settle(call, parsed)
-            watch = getattr(parsed, "__dict__", {}).get(WATCH_ATTR)
-            if watch is not None:
-                finisher[0] = watch  # closing the response now finishes with what the stream showed
+        try:
+            if to is None and not call.done:
+                _settle(call, parsed)
+                watch = getattr(parsed, "__dict__", {}).get(WATCH_ATTR)
+                if watch is not None:
+                    finisher[0] = watch  # closing the response now finishes with what the stream showed
+        except Exception:
+            call.rec.fault("request_result")
+
+    def finish() -> None:
+        try:
+            finisher[0].finish()
+        except Exception:
+            call.rec.fault("stream_finish")
 
     if isinstance(response, AsyncAPIResponse):
 
@@ -309,7 +362,7 @@ def _hook_streaming_response(call: Call, response: Any) -> None:
             return parsed
 
         async def aclose() -> None:
-            finisher[0].finish()
+            finish()
             await cls.close(response)
 
         target.parse, target.close = aparse, aclose
@@ -321,7 +374,7 @@ def _hook_streaming_response(call: Call, response: Any) -> None:
             return parsed
 
         def close() -> None:
-            finisher[0].finish()
+            finish()
             cls.close(response)
 
         target.parse, target.close = parse, close
