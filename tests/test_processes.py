@@ -14,8 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from claude_exporter import cli as cli_module
+from claude_exporter.config import ConfigError, load_config
 from conftest import DATA_FLAGS, ROOT, SESSION, STARTED, _untracked
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 PROMETHEUS, ALERTMANAGER = "/usr/bin/prometheus", "/usr/bin/prometheus-alertmanager"
 
@@ -237,3 +241,33 @@ def test_a_real_process_prints_no_traceback_for_a_bad_config(bad_config):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.splitlines()[1:] == [PROBLEM]
+
+
+_bad_values = st.one_of(
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True),
+    st.text(max_size=10),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.sampled_from(["sampling_rate", "retention_days", "metrics", "alerts", "code_tools", "nonsense"]),
+    _bad_values,
+    st.sampled_from(["check-config", "rules", "serve"]),
+)
+def test_any_bad_config_is_one_report_never_a_traceback(capsys, tmp_path_factory, key, value, command):
+    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    path.write_text(yaml.safe_dump({"monitoring": {"a": {key: value}}}))
+    argv = [command, str(path)] if command == "check-config" else [command, "--config", str(path)]
+    if command == "serve":
+        argv += ["--port", "0"]
+    try:
+        load_config(path)
+    except ConfigError:
+        status, out, err = cli(capsys, *argv)
+        assert status == 2
+        assert err.startswith(f"claude-exporter {command}: {path}: ")
+        assert "Traceback" not in err and out == ""
