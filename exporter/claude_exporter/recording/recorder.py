@@ -41,6 +41,10 @@ def _no_message(exc: BaseException) -> str | None:
     return None
 
 
+class _Busy(threading.local):
+    on = False
+
+
 @dataclass(frozen=True)
 class RecorderOptions:
     """What the recorder decides once, from the configuration."""
@@ -98,6 +102,7 @@ class Recorder:
         # Requests a finaliser (garbage collection) ended: finished by the next ordinary call or scrape,
         # never inside the finaliser, which may run while this thread holds a series lock.
         self.orphans: deque[Callable[[], None]] = deque()
+        self.busy = _Busy()  # per thread: is this thread inside a recording section right now?
         self.listeners: list[Callable[[ExecutionRecord], None]] = []
         # Each listener's gate: a record is built only when some gate says a listener would use it.
         self.gates: list[Callable[[], bool]] = []
