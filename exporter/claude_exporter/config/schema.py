@@ -211,6 +211,11 @@ LIMITS: Mapping[str, Limit] = MappingProxyType(
         "exporter.health.window_seconds": Limit("number", 1, _DAY),
         "exporter.rules.evaluation_interval": Limit("duration", 1, 3600),
         "exporter.rules.job": Limit("label", 1, 128),
+        "exporter.otlp.default_agent": Limit("label", 1, 128),
+        "exporter.otlp.code_tools[]": Limit("label", 1, 128, note="a tool name, a label value"),
+        "exporter.otlp.turn_idle_seconds": Limit("number", 0, _DAY, low_open=True),
+        "exporter.otlp.hook_join_seconds": Limit("number", 0, 3600, low_open=True),
+        "exporter.otlp.memory": Limit("integer", 1000, 10_000_000, note="ids remembered, each"),
     }
 )
 # Which limit each alert key obeys.
@@ -359,7 +364,8 @@ class Problems:
         if high is not None:
             expected = f"an integer from {low} to {high}"
         else:
-            expected = "a positive integer" if low == 1 else "a non-negative integer"
+            names = {1: "a positive integer", 0: "a non-negative integer"}
+            expected = names.get(low, f"an integer of at least {low}")
         return self._check(path, value, ok, expected)  # type: ignore[no-any-return]
 
     def duration(self, path: str, value: object, *, positive: bool = False) -> str | None:
