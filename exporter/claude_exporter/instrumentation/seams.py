@@ -318,7 +318,10 @@ def sync_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]
                 body = response.read()
             except Exception:
                 body = None
-            _coded(call, body)
+            try:
+                _coded(call, body)
+            except Exception:
+                rec.fault("attempt_response")
         return response
 
     return send
@@ -352,7 +355,10 @@ def async_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any
                 body = await response.aread()
             except Exception:
                 body = None
-            _coded(call, body)
+            try:
+                _coded(call, body)
+            except Exception:
+                rec.fault("attempt_response")
         return response
 
     return send
