@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint debs venv generate check-generated clean
+.PHONY: demo test lint debs venv generate check-generated sdk-suite clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ debs:
 demo: venv debs
 	$(BIN)/claude-exporter demo $(ARGS)
 
-LINTED := exporter tests benchmarks dashboards
+LINTED := exporter tests benchmarks dashboards tools
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
@@ -52,5 +52,11 @@ check-generated: venv
 test: venv debs lint check-generated
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The SDK's own tests (from its sdist), bare and with instrument() on, for the oldest anthropic that
+# pyproject.toml allows and the newest; fails if a test fails only with the shim. Venvs, sdists and the
+# bare results are cached in .sdk-suite/ (SDK_SUITE_VERSIONS="2.12.0" picks versions).
+sdk-suite:
+	$(PYTHON) tools/sdk_suite/run.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info exporter/*.egg-info
+	rm -rf $(VENV) build *.egg-info exporter/*.egg-info .sdk-suite
