@@ -1,0 +1,98 @@
+"""``instrument()`` / ``uninstrument()``: the table of seams and the functions put in their place.
+
+Replacements are made on the classes, so clients created before ``instrument()`` are measured too, and
+no client's own attributes are ever written. Each replacement remembers the exact attribute it replaced,
+and ``uninstrument()`` puts those back. ``instrument()`` is all or nothing: a failure half-way undoes
+every patch and registration before it propagates.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from claude_exporter.instrumentation import seams
+from claude_exporter.instrumentation.extract import error_message
+from claude_exporter.recording.recorder import Recorder
+from claude_exporter.recording.state import ACTIVE
+from claude_exporter.settings import Opened, close_recorder, open_recorder, resolve_settings
+
+__all__ = ["SEAMS", "instrument", "is_instrumented", "uninstrument"]
+
+# (module, class, attribute, factory). Bedrock and Vertex clients inherit the request method.
+SEAMS: tuple[tuple[str, str, str, seams.Factory], ...] = (
+    ("anthropic._base_client", "SyncAPIClient", "request", seams.sync_request),
+    ("anthropic._base_client", "AsyncAPIClient", "request", seams.async_request),
+    ("httpx2", "Client", "send", seams.sync_send),
+    ("httpx2", "AsyncClient", "send", seams.async_send),
+    ("anthropic._streaming", "Stream", "close", seams.stream_close),
+    ("anthropic._streaming", "AsyncStream", "close", seams.stream_close),
+)
+_MARK = "__claude_exporter_original__"
+
+_lock = threading.Lock()
+_patched: list[tuple[type, str, Any]] = []
+_opened: Opened | None = None
+
+
+def _apply(rec: Recorder) -> None:
+    for module_name, class_name, attribute, factory in SEAMS:
+        owner = getattr(importlib.import_module(module_name), class_name)
+        original = owner.__dict__[attribute]
+        if getattr(original, _MARK, None) is not None:
+            continue  # another copy of this package patched it already
+        replacement: Callable[..., Any] = factory(original, rec)
+        setattr(replacement, _MARK, original)
+        setattr(owner, attribute, replacement)
+        _patched.append((owner, attribute, original))
+
+
+def _restore() -> None:
+    for owner, attribute, original in reversed(_patched):
+        setattr(owner, attribute, original)
+    _patched.clear()
+
+
+def instrument(config: Any = None, *, registry: CollectorRegistry | None = None) -> Recorder:
+    """Measure every Messages API request made through the installed anthropic SDK.
+
+    ``config`` is a :class:`~claude_exporter.config.Config`, a path to a YAML file, or None (then the
+    file named by ``CLAUDE_EXPORTER_CONFIG``, if set). Calling it again while instrumented changes
+    nothing and returns the active recorder; ``uninstrument()`` first to change the configuration.
+    """
+    global _opened
+    with _lock:
+        if ACTIVE.recorder is not None:
+            return ACTIVE.recorder
+        settings = resolve_settings(config)
+        opened = open_recorder(settings, REGISTRY if registry is None else registry)
+        rec = opened.recorder
+        rec.describe_error = error_message
+        try:
+            _apply(rec)
+        except BaseException:
+            _restore()
+            close_recorder(opened)
+            raise
+        _opened = opened
+        ACTIVE.recorder = rec
+        return rec
+
+
+def uninstrument() -> None:
+    """Restore the SDK exactly as it was and unregister the metrics."""
+    global _opened
+    with _lock:
+        ACTIVE.recorder = None
+        _restore()
+        if _opened is not None:
+            close_recorder(_opened)
+            _opened = None
+
+
+def is_instrumented() -> bool:
+    return ACTIVE.recorder is not None

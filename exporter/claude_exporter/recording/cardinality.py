@@ -1,0 +1,74 @@
+"""Cardinality policy: per-label caps and per-family combination caps.
+
+A label value never seen before is admitted while its label has room; past the cap it becomes
+``__overflow__`` and the fold is counted in ``claude_exporter_label_overflow_total{label=...}``. Per-label
+caps alone multiply (200 agents x 200 models), so every family also caps its label combinations: past
+that cap a new combination is recorded with its capped labels (agent, task, model) set to ``__overflow__``.
+The overflow counter counts observations recorded under a folded value (a family fold is counted with
+``label`` set to the family's name), so a flood of new names shows as a rate.
+
+Both caps are checked when a label value is first resolved, never per request: callers cache the result.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+__all__ = ["FAMILY_NAMES", "OVERFLOW", "Budget", "LabelCap"]
+
+OVERFLOW = "__overflow__"
+
+
+class LabelCap:
+    """Admits at most ``cap`` distinct values of one label; later ones fold into ``__overflow__``."""
+
+    __slots__ = ("_lock", "_on_overflow", "_seen", "cap", "name")
+
+    def __init__(self, name: str, cap: int, on_overflow: Callable[[str], None]) -> None:
+        self.name = name
+        self.cap = cap
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._on_overflow = on_overflow
+
+    def fold(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        with self._lock:
+            if value in self._seen:
+                return value
+            if len(self._seen) < self.cap:
+                self._seen.add(value)
+                return value
+        self._on_overflow(self.name)
+        return OVERFLOW
+
+
+# Budget key -> the family named in claude_exporter_label_overflow_total when it overflows.
+FAMILY_NAMES = {
+    "series": "claude_requests_total",
+    "stop_reasons": "claude_stop_reasons_total",
+    "errors": "claude_errors_total",
+    "retries": "claude_retries_total",
+    "code_blocks": "claude_code_blocks_executed_total",
+    "executions": "claude_executions_total",
+}
+
+
+class Budget:
+    """How many more label combinations one family may take."""
+
+    __slots__ = ("_lock", "left", "name")
+
+    def __init__(self, name: str, cap: int) -> None:
+        self.name = name
+        self.left = cap
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True

@@ -1,0 +1,149 @@
+"""``execution()``: one unit of agent work, spanning every request made inside it.
+
+The execution travels in a contextvar, so it follows ``await`` and threads started with
+``contextvars.copy_context().run``. A request made outside any execution is an execution of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from contextvars import Token
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from claude_exporter.recording.recorder import Recorder
+from claude_exporter.recording.records import Totals
+from claude_exporter.recording.series import ExecSeries
+from claude_exporter.recording.state import ACTIVE, CURRENT_EXECUTION
+
+__all__ = ["Execution", "execution"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Execution:
+    """A running execution: its series and the totals of its requests."""
+
+    __slots__ = ("_token", "agent", "rec", "series", "start", "task", "totals")
+
+    def __init__(self, rec: Recorder | None, agent: str, task: str, series: ExecSeries | None) -> None:
+        self.rec = rec  # None when opened while nothing records: its requests then stand alone
+        self.agent = agent
+        self.task = task
+        self.series: ExecSeries = series  # type: ignore[assignment]  # set whenever rec is
+        self.start = time.perf_counter()
+        self.totals = Totals()
+        self._token: Token[Execution | None] | None = None  # set by the scope that made it current
+
+    # Kept for callers of the 0.1 API, which read the totals off the execution.
+    @property
+    def input_tokens(self) -> int:
+        return self.totals.input
+
+    @property
+    def output_tokens(self) -> int:
+        return self.totals.output
+
+    @property
+    def requests(self) -> int:
+        return self.totals.requests
+
+    @property
+    def cost_usd(self) -> float:
+        return self.totals.cost_usd
+
+    def finish(self, error: BaseException | None) -> None:
+        """The one way an execution ends."""
+        rec = self.rec
+        if rec is None:
+            return
+        try:
+            seconds = time.perf_counter() - self.start
+            rec.running_executions.pop(id(self), None)
+            error_type = None if error is None else type(error).__name__
+            message = None if error is None else rec.describe_error(error)
+            rec.finish_execution(self.series, seconds, self.totals, error_type, message)
+        except Exception:
+            rec.fault("execution_finish")
+
+
+def _open(task: str, agent: str | None) -> Execution:
+    rec = ACTIVE.recorder
+    if agent is None:
+        parent = CURRENT_EXECUTION.get()
+        if parent is not None:
+            agent = parent.agent
+        else:
+            agent = rec.options.default_agent if rec is not None else "default"
+    if rec is None:
+        return Execution(None, agent, task, None)
+    try:
+        ex = Execution(rec, agent, task, rec.exec_labels(agent, task))
+        rec.running_executions[id(ex)] = ex
+        return ex
+    except Exception:
+        rec.fault("execution_start")
+        return Execution(None, agent, task, None)
+
+
+class execution:  # lower case: it reads like a function, ``with execution("task"):``
+    """Open an execution: a context manager (sync and async) and a decorator.
+
+    >>> import claude_exporter
+    >>> with claude_exporter.execution("summarise", agent="summariser"):
+    ...     pass  # every client.messages.create(...) here counts towards this execution
+    """
+
+    def __init__(self, task: str = "default", *, agent: str | None = None) -> None:
+        self.task = task
+        self.agent = agent
+
+    def __enter__(self) -> Execution:
+        ex = _open(self.task, self.agent)
+        ex._token = CURRENT_EXECUTION.set(ex)
+        return ex
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # The execution this scope opened is the current one of *this* context (task or thread), so one
+        # scope object may be entered by many tasks and threads at once.
+        ex = CURRENT_EXECUTION.get()
+        if ex is None or ex._token is None:
+            return
+        CURRENT_EXECUTION.reset(ex._token)
+        ex._token = None
+        ex.finish(exc)
+
+    async def __aenter__(self) -> Execution:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, func: F) -> F:
+        task, agent = self.task, self.agent
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            # The call returns at once and the body runs later, in the consumer's context: there is no
+            # span to measure. Decorate the function that drives the generator instead.
+            raise TypeError(f"execution() cannot decorate the generator function {func.__qualname__}")
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                async with execution(task, agent=agent):
+                    return await func(*args, **kwargs)
+
+            return cast(F, run_async)
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with execution(task, agent=agent):
+                return func(*args, **kwargs)
+
+        return cast(F, run)
