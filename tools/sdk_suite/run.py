@@ -161,12 +161,20 @@ def test_requirements(tree: Path) -> list[str]:
     return wanted
 
 
+def _install_inputs(pyproject: Path) -> str:
+    """The `[project...]` and `[tool.setuptools...]` tables: what an editable install depends on. A
+    change elsewhere (lint or test settings) needs no new venv."""
+    tables = re.split(r"(?m)^(?=\[)", pyproject.read_text(encoding="utf-8"))
+    install = ("[project]", "[project.", "[tool.setuptools")
+    return "".join(table for table in tables if table.startswith(install))
+
+
 def venv(version: str, home: Path, tree: Path) -> tuple[Path, str]:
     """A venv for this version, (re)installed only when its inputs changed: (its python, inputs' digest)."""
     env = home / "venv"
     python = env / "bin" / "python"
     requirements = [f"anthropic[{EXTRAS}]=={version}", *test_requirements(tree)]
-    stamp_text = "\n".join([*requirements, (REPO / "pyproject.toml").read_text(encoding="utf-8")])
+    stamp_text = "\n".join([*requirements, _install_inputs(REPO / "pyproject.toml")])
     stamp = env / ".installed"
     digest = hashlib.sha256(stamp_text.encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest and python.exists():
