@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint debs venv generate check-generated sdk-suite clean
+.PHONY: demo test lint debs venv claude-code generate check-generated sdk-suite clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ debs:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# The pinned Claude Code CLI that the real-CLI tests run (npm ci from the committed lock file).
+CLAUDE_CODE_DIR := tests/claude_code
+$(CLAUDE_CODE_DIR)/node_modules/.installed: $(CLAUDE_CODE_DIR)/package-lock.json | debs
+	cd $(CLAUDE_CODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+claude-code: $(CLAUDE_CODE_DIR)/node_modules/.installed
+
 demo: venv debs
 	$(BIN)/claude-exporter demo $(ARGS)
 
@@ -52,7 +60,7 @@ check-generated: venv
 	$(BIN)/python alerting-rules/generate.py --check
 	$(BIN)/python tools/readme_metrics.py --check
 
-test: venv debs lint check-generated
+test: venv debs claude-code lint check-generated
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The SDK's own tests (from its sdist), bare and with instrument() on, for the oldest anthropic that

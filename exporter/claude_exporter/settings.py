@@ -21,6 +21,7 @@ from claude_exporter.exposition.collectors import register, unregister
 from claude_exporter.exposition.eventlog import event_log_listener
 from claude_exporter.exposition.health import health_listener
 from claude_exporter.families import SEED_GROUPS
+from claude_exporter.ingest.claude_code import ClaudeCodeIngest
 from claude_exporter.recording.pricing import ModelPrice, cost_of, load_price_table, split_cache_writes
 from claude_exporter.recording.recorder import Recorder, RecorderOptions
 from claude_exporter.recording.usage import Usage
@@ -107,6 +108,8 @@ def open_recorder(settings: Settings, registry: CollectorRegistry) -> Opened:
     """A recorder for ``settings``, exposed on ``registry``, with its listeners attached."""
     rec = Recorder(settings.recorder, settings.price_lookup, settings.cost)
     rec.config = settings.config
+    # What Claude Code's OTLP export and hooks feed (cheap until used; the wire format loads on first use).
+    rec.claude_code = ClaudeCodeIngest(rec, settings.config.otlp)
     opened = Opened(rec, registry, [])
     try:
         opened.collectors.append(register(rec, registry, settings.enabled))

@@ -27,8 +27,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from claude_exporter._version import __version__
-from claude_exporter.families import BY_NAME, FAMILIES, TOKEN_TYPE_GROUPS, Family
+from claude_exporter.families import BY_NAME, DURATION_BUCKETS, FAMILIES, TOKEN_TYPE_GROUPS, Family
 from claude_exporter.recording.cardinality import OVERFLOW
+from claude_exporter.recording.claude_code_series import AGENT_INFO, TOOL_DURATION
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.series import TOKEN_TYPES
 
@@ -132,7 +133,8 @@ class RecorderCollector(Collector):
         if rec.orphans:
             rec.settle_orphans()
         out = {family.name: _family(family.name) for family in FAMILIES}
-        for step in (self._requests, self._executions, self._live, self._exporter):
+        # Claude Code first: it ends the turns that went quiet, before the executions are read.
+        for step in (self._claude_code, self._requests, self._executions, self._live, self._exporter):
             try:
                 step(out)
             except Exception:  # one broken part must not cost the whole scrape
@@ -228,6 +230,22 @@ class RecorderCollector(Collector):
             for values, value in self._limits.samples(field):
                 out[name].add_metric(values, value)
         out["claude_exporter_build_info"].add_metric(*self._build)
+
+    def _claude_code(self, out: dict[str, Any]) -> None:
+        """The Claude-Code-only families, and every agent's source (``claude_agent_info``)."""
+        ingest = self._rec.claude_code
+        claude_code: frozenset[str] = frozenset()
+        if ingest is not None:
+            ingest.sweep()
+            claude_code = ingest.store.agents
+            counters, durations = ingest.store.snapshot()
+            for name, series in counters.items():
+                for values, value in sorted(series.items()):
+                    out[name].add_metric(values, value)
+            for key, counts, total in sorted(durations):
+                out[TOOL_DURATION].add_metric(key, *_buckets(DURATION_BUCKETS, (counts, total)))
+        for agent in sorted(claude_code | self._rec.agents):
+            out[AGENT_INFO].add_metric((agent, "claude_code" if agent in claude_code else "sdk"), 1.0)
 
     def _exporter(self, out: dict[str, Any]) -> None:
         rec = self._rec

@@ -40,6 +40,10 @@ def _no_message(exc: BaseException) -> str | None:
     return None
 
 
+class _Busy(threading.local):
+    on = False
+
+
 @dataclass(frozen=True)
 class RecorderOptions:
     """What the recorder decides once, from the configuration."""
@@ -92,6 +96,7 @@ class Recorder:
         # Requests a finaliser (garbage collection) ended: finished by the next ordinary call or scrape,
         # never inside the finaliser, which may run while this thread holds a series lock.
         self.orphans: deque[Callable[[], None]] = deque()
+        self.busy = _Busy()  # per thread: is this thread inside a recording section right now?
         self.listeners: list[Callable[[ExecutionRecord], None]] = []
         # Each listener's gate: a record is built only when some gate says a listener would use it.
         self.gates: list[Callable[[], bool]] = []
@@ -99,6 +104,7 @@ class Recorder:
         self.describe_error: Callable[[BaseException], str | None] = _no_message
         self.config: Any = None  # the Config it was made from, for the endpoints that read it
         self.health: Any = None  # the HealthWindow, when a listener set one
+        self.claude_code: Any = None  # the ClaudeCodeIngest that OTLP and hooks feed (ingest.claude_code)
 
     @property
     def request_series(self) -> list[RequestSeries]:
