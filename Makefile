@@ -65,9 +65,10 @@ test: venv debs claude-code lint check-generated
 
 # The SDK's own tests (from its sdist), bare and with instrument() on, for the oldest anthropic that
 # pyproject.toml allows and the newest; fails if a test fails only with the shim. Venvs, sdists and the
-# bare results are cached in .sdk-suite/ (SDK_SUITE_VERSIONS="2.12.0" picks versions).
-sdk-suite:
-	$(PYTHON) tools/sdk_suite/run.py $(ARGS)
+# bare results are cached in .sdk-suite/ (SDK_SUITE_VERSIONS="2.12.0" picks versions). The project's venv
+# only lends its pip (a Debian python3 may have none); each version gets a venv of its own.
+sdk-suite: venv
+	$(BIN)/python tools/sdk_suite/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info exporter/*.egg-info .sdk-suite

@@ -12,7 +12,7 @@ index), in a cache under ``.sdk-suite/anthropic-<version>/`` that survives betwe
    shim run recorded no request at all, which would make it prove nothing); tests failing in both runs
    are the environment's and are listed without failing the target.
 
-Standard library only: it runs with the system python3, before or without the project's venv.
+Standard library only; the python running it lends its pip (index, download) and makes the venvs.
 """
 
 from __future__ import annotations
