@@ -162,11 +162,15 @@ def test_requirements(tree: Path) -> list[str]:
 
 
 def _install_inputs(pyproject: Path) -> str:
-    """The `[project...]` and `[tool.setuptools...]` tables: what an editable install depends on. A
-    change elsewhere (lint or test settings) needs no new venv."""
+    """The `[project...]` and `[tool.setuptools...]` tables: what an editable install without extras
+    depends on. A change elsewhere (lint settings, the dev extra) needs no new venv."""
     tables = re.split(r"(?m)^(?=\[)", pyproject.read_text(encoding="utf-8"))
     install = ("[project]", "[project.", "[tool.setuptools")
-    return "".join(table for table in tables if table.startswith(install))
+    return "".join(
+        table
+        for table in tables
+        if table.startswith(install) and not table.startswith("[project.optional-dependencies]")
+    )
 
 
 def venv(version: str, home: Path, tree: Path) -> tuple[Path, str]:
