@@ -22,6 +22,7 @@ __all__ = [
     "ALERT_THRESHOLD_KEYS",
     "METRIC_NAMES",
     "PRICE_COLUMNS",
+    "SEASONALITIES",
     "Problems",
     "duration_seconds",
     "render",
@@ -41,6 +42,23 @@ METRIC_NAMES: tuple[str, ...] = (
     "stop_reasons",
 )
 
+# The adaptive band of an agent's signal (alerting-rules/RUNBOOK.md, "Adaptive bands"), shared by the alerts
+# that judge a signal against it: the band is the signal's mean over ``baseline_window`` plus or minus
+# ``sensitivity`` standard deviations (at least ``floor_percent`` of the mean), widened where the same hour
+# yesterday or last week (``seasonality``) was higher; it exists once the signal has ``min_history`` of
+# windows with at least ``min_executions`` executions.
+SEASONALITIES: tuple[str, ...] = ("daily_weekly", "daily", "weekly", "none")
+_BAND: Mapping[str, object] = MappingProxyType(
+    {
+        "baseline_window": "1d",
+        "min_executions": 5,
+        "sensitivity": 3,
+        "seasonality": "daily_weekly",
+        "min_history": "6h",
+        "floor_percent": 10,
+    }
+)
+
 # Per-alert defaults: every key an alert entry accepts (besides ``name``) with its default value. The one
 # key starting with ``threshold_`` is the alert's threshold; ``None`` means "no default" (cost_budget is off
 # until a threshold is configured).
@@ -55,8 +73,7 @@ ALERT_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
                 "for": "5m",
                 "threshold_change_percent": 150,
                 "window": "10m",
-                "baseline_window": "1h",
-                "min_executions": 5,
+                **_BAND,
             },
             "error_rate": {
                 "enabled": True,
@@ -72,8 +89,7 @@ ALERT_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
                 "for": "10m",
                 "threshold_change_percent": 50,
                 "window": "10m",
-                "baseline_window": "1h",
-                "min_executions": 5,
+                **_BAND,
             },
             "rate_limited": {
                 "enabled": True,
@@ -99,6 +115,22 @@ ALERT_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
                 "window": "15m",
                 "min_requests": 10,
             },
+            "anomaly": {
+                "enabled": True,
+                "severity": "medium",
+                "for": "15m",
+                "threshold_change_percent": 25,
+                "window": "10m",
+                **_BAND,
+                "min_executions": 10,
+            },
+            "slow_creep": {
+                "enabled": True,
+                "severity": "medium",
+                "for": "30m",
+                "threshold_change_percent": 15,
+                "window": "6h",
+            },
             "cost_budget": {
                 "enabled": False,
                 "severity": "high",
@@ -117,7 +149,8 @@ ALERT_THRESHOLD_KEYS: Mapping[str, str] = MappingProxyType(
 )
 
 # How each alert key is checked: "bool", "severity", "duration" (0s allowed), "window" (positive duration),
-# "positive" (number > 0), "percent" (0 < number <= 100), "count" (integer >= 0).
+# "positive" (number > 0), "percent" (0 < number <= 100), "count" (integer >= 0), "seasonality" (one of
+# SEASONALITIES).
 ALERT_KEY_KINDS: Mapping[str, str] = MappingProxyType(
     {
         "enabled": "bool",
@@ -134,6 +167,10 @@ ALERT_KEY_KINDS: Mapping[str, str] = MappingProxyType(
         "min_executions": "count",
         "min_requests": "count",
         "min_blocks": "count",
+        "sensitivity": "positive",
+        "seasonality": "seasonality",
+        "min_history": "window",
+        "floor_percent": "percent",
     }
 )
 
@@ -281,6 +318,8 @@ class Problems:
             return self.number(path, value, high=100)
         if kind == "count":
             return self.integer(path, value, low=0)
+        if kind == "seasonality":
+            return self.choice(path, value, SEASONALITIES)
         return self.number(path, value)
 
 
