@@ -194,7 +194,7 @@ def excursion_rule(
         parts.append(
             f"(\n  (\n    {signal_record(settings, signal)}{sel}\n    > {ON} group_left (band)\n"
             f"    topk by ({BY}, signal) (1, {UPPER}{sel})\n  )\n"
-            f"  / {ON}\n  {MEAN}{_sel(matcher, signal, 'recent')}\n  - 1\n) * 100 > {_num(threshold)}"
+            f"  / {ON} group_left\n  {MEAN}{_sel(matcher, signal, 'recent')}\n  - 1\n) * 100 > {_num(threshold)}"
         )
     return "\nor\n".join(parts)
 
