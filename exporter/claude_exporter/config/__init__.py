@@ -189,21 +189,19 @@ def _alert(pb: Problems, name: str, path: str | None, entry: Mapping[str, Any] |
                         given["window"],
                         f"must be shorter than baseline_window ({baseline}), got {render(window)}",
                     )
-        # The band needs min_history inside its baseline_window: a longer one could never be met.
-        pair = {"min_history", "baseline_window"}
-        if pair <= set(merged) and pair & set(given) and not (pair & set(fields)) - set(given):
+        # A min_history given longer than the baseline_window could never be met. (The default one is
+        # shortened to a shorter baseline_window instead, so configs written before it stay valid.)
+        if (
+            "min_history" in given
+            and "baseline_window" in merged
+            and "baseline_window" not in set(fields) - set(given)
+        ):
             history, baseline = merged["min_history"], merged["baseline_window"]
             if duration_seconds(history) > duration_seconds(baseline):
-                if "min_history" in given:
-                    pb.add(
-                        given["min_history"],
-                        f"must not be longer than baseline_window ({baseline}), got {render(history)}",
-                    )
-                else:
-                    pb.add(
-                        given["baseline_window"],
-                        f"must be at least min_history ({history}), got {render(baseline)}",
-                    )
+                pb.add(
+                    given["min_history"],
+                    f"must not be longer than baseline_window ({baseline}), got {render(history)}",
+                )
     threshold = merged[ALERT_THRESHOLD_KEYS[name]]
     return AlertConfig(
         name=name,

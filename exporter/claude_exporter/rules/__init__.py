@@ -118,14 +118,20 @@ def render_rules(config: Config, *, runbook_url: str = DEFAULT_RUNBOOK_URL) -> s
     }
     anomaly = []
     if levels[0]:
-        anomaly.append({"name": _group_name("anomaly-signals"), "interval": interval, "rules": [*levels[0].values()]})
+        anomaly.append(
+            {"name": _group_name("anomaly-signals"), "interval": interval, "rules": [*levels[0].values()]}
+        )
     if levels[1]:
         # Statistics over a day move slowly: every BAND_INTERVAL is enough, and a quarter of the cost at 30s.
         band_interval = duration(max(seconds(interval), BAND_INTERVAL))
         bands = [*levels[1].values(), *levels[2].values()]
         anomaly.append({"name": _group_name("anomaly-bands"), "interval": band_interval, "rules": bands})
     return HEADER + yaml.dump(
-        {"groups": [recording, *anomaly, *groups]}, Dumper=_Dumper, sort_keys=False, width=1000, allow_unicode=True
+        {"groups": [recording, *anomaly, *groups]},
+        Dumper=_Dumper,
+        sort_keys=False,
+        width=1000,
+        allow_unicode=True,
     )
 
 

@@ -12,7 +12,14 @@ from functools import partial
 from typing import Any
 
 from claude_exporter.config import AgentConfig, AlertConfig
-from claude_exporter.rules.anomaly import CREEP_SIGNALS, SIGNALS, Signal, band_rules, creep_rule, excursion_rule
+from claude_exporter.rules.anomaly import (
+    CREEP_SIGNALS,
+    SIGNALS,
+    Signal,
+    band_rules,
+    creep_rule,
+    excursion_rule,
+)
 from claude_exporter.rules.recording import (
     BY,
     REMAINING_RECORD,
@@ -200,7 +207,9 @@ def slow_creep(ctx: Ctx, a: AlertConfig) -> list[Rule]:
     rules = []
     for name in CREEP_SIGNALS:
         signal: Signal = SIGNALS[name]
-        ctx.records(band_rules(ctx.job, ctx.agent, ctx.named, ctx.settings, signal, ctx.interval, bands=False))
+        ctx.records(
+            band_rules(ctx.job, ctx.agent, ctx.named, ctx.settings, signal, ctx.interval, bands=False)
+        )
         description = _fmt(
             "Agent {{ $labels.agent }} on {{ $labels.instance }}: <what> over the last <w> is "
             '{{ printf "%.0f" $value }}% above the same hours last week (threshold <t>%).',

@@ -158,7 +158,8 @@ def band_rules(
     seasons = [b for b in BANDS if b in str(a.params["seasonality"])]
     # Per band: the range the statistics cover, and how many of its windows must have been recorded.
     recent = f"[{duration(a.params['baseline_window'])}] offset {duration(GAP)}"
-    ranges = {"recent": (recent, _count(interval, seconds(a.params["min_history"])))}
+    history = min(seconds(a.params["min_history"]), seconds(a.params["baseline_window"]))
+    ranges = {"recent": (recent, _count(interval, history))}
     for band in seasons:
         seasonal = f"[{duration(SEASON_WINDOW)}] offset {duration(BANDS[band] - SEASON_WINDOW / 2)}"
         ranges[band] = (seasonal, _count(interval, SEASON_WINDOW / 2))
@@ -179,13 +180,13 @@ def band_rules(
 
     upper = "\nor\n".join(f"(\n{edge(band, '+')}\n)" for band in ranges)
     rules.append({"record": UPPER, "expr": upper, "labels": dict(static)})
-    rules.append({"record": LOWER, "expr": f"clamp_min(\n{edge('recent', '-')}\n, 0)", "labels": dict(static)})
+    rules.append(
+        {"record": LOWER, "expr": f"clamp_min(\n{edge('recent', '-')}\n, 0)", "labels": dict(static)}
+    )
     return rules
 
 
-def excursion_rule(
-    matcher: str, settings: AgentConfig, signals: list[Signal], threshold: float
-) -> str:
+def excursion_rule(matcher: str, settings: AgentConfig, signals: list[Signal], threshold: float) -> str:
     """The expression of a band alert: each signal above its upper edge and more than ``threshold``
     percent above its normal; the value is that percentage, the ``band`` label the binding band."""
     parts = []
