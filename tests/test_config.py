@@ -716,7 +716,8 @@ def test_band_keys_are_checked() -> None:
         "monitoring.a.alerts[0].sensitivity: must be a positive number, got 0",
         "monitoring.a.alerts[0].floor_percent: must be a number above 0 and at most 100, got 150",
         'monitoring.a.alerts[1].min_history: must not be longer than baseline_window (1d), got "2d"',
-        'monitoring.a.alerts[2].min_history: must be a positive duration like "30s", "5m" or "1h", got "soon"',
+        "monitoring.a.alerts[2].min_history: "
+        'must be a positive duration like "30s", "5m" or "1h", got "soon"',
     ]
     # A short baseline_window written before min_history existed stays valid: the band needs less then.
     ok = parse_config(agent_with(alerts=[{"name": "token_spike", "baseline_window": "2h"}]))

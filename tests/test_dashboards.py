@@ -69,6 +69,14 @@ HISTOGRAMS = {
     "claude_execution_requests",
 }
 TARGET_LABELS = {"job", "instance"}
+# Recording rules of the bundled rules that dashboards may read (the adaptive bands), with their labels.
+RECORDED = {
+    rule["record"]
+    for group in yaml.safe_load((ROOT / "alerting-rules" / "claude-exporter.rules.yml").read_text())["groups"]
+    for rule in group["rules"]
+    if "record" in rule
+}
+RECORDED_LABELS = {"agent", "signal", "band"}
 # ALERTS carries the alert's own labels; the dashboards only rely on these.
 ALERT_LABELS = {"alertname", "alertstate", "agent", "severity"}
 
@@ -298,12 +306,16 @@ def test_every_metric_and_label_is_in_the_contract(name: str) -> None:
     exprs = list(queries(dashboard)) + list(variable_queries(dashboard))
     for where, expr in exprs:
         bare = STRING.sub('""', expr)
-        named = set(re.findall(r"\b(claude_\w+)", bare))
+        named = set(re.findall(r"(?<![\w:])(claude_\w+)", bare))
         found = list(selectors(expr))
         assert found, f"{where}: no selector in {expr}"
         for metric, matchers in found:
             if metric == "ALERTS":
                 assert set(matchers) <= ALERT_LABELS, f"{where}: {matchers}"
+                continue
+            if ":" in metric:
+                assert metric in RECORDED, f"{where}: {metric} is not recorded by the bundled rules"
+                assert set(matchers) <= RECORDED_LABELS | TARGET_LABELS, f"{where}: {matchers}"
                 continue
             base = family(metric)
             assert base in CONTRACT, f"{where}: {metric} is not a contract metric"

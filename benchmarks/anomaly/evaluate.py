@@ -138,7 +138,9 @@ class Prometheus:
             with urllib.request.urlopen(f"{self.url}/api/v1/query_range?{params}", timeout=900) as r:
                 body = json.load(r)
         except urllib.error.HTTPError as e:
-            raise RuntimeError(f"query failed ({e.code}): {e.read().decode(errors='replace')}\n{expr}") from None
+            raise RuntimeError(
+                f"query failed ({e.code}): {e.read().decode(errors='replace')}\n{expr}"
+            ) from None
         if body.get("status") != "success":
             raise RuntimeError(f"query failed: {body}")
         return list(body["data"]["result"])
@@ -190,7 +192,7 @@ def _refers(expr: str, name: str) -> bool:
 def _needed(groups: list[dict[str, Any]]) -> set[str]:
     """Record names the evaluated alerts read, directly or through other recording rules."""
     exprs = [r["expr"] for g in groups for r in g["rules"] if r.get("alert") and r["alert"] not in EXCLUDED]
-    records = {r["record"]: [] for g in groups for r in g["rules"] if "record" in r}
+    records: dict[str, list[str]] = {r["record"]: [] for g in groups for r in g["rules"] if "record" in r}
     for g in groups:
         for r in g["rules"]:
             if "record" in r:
@@ -198,10 +200,10 @@ def _needed(groups: list[dict[str, Any]]) -> set[str]:
     needed: set[str] = set()
     while exprs:
         expr = exprs.pop()
-        for name in records:
+        for name, bodies in records.items():
             if name not in needed and _refers(expr, name):
                 needed.add(name)
-                exprs.extend(records[name])
+                exprs.extend(bodies)
     return needed
 
 
@@ -413,7 +415,9 @@ def table(results: dict[str, Result]) -> str:
         "| false alerts per agent per week | "
         + " | ".join(f"{results[n].false_per_agent_week:.2f}" for n in names)
         + " |",
-        "| alerts in the quiet night | " + " | ".join(str(results[n].quiet_night_alerts) for n in names) + " |",
+        "| alerts in the quiet night | "
+        + " | ".join(str(results[n].quiet_night_alerts) for n in names)
+        + " |",
     ]
     for kind in kinds:
         rows.append(
@@ -423,7 +427,9 @@ def table(results: dict[str, Result]) -> str:
         )
     rows.append(
         "| false alerts by alert | "
-        + " | ".join(", ".join(f"{a} {c}" for a, c in sorted(results[n].false_by_alert.items())) or "-" for n in names)
+        + " | ".join(
+            ", ".join(f"{a} {c}" for a, c in sorted(results[n].false_by_alert.items())) or "-" for n in names
+        )
         + " |"
     )
     return "\n".join(rows)
@@ -433,7 +439,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="one labelled day after one day of history")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    parser.add_argument("--keep", type=Path, help="work in this directory and keep it (default: a temporary one)")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this directory and keep it (default: a temporary one)"
+    )
     args = parser.parse_args()
     plan = short_plan() if args.short else full_plan()
     if args.keep:

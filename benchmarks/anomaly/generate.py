@@ -203,7 +203,9 @@ def _active(incidents: list[Incident], agent: str, t: int) -> dict[str, Incident
     return {i.kind: i for i in incidents if i.agent == agent and i.start <= t < i.end}
 
 
-def _minute(agent: Agent, c: _Counters, t: int, day_level: float, incidents: list[Incident], rng: random.Random) -> None:
+def _minute(
+    agent: Agent, c: _Counters, t: int, day_level: float, incidents: list[Incident], rng: random.Random
+) -> None:
     """Executions finishing in the minute before the scrape at ``t``."""
     active = _active(incidents, agent.name, t)
     lam = _load(agent, t, day_level)

@@ -61,6 +61,9 @@ FAMILY_LABELS: dict[str, frozenset[str]] = {
     "claude_exporter_unpriced_tokens_total": MODEL,
     "claude_exporter_internal_errors_total": NONE,
 }
+# Recording rules of the bundled rules (default config) that dashboards read: the adaptive bands.
+SIGNAL_RECORD = "agent:claude_anomaly_signal"
+FAMILY_LABELS.update({f"{SIGNAL_RECORD}:{name}": AGENT for name in ("rate10m", "upper", "lower")})
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 

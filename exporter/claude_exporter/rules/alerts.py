@@ -14,6 +14,7 @@ from typing import Any
 from claude_exporter.config import AgentConfig, AlertConfig
 from claude_exporter.rules.anomaly import (
     CREEP_SIGNALS,
+    GAP,
     SIGNALS,
     Signal,
     band_rules,
@@ -189,11 +190,12 @@ def _band_alert(
     threshold = float(a.threshold if a.threshold is not None else 100)
     description = _fmt(
         "Agent {{ $labels.agent }} on {{ $labels.instance }}: <what> over the last <w> is "
-        '{{ printf "%.0f" $value }}% above its normal (its mean over the <b> before the last hour) and '
+        '{{ printf "%.0f" $value }}% above its normal (its mean over the <b> up to <gap> ago) and '
         "above its {{ $labels.band }} band (threshold <t>%, <k> standard deviations).",
         what=what,
         w=duration(_p(a, "window", 600)),
         b=duration(_p(a, "baseline_window", 86400)),
+        gap=duration(min(GAP, seconds(_p(a, "baseline_window", 86400)) / 4)),
         t=num(threshold),
         k=num(_p(a, "sensitivity", 3)),
     )

@@ -58,7 +58,8 @@ __all__ = [
 SIGNAL_RECORD = "agent:claude_anomaly_signal"
 MEAN, STDDEV = f"{SIGNAL_RECORD}:mean", f"{SIGNAL_RECORD}:stddev"
 UPPER, LOWER = f"{SIGNAL_RECORD}:upper", f"{SIGNAL_RECORD}:lower"
-# The recent band ends this long before now, so a change does not widen its own band while it is judged.
+# The recent band ends this long before now (a quarter of a shorter baseline_window), so a change does not
+# widen its own band while it is judged.
 GAP = 3600.0
 # How often the band statistics are evaluated (their own group): under the 5m lookback, so readers in other
 # groups always find a sample, however the groups' evaluations interleave.
@@ -157,8 +158,9 @@ def band_rules(
     src = name + _sel(matcher, signal)
     seasons = [b for b in BANDS if b in str(a.params["seasonality"])]
     # Per band: the range the statistics cover, and how many of its windows must have been recorded.
-    recent = f"[{duration(a.params['baseline_window'])}] offset {duration(GAP)}"
-    history = min(seconds(a.params["min_history"]), seconds(a.params["baseline_window"]))
+    baseline = seconds(a.params["baseline_window"])
+    recent = f"[{duration(baseline)}] offset {duration(min(GAP, baseline / 4))}"
+    history = min(seconds(a.params["min_history"]), baseline)
     ranges = {"recent": (recent, _count(interval, history))}
     for band in seasons:
         seasonal = f"[{duration(SEASON_WINDOW)}] offset {duration(BANDS[band] - SEASON_WINDOW / 2)}"
@@ -195,7 +197,8 @@ def excursion_rule(matcher: str, settings: AgentConfig, signals: list[Signal], t
         parts.append(
             f"(\n  (\n    {signal_record(settings, signal)}{sel}\n    > {ON} group_left (band)\n"
             f"    topk by ({BY}, signal) (1, {UPPER}{sel})\n  )\n"
-            f"  / {ON} group_left\n  {MEAN}{_sel(matcher, signal, 'recent')}\n  - 1\n) * 100 > {_num(threshold)}"
+            f"  / {ON} group_left\n  {MEAN}{_sel(matcher, signal, 'recent')}\n"
+            f"  - 1\n) * 100 > {_num(threshold)}"
         )
     return "\nor\n".join(parts)
 
