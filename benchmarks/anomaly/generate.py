@@ -131,7 +131,7 @@ def full_plan() -> Plan:
             _incident("error_burst", "triage", "2026-11-17T19:30", 0.75, 0.25),
             _creep("support-bot", "2026-11-18T00:00", "2026-11-23T00:00", 0.05, 1.2),
             _incident("token_blowup", "report-writer", "2026-11-19T15:00", 1, 3.5),
-            _incident("retry_storm", "support-bot", "2026-11-19T21:00", 1, 3.0),
+            _incident("retry_storm", "triage", "2026-11-19T17:00", 1, 3.0),
             _incident("error_burst", "code-executor", "2026-11-20T11:00", 0.75, 0.25),
             _incident("latency_step", "triage", "2026-11-20T16:00", 2, 1.8),
             _incident("token_blowup", "batch-summarizer", "2026-11-22T03:00", 1, 3.5),

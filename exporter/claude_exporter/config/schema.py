@@ -78,7 +78,7 @@ ALERT_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
             "error_rate": {
                 "enabled": True,
                 "severity": "high",
-                "for": "5m",
+                "for": "10m",
                 "threshold_percent": 5,
                 "window": "5m",
                 "min_requests": 10,
@@ -122,7 +122,6 @@ ALERT_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
                 "threshold_change_percent": 25,
                 "window": "10m",
                 **_BAND,
-                "min_executions": 10,
             },
             "slow_creep": {
                 "enabled": True,
