@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint debs venv generate check-generated bench-anomaly clean
+.PHONY: demo test lint debs venv claude-code generate check-generated bench-anomaly clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,26 +30,37 @@ debs:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# The pinned Claude Code CLI that the real-CLI tests run (npm ci from the committed lock file).
+CLAUDE_CODE_DIR := tests/claude_code
+$(CLAUDE_CODE_DIR)/node_modules/.installed: $(CLAUDE_CODE_DIR)/package-lock.json | debs
+	cd $(CLAUDE_CODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+claude-code: $(CLAUDE_CODE_DIR)/node_modules/.installed
+
 demo: venv debs
 	$(BIN)/claude-exporter demo $(ARGS)
 
-LINTED := exporter tests benchmarks dashboards
+LINTED := exporter tests benchmarks dashboards alerting-rules tools
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-# Regenerate the committed dashboards and rules from their sources.
+# Regenerate the committed dashboards, rules and README metrics table from their sources.
 generate: venv
 	$(BIN)/python dashboards/src/generate.py
-	$(BIN)/python -c "from pathlib import Path; from claude_exporter.rules import write_bundled; write_bundled(Path('.'))"
+	$(BIN)/python alerting-rules/generate.py
+	$(BIN)/python tools/readme_metrics.py
 
-# Fails naming every generated dashboard that is out of date with its source (the rules have a test).
+# Fails naming every generated file that is out of date with its source.
 check-generated: venv
 	$(BIN)/python dashboards/src/generate.py --check
+	$(BIN)/python alerting-rules/generate.py --check
+	$(BIN)/python tools/readme_metrics.py --check
 
-test: venv debs lint check-generated
+test: venv debs claude-code lint check-generated
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The labelled fleet week of benchmarks/anomaly: the rules before and after the adaptive bands, evaluated in

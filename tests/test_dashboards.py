@@ -45,9 +45,9 @@ CONTRACT: dict[str, set[str]] = {
     "claude_code_blocks_executed_total": AM | {"tool", "outcome"},
     "claude_retries_total": AM | {"reason"},
     "claude_rate_limited_total": AM,
-    "claude_ratelimit_limit": {"resource"},
-    "claude_ratelimit_remaining": {"resource"},
-    "claude_ratelimit_reset_timestamp_seconds": {"resource"},
+    "claude_ratelimit_limit": {"model", "resource"},
+    "claude_ratelimit_remaining": {"model", "resource"},
+    "claude_ratelimit_reset_timestamp_seconds": {"model", "resource"},
     "claude_requests_in_flight": {"agent"},
     "claude_executions_total": AT | {"outcome"},
     "claude_execution_duration_seconds": AT,
@@ -60,6 +60,16 @@ CONTRACT: dict[str, set[str]] = {
     "claude_exporter_unpriced_tokens_total": {"model"},
     "claude_exporter_internal_errors_total": {"stage"},
     "claude_exporter_events_total": {"source", "result"},
+    # Proposed with the Claude Code receiver (issue 11): sources, and the Claude-Code-only families.
+    "claude_agent_info": {"agent", "source"},
+    "claude_code_sessions_total": {"agent"},
+    "claude_code_tool_results_total": {"agent", "tool", "outcome"},
+    "claude_code_tool_duration_seconds": {"agent", "tool"},
+    "claude_code_lines_of_code_total": {"agent", "type"},
+    "claude_code_commits_total": {"agent"},
+    "claude_code_pull_requests_total": {"agent"},
+    "claude_code_active_time_seconds_total": {"agent", "type"},
+    "claude_code_edit_decisions_total": {"agent", "tool", "decision"},
 }
 HISTOGRAMS = {
     "claude_request_duration_seconds",
@@ -325,8 +335,9 @@ def test_every_metric_and_label_is_in_the_contract(name: str) -> None:
 
 
 def test_contract_copy_matches_the_exporter() -> None:
-    metrics = pytest.importorskip("claude_exporter.exposition.collectors")
-    assert set(metrics.METRIC_NAMES) == set(CONTRACT)
+    from claude_exporter.families import FAMILIES
+
+    assert {family.name: set(family.labels) for family in FAMILIES} == CONTRACT
 
 
 @pytest.mark.parametrize("name", sorted(FILES))

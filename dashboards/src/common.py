@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from claude_exporter.families import FAMILIES
 from grafana_foundation_sdk.builders import bargauge, heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as db
@@ -30,40 +31,15 @@ ALL = ".*"
 ALERTS = 'ALERTS{alertname=~"Claude.*", alertstate="firing"}'
 UIDS = {"fleet": "claude-fleet", "agent": "claude-agent", "cost": "claude-cost"}
 
-# The dashboard-filter labels each contract family carries, besides the target's job and instance.
-AM = frozenset({"agent", "model"})
-AGENT = frozenset({"agent"})
-MODEL = frozenset({"model"})
-NONE: frozenset[str] = frozenset()
-FAMILY_LABELS: dict[str, frozenset[str]] = {
-    "claude_requests_total": AM,
-    "claude_request_duration_seconds": AM,
-    "claude_time_to_first_token_seconds": AM,
-    "claude_tokens_total": AM,
-    "claude_cost_usd_total": AM,
-    "claude_errors_total": AM,
-    "claude_stop_reasons_total": AM,
-    "claude_code_blocks_executed_total": AM,
-    "claude_retries_total": AM,
-    "claude_rate_limited_total": AM,
-    "claude_ratelimit_limit": NONE,
-    "claude_ratelimit_remaining": NONE,
-    "claude_ratelimit_reset_timestamp_seconds": NONE,
-    "claude_requests_in_flight": AGENT,
-    "claude_executions_total": AGENT,
-    "claude_execution_duration_seconds": AGENT,
-    "claude_execution_tokens": AGENT,
-    "claude_execution_requests": AGENT,
-    "claude_executions_in_flight": AGENT,
-    "claude_execution_longest_running_seconds": AGENT,
-    "claude_exporter_build_info": NONE,
-    "claude_exporter_label_overflow_total": NONE,
-    "claude_exporter_unpriced_tokens_total": MODEL,
-    "claude_exporter_internal_errors_total": NONE,
-}
+# The dashboard-filter labels each contract family carries, besides the target's job and instance; read
+# from the family declarations.
+FILTER_LABELS = frozenset({"agent", "model"})
+FAMILY_LABELS: dict[str, frozenset[str]] = {f.name: frozenset(f.labels) & FILTER_LABELS for f in FAMILIES}
 # Recording rules of the bundled rules (default config) that dashboards read: the adaptive bands.
 SIGNAL_RECORD = "agent:claude_anomaly_signal"
-FAMILY_LABELS.update({f"{SIGNAL_RECORD}:{name}": AGENT for name in ("rate10m", "upper", "lower")})
+FAMILY_LABELS.update(
+    {f"{SIGNAL_RECORD}:{name}": frozenset({"agent"}) for name in ("rate10m", "upper", "lower")}
+)
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
@@ -130,8 +106,11 @@ class Scope:
     ) -> str:
         """A counter's increase per finished execution (``claude_executions_total``), by ``group``."""
         num = self.sum_rate(series, *matchers, group=group, window=window)
-        den = self.sum_rate("claude_executions_total", group=[g for g in group if g in AGENT], window=window)
-        extra = [g for g in group if g not in AGENT]
+        carried = FAMILY_LABELS["claude_executions_total"]
+        den = self.sum_rate(
+            "claude_executions_total", group=[g for g in group if g in carried], window=window
+        )
+        extra = [g for g in group if g not in carried]
         join = f" / ignoring({', '.join(extra)}) group_left " if extra else " / "
         return f"{num}{join}{den}"
 
@@ -166,6 +145,15 @@ def request_error_percent(s: Scope, group: Sequence[str] = ()) -> str:
 def cost_per_hour(s: Scope, group: Sequence[str] = ()) -> str:
     """Estimated spend per hour, from the pricing table."""
     return f"3600 * {s.sum_rate('claude_cost_usd_total', group=group)}"
+
+
+def by_source(s: Scope, series: str, *matchers: str) -> str:
+    """A counter's rate split by where its agents' data comes from (``claude_agent_info``: sdk or
+    claude_code). The join is within each exporter (job, instance), where every agent has one source."""
+    keys = ("job", "instance", "agent")
+    rate = s.sum_rate(series, *matchers, group=keys)
+    info = s.sel("claude_agent_info")
+    return f"sum by (source) ({rate} * on ({', '.join(keys)}) group_left (source) {info})"
 
 
 def tokens_per_execution(s: Scope, group: Sequence[str] = (), window: str = RATE) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from claude_exporter.families import METRIC_GROUPS
+
 __all__ = [
     "ALERT_DEFAULTS",
     "ALERT_KEY_KINDS",
@@ -28,19 +30,8 @@ __all__ = [
     "render",
 ]
 
-# The seed's metric names first, then the extensions. Each name enables its metric families.
-METRIC_NAMES: tuple[str, ...] = (
-    "execution_duration_ms",
-    "tokens_used_input",
-    "tokens_used_output",
-    "code_blocks_executed",
-    "error_rate_percent",
-    "cost_usd",
-    "time_to_first_token_ms",
-    "retries",
-    "rate_limits",
-    "stop_reasons",
-)
+# The names the ``metrics:`` list takes, from the family declarations.
+METRIC_NAMES: tuple[str, ...] = METRIC_GROUPS
 
 # The adaptive band of an agent's signal (alerting-rules/RUNBOOK.md, "Adaptive bands"), shared by the alerts
 # that judge a signal against it: the band is the signal's mean over ``baseline_window`` plus or minus
@@ -282,7 +273,8 @@ class Problems:
         if high is not None:
             expected = f"an integer from {low} to {high}"
         else:
-            expected = "a positive integer" if low == 1 else "a non-negative integer"
+            names = {1: "a positive integer", 0: "a non-negative integer"}
+            expected = names.get(low, f"an integer of at least {low}")
         return self._check(path, value, ok, expected)  # type: ignore[no-any-return]
 
     def duration(self, path: str, value: object, *, positive: bool = False) -> str | None:
