@@ -27,7 +27,6 @@ than ``threshold_change_percent`` above the same hours last week, which a creep 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from claude_exporter.config import AgentConfig, AlertConfig
@@ -46,8 +45,10 @@ __all__ = [
     "BAND_INTERVAL",
     "CREEP_SIGNALS",
     "GAP",
+    "LOWER",
     "SIGNALS",
     "SIGNAL_RECORD",
+    "UPPER",
     "Signal",
     "band_rules",
     "creep_rule",
@@ -215,6 +216,3 @@ def creep_rule(matcher: str, settings: AgentConfig, signal: Signal, a: AlertConf
         f"and {ON} count_over_time({src}{now}) >= {half}\n"
         f"and {ON} count_over_time({src}{before}) >= {half}"
     )
-
-
-Sink = Callable[[list[Rule]], None]
