@@ -26,7 +26,7 @@ from claude_exporter.rules.alerts import (
     exporter_down,
     ratelimit_remaining,
 )
-from claude_exporter.rules.anomaly import BAND_INTERVAL, LOWER, SIGNAL_RECORD, UPPER
+from claude_exporter.rules.anomaly import BAND_INTERVAL, LOWER, SIGNAL_RECORD, SIGNALS, UPPER
 from claude_exporter.rules.recording import (
     duration,
     families,
@@ -107,8 +107,14 @@ def render_rules(config: Config, *, runbook_url: str = DEFAULT_RUNBOOK_URL) -> s
             {"name": _group_name("anomaly-signals"), "interval": interval, "rules": [*levels[0].values()]}
         )
     if levels[1]:
-        # Statistics over a day move slowly: every BAND_INTERVAL is enough, and a quarter of the cost at 30s.
-        band_interval = duration(max(seconds(interval), BAND_INTERVAL))
+        # Statistics over a day move slowly: every BAND_INTERVAL is enough, a quarter of the cost at 30s
+        # (a tenth of the shortest baseline_window when that is shorter, as in tests).
+        baselines = [
+            seconds(settings.alert(owner).params["baseline_window"])
+            for _, settings in targets
+            for owner in sorted({signal.owner for signal in SIGNALS.values()})
+        ]
+        band_interval = duration(max(seconds(interval), min(BAND_INTERVAL, *(b / 10 for b in baselines))))
         bands = [*levels[1].values(), *levels[2].values()]
         anomaly.append({"name": _group_name("anomaly-bands"), "interval": band_interval, "rules": bands})
     return HEADER + yaml.dump(
