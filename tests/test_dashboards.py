@@ -86,7 +86,7 @@ RECORDED = {
     for rule in group["rules"]
     if "record" in rule
 }
-RECORDED_LABELS = {"agent", "signal", "band"}
+RECORDED_LABELS = {"agent", "signal", "band"}  # and job: the rules aggregate by (job, agent)
 # ALERTS carries the alert's own labels; the dashboards only rely on these.
 ALERT_LABELS = {"alertname", "alertstate", "agent", "severity"}
 
@@ -344,7 +344,10 @@ def test_contract_copy_matches_the_exporter() -> None:
 def test_every_selector_is_filtered_by_job_and_instance(name: str) -> None:
     for where, expr in queries(load(name)):
         for metric, matchers in selectors(expr):
-            if metric != "ALERTS":
+            if metric in RECORDED:  # an agent across all its instances: no instance label to filter
+                assert matchers.get("job") == "=~" and "instance" not in matchers, f"{where}: {metric}"
+                assert 'job=~"$job"' in expr, where
+            elif metric != "ALERTS":
                 assert matchers.get("job") == "=~" and matchers.get("instance") == "=~", f"{where}: {metric}"
                 assert 'job=~"$job"' in expr and 'instance=~"$instance"' in expr, where
 

@@ -74,7 +74,8 @@ class Scope:
     def sel(self, series: str, *matchers: str) -> str:
         """``series{...}`` with the dashboard's filters and ``matchers``."""
         carried = FAMILY_LABELS[family_of(series)]
-        labels = ['job=~"$job"', 'instance=~"$instance"']
+        # Recording rules judge an agent across all its instances: they carry no instance to filter by.
+        labels = ['job=~"$job"'] + ([] if ":" in series else ['instance=~"$instance"'])
         labels += [f'{v}=~"${v}"' for v in self.variables if v in carried]
         return f"{series}{{{', '.join([*labels, *matchers])}}}"
 
