@@ -18,8 +18,8 @@ from typing import Any
 import anthropic
 import claude_exporter as ce
 import pytest
-from claude_exporter.pricing import load_price_table
-from claude_exporter.state import STATE
+from claude_exporter.recording.pricing import load_price_table
+from claude_exporter.recording.state import STATE
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 

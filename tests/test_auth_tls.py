@@ -21,7 +21,7 @@ from typing import Any
 import claude_exporter as ce
 import pytest
 import yaml
-from claude_exporter.state import STATE
+from claude_exporter.recording.state import STATE
 from claude_exporter.testing import Reply
 from conftest import MODEL, USER, val
 from prometheus_client import CollectorRegistry

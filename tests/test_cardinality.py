@@ -11,7 +11,7 @@ import anthropic
 import claude_exporter as ce
 import httpx2
 from claude_exporter.config import parse_config
-from claude_exporter.state import STATE
+from claude_exporter.recording.state import STATE
 from claude_exporter.testing import Reply
 from claude_exporter.testing._replies import message_body
 from conftest import MODEL, USER, executions, label_values, requests, val

@@ -10,7 +10,7 @@ import claude_exporter as ce
 import pytest
 from anthropic.types import Message
 from claude_exporter.config import parse_config
-from claude_exporter.state import STATE
+from claude_exporter.recording.state import STATE
 from claude_exporter.testing import Reply, code_execution_blocks
 from conftest import MODEL, kw, requests, val
 from prometheus_client import CollectorRegistry

@@ -313,7 +313,7 @@ def test_every_metric_and_label_is_in_the_contract(name: str) -> None:
 
 
 def test_contract_copy_matches_the_exporter() -> None:
-    metrics = pytest.importorskip("claude_exporter.metrics")
+    metrics = pytest.importorskip("claude_exporter.exposition.collectors")
     assert set(metrics.METRIC_NAMES) == set(CONTRACT)
 
 

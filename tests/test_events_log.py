@@ -20,8 +20,8 @@ import claude_exporter as ce
 import claude_exporter.settings
 import pytest
 import yaml
-from claude_exporter.events import LOGGER_NAME, event_log_listener
-from claude_exporter.state import STATE
+from claude_exporter.exposition.eventlog import LOGGER_NAME, event_log_listener
+from claude_exporter.recording.state import STATE
 from claude_exporter.testing import Reply
 from conftest import MODEL, expected_cost, is_close
 from prometheus_client import CollectorRegistry

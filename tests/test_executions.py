@@ -10,7 +10,7 @@ import time
 import anthropic
 import claude_exporter as ce
 import pytest
-from claude_exporter.state import STATE
+from claude_exporter.recording.state import STATE
 from claude_exporter.testing import Reply
 from conftest import (
     MODEL,

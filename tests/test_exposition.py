@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import anthropic
 import claude_exporter as ce
 import pytest
-from claude_exporter.server import start_http_server
+from claude_exporter.exposition.server import start_http_server
 from claude_exporter.testing import Reply, code_execution_blocks
 from conftest import MODEL, UNKNOWN_MODEL, kw, scrape
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
@@ -267,7 +267,7 @@ def test_bucket_layouts(reg, fake_anthropic):
 
 def test_timeout_threshold_from_config_is_a_bucket(fake_anthropic):
     from claude_exporter.config import parse_config
-    from claude_exporter.state import STATE
+    from claude_exporter.recording.state import STATE
     from prometheus_client import CollectorRegistry
 
     config = parse_config(

@@ -9,7 +9,8 @@ import anthropic
 import claude_exporter as ce
 import pytest
 from anthropic.types import Message
-from claude_exporter import store, streams
+from claude_exporter.instrumentation import streams
+from claude_exporter.recording import series as store
 from claude_exporter.testing import Reply
 from conftest import kw, requests, val
 

@@ -19,9 +19,9 @@ import claude_exporter as ce
 import pytest
 import yaml
 from claude_exporter.config import Config, parse_config
-from claude_exporter.health import HealthWindow
-from claude_exporter.ingest import Event, apply_events, parse_event
-from claude_exporter.state import STATE
+from claude_exporter.exposition.health import HealthWindow
+from claude_exporter.ingest.events import Event, apply_events, parse_event
+from claude_exporter.recording.state import STATE
 from claude_exporter.testing import Reply
 from conftest import MODEL, USER
 from prometheus_client import CollectorRegistry

@@ -18,9 +18,9 @@ from typing import Any
 import claude_exporter as ce
 import pytest
 from claude_exporter.config import parse_config
-from claude_exporter.ingest import MAX_BODY
-from claude_exporter.pricing import load_price_table
-from claude_exporter.state import STATE
+from claude_exporter.ingest.events import MAX_BODY
+from claude_exporter.recording.pricing import load_price_table
+from claude_exporter.recording.state import STATE
 from conftest import MODEL, UNKNOWN_MODEL, is_close, val
 from prometheus_client import CollectorRegistry, generate_latest
 

@@ -1,4 +1,4 @@
-"""Tests for claude_exporter.pricing: the packaged price table, name resolution and the cost arithmetic.
+"""Tests for claude_exporter.recording.pricing: the price table, name resolution and the cost arithmetic.
 
 Every expected cost below is worked out by hand from the price list
 (https://platform.claude.com/docs/en/about-claude/pricing), USD per million tokens (MTok).
@@ -18,7 +18,7 @@ import pytest
 import yaml
 from anthropic.types import Usage
 from anthropic.types.beta import BetaUsage
-from claude_exporter.pricing import (
+from claude_exporter.recording.pricing import (
     CACHE_MULTIPLIERS,
     PRICE_FIELDS,
     ModelPrice,
@@ -511,7 +511,7 @@ def test_token_counts_from_usage(table: PriceTable) -> None:
 
 
 def _packaged_yaml() -> dict[str, Any]:
-    text = resources.files("claude_exporter").joinpath("pricing.yaml").read_text(encoding="utf-8")
+    text = resources.files("claude_exporter.recording").joinpath("pricing.yaml").read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     assert isinstance(data, dict)
     return data
@@ -596,8 +596,8 @@ def test_model_price_validates() -> None:
 def test_the_per_request_cost_splits_cache_writes_as_the_price_table_does() -> None:
     """The exporter's per-request cost and the pricing module apply one rule: a part of the cache-write
     total that the 5m/1h breakdown leaves out is charged as 5-minute writes."""
-    from claude_exporter.extract import Usage
-    from claude_exporter.pricing import cost_usd, token_counts
+    from claude_exporter.instrumentation.extract import Usage
+    from claude_exporter.recording.pricing import cost_usd, token_counts
     from claude_exporter.settings import usage_cost
 
     price = load_price_table().lookup("claude-haiku-4-5")

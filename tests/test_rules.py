@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
-from claude_exporter._rules_alerts import ALERT_TITLES, timeout_le_regex
-from claude_exporter._rules_recording import duration, seconds
 from claude_exporter.config import ALERT_NAMES, default_config, parse_config
 from claude_exporter.rules import BUNDLED, HEADER, bundled_outputs, render_rules
+from claude_exporter.rules.alerts import ALERT_TITLES, timeout_le_regex
+from claude_exporter.rules.recording import duration, seconds
 from prometheus_client.utils import floatToGoString
 from stack import require_binary
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from claude_exporter.run import BOOTSTRAP_DIR
+from claude_exporter.cli.run import BOOTSTRAP_DIR
 from claude_exporter.testing import Reply
 from test_serve import exporter_command, free_port, http, poll, samples, value
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from claude_exporter.ingest import MAX_BODY
+from claude_exporter.ingest.events import MAX_BODY
 from conftest import expected_cost, is_close
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from claude_exporter.tail import MAX_LINE, LogFollower
+from claude_exporter.ingest.tail import MAX_LINE, LogFollower
 from conftest import val, wait_for
 from prometheus_client import CollectorRegistry
 
@@ -218,7 +218,7 @@ def test_the_thread_follows_until_stopped(reg, rec, log):
 
 
 def test_a_big_backlog_is_read_in_bounded_steps(reg, rec, log, monkeypatch):
-    monkeypatch.setattr("claude_exporter.tail._MAX_READ", 1000)
+    monkeypatch.setattr("claude_exporter.ingest.tail._MAX_READ", 1000)
     append(log, complete() * 30)  # about 6 kB
     follower = LogFollower(log, rec, from_start=True)
     polls = [follower.poll_once()]

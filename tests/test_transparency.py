@@ -15,9 +15,9 @@ import wrapt
 from anthropic._response import APIResponse
 from anthropic.types import Message
 from anthropic.types.beta import BetaMessage
-from claude_exporter import instrumentor
-from claude_exporter.middleware import MIDDLEWARE
-from claude_exporter.state import STATE
+from claude_exporter.instrumentation import instrumentor
+from claude_exporter.instrumentation.middleware import MIDDLEWARE
+from claude_exporter.recording.state import STATE
 from claude_exporter.testing import Reply
 from conftest import MODEL, duration, kw, requests, tokens, ttft, val
 from prometheus_client import CollectorRegistry

@@ -20,9 +20,9 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .config import ConfigError, load_config
-    from .execution import execution
-    from .instrumentor import instrument, is_instrumented, uninstrument
-    from .server import make_wsgi_app, start_http_server
+    from .exposition.server import make_wsgi_app, start_http_server
+    from .instrumentation.instrumentor import instrument, is_instrumented, uninstrument
+    from .recording.execution import execution
 
 __all__ = [
     "ConfigError",
@@ -39,12 +39,12 @@ __all__ = [
 _HOMES = {
     "ConfigError": "config",
     "load_config": "config",
-    "execution": "execution",
-    "instrument": "instrumentor",
-    "is_instrumented": "instrumentor",
-    "uninstrument": "instrumentor",
-    "make_wsgi_app": "server",
-    "start_http_server": "server",
+    "execution": "recording.execution",
+    "instrument": "instrumentation.instrumentor",
+    "is_instrumented": "instrumentation.instrumentor",
+    "uninstrument": "instrumentation.instrumentor",
+    "make_wsgi_app": "exposition.server",
+    "start_http_server": "exposition.server",
 }
 
 

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Config, config_from_env, default_config, load_config
-from .events import event_log_listener
-from .extract import Usage
-from .health import health_listener
-from .pricing import ModelPrice, cost_of, load_price_table, split_cache_writes
-from .recorder import Recorder, RecorderOptions
+from claude_exporter.config import Config, config_from_env, default_config, load_config
+from claude_exporter.exposition.eventlog import event_log_listener
+from claude_exporter.exposition.health import health_listener
+from claude_exporter.instrumentation.extract import Usage
+from claude_exporter.recording.pricing import ModelPrice, cost_of, load_price_table, split_cache_writes
+from claude_exporter.recording.recorder import Recorder, RecorderOptions
 
 __all__ = ["Settings", "as_config", "resolve_settings", "usage_cost"]
 

@@ -1,0 +1,241 @@
+"""The ``claude-exporter`` command: demo, serve, run, rules, check-config.
+
+Exit status: 0 done; 1 a problem found (check-config) or a failure while running; 2 bad usage or a
+configuration that cannot be used (nothing was started). ``run`` exits with the program's own status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from claude_exporter._version import __version__
+
+if TYPE_CHECKING:
+    from claude_exporter.config import Config
+
+__all__ = ["main"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from claude_exporter.cli.demo import run
+
+    return run(port=args.port, addr=args.addr, duration=args.duration, config=args.config)
+
+
+def _load(path: str | None, command: str) -> Config | None:
+    """The configuration (``path``, else ``$CLAUDE_EXPORTER_CONFIG``, else the defaults), or None after
+    printing its problems."""
+    # Not settings.as_config: that imports the SDK, a second of start-up that `run` would pay twice.
+    from claude_exporter.config import (
+        ConfigError,
+        config_from_env,
+        default_config,
+        format_problems,
+        load_config,
+    )
+
+    try:
+        return load_config(path) if path else config_from_env() or default_config()
+    except ConfigError as err:
+        print(f"claude-exporter {command}: " + format_problems(err), file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _load(args.config, "serve")
+    if config is None:
+        return 2
+    from claude_exporter.cli.serve import serve
+
+    try:
+        return serve(
+            config, tails=args.tail, tail_from_start=args.tail_from_start, port=args.port, addr=args.addr
+        )
+    except (OSError, ValueError) as err:  # the port is taken, the token file is missing or empty
+        print(f"claude-exporter serve: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from claude_exporter.cli.run import run
+
+    command = list(args.program)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        print(
+            "claude-exporter run: no command; usage: claude-exporter run [options] -- python app.py",
+            file=sys.stderr,
+        )
+        return 2
+    config = _load(args.config, "run")
+    if config is None:
+        return 2
+    pushgateway = args.pushgateway
+    port = args.port
+    if port is None:
+        # A batch program that pushes its metrics needs no port; a long-lived one is scraped.
+        port = 0 if pushgateway else config.server.port
+    return run(
+        command,
+        config=args.config or os.environ.get("CLAUDE_EXPORTER_CONFIG") or None,
+        port=port,
+        addr=args.addr,
+        pushgateway=pushgateway,
+        job=args.job,
+        instance=args.instance,
+    )
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from claude_exporter.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as err:
+        print(f"{args.file}: {len(err.problems)} problem(s)", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    agents = ", ".join(config.agents) or "none"
+    print(f"{args.file}: valid ({len(config.agents)} agent(s): {agents})")
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from claude_exporter.config import ConfigError, default_config, load_config
+    from claude_exporter.rules import render_rules
+
+    try:
+        config = load_config(args.config) if args.config else default_config()
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    text = render_rules(config, runbook_url=args.runbook_url) if args.runbook_url else render_rules(config)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="claude-exporter", description="Prometheus monitoring for Claude agents."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="a simulated fleet against a built-in fake API, exported on :9466")
+    demo.add_argument("--port", type=int, default=9466)
+    demo.add_argument("--addr", default="127.0.0.1")
+    demo.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    demo.add_argument("--config", default=None, help="a configuration file for the fleet's thresholds")
+    demo.set_defaults(run=_demo)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and print every problem")
+    check.add_argument("file")
+    check.set_defaults(run=_check_config)
+
+    serve = sub.add_parser(
+        "serve",
+        help="standalone exporter: ingest events by POST /v1/events or from followed log files",
+        description="Serve /metrics, /health/claude-agent and POST /v1/events for agents in any language, "
+        "and follow JSON log files (--tail) like tail -F. Stops on SIGTERM or Ctrl-C.",
+    )
+    serve.add_argument(
+        "--config",
+        default=None,
+        help="configuration file (default: $CLAUDE_EXPORTER_CONFIG, else built-in defaults)",
+    )
+    serve.add_argument(
+        "--tail", action="append", default=[], metavar="FILE", help="follow this JSON log file (repeatable)"
+    )
+    serve.add_argument(
+        "--tail-from-start", action="store_true", help="also ingest the lines already in the files"
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="listen port (default: exporter.server.port, 9466; 0: any free port)",
+    )
+    serve.add_argument(
+        "--addr", default=None, help="listen address (default: exporter.server.address, 127.0.0.1)"
+    )
+    serve.set_defaults(run=_serve)
+
+    run = sub.add_parser(
+        "run",
+        help="run a Python program instrumented, without changing its code",
+        description="Run COMMAND (a Python program) with the anthropic SDK instrumented and the exporter "
+        "started inside it, through a sitecustomize on PYTHONPATH. Exits with the program's status.",
+        usage="%(prog)s [options] -- COMMAND [ARGS ...]",
+    )
+    run.add_argument("--config", default=None, help="configuration file (default: $CLAUDE_EXPORTER_CONFIG)")
+    run.add_argument(
+        "--port",
+        type=int,
+        default=_env_int("CLAUDE_EXPORTER_PORT"),
+        help="serve the endpoints on this port while the program runs; 0: no server "
+        "(default: exporter.server.port, or 0 with --pushgateway)",
+    )
+    run.add_argument(
+        "--addr",
+        default=os.environ.get("CLAUDE_EXPORTER_ADDR") or None,
+        help="listen address (default: exporter.server.address)",
+    )
+    run.add_argument(
+        "--pushgateway",
+        default=os.environ.get("CLAUDE_EXPORTER_PUSHGATEWAY") or None,
+        metavar="URL",
+        help="push the final metrics to this Pushgateway when the program exits",
+    )
+    run.add_argument(
+        "--job",
+        default=os.environ.get("CLAUDE_EXPORTER_JOB") or None,
+        help="Pushgateway job (default: claude-exporter)",
+    )
+    run.add_argument(
+        "--instance",
+        default=os.environ.get("CLAUDE_EXPORTER_INSTANCE") or None,
+        help="Pushgateway instance (default: hostname:pid)",
+    )
+    run.add_argument(
+        "program", nargs=argparse.REMAINDER, metavar="COMMAND", help="the program and its arguments, after --"
+    )
+    run.set_defaults(run=_run)
+
+    rules = sub.add_parser("rules", help="render Prometheus recording and alert rules for a configuration")
+    rules.add_argument("--config", default=None, help="configuration file (default: the built-in defaults)")
+    rules.add_argument("-o", "--output", default=None, help="write here instead of standard output")
+    rules.add_argument(
+        "--runbook-url", default=None, help="your copy of RUNBOOK.md (each alert links an anchor in it)"
+    )
+    rules.set_defaults(run=_rules)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command: Command = args.run
+    return command(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""A local Prometheus and Alertmanager for the demo: the Debian binaries, on loopback, with the rules
+rendered from the demo's configuration and a webhook receiver that prints each alert as it arrives."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from claude_exporter.config import Config
+from claude_exporter.rules import render_rules
+
+__all__ = ["LocalStack", "binaries_present"]
+
+PROMETHEUS = "prometheus"
+ALERTMANAGER = "prometheus-alertmanager"  # the Debian name of the alertmanager binary
+
+
+def binaries_present() -> bool:
+    return shutil.which(PROMETHEUS) is not None and shutil.which(ALERTMANAGER) is not None
+
+
+def _port(preferred: int) -> int:
+    """``preferred`` when it is free on loopback, else any free port."""
+    for candidate in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    on_alert: Callable[[dict[str, Any]], None]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.end_headers()
+        for alert in json.loads(body or b"{}").get("alerts", []):
+            self.on_alert(alert)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the alerts themselves are printed."""
+
+
+class LocalStack:
+    """Prometheus scraping ``target`` with the config's rules, Alertmanager routing to a printing webhook."""
+
+    def __init__(
+        self, config: Config, target: str, workdir: Path, on_alert: Callable[[dict[str, Any]], None]
+    ):
+        self.config = config
+        self.target = target
+        self.workdir = workdir
+        self.on_alert = on_alert
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._webhook: ThreadingHTTPServer | None = None
+        self.prometheus_url = ""
+        self.alertmanager_url = ""
+
+    def start(self) -> LocalStack:
+        handler = type("Webhook", (_Webhook,), {"on_alert": staticmethod(self.on_alert)})
+        self._webhook = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self._webhook.serve_forever, name="demo-webhook", daemon=True).start()
+        hook = f"http://127.0.0.1:{self._webhook.server_address[1]}/"
+        am_port, prom_port = _port(9093), _port(9090)
+        interval = self.config.rules_evaluation_interval
+        (self.workdir / "rules.yml").write_text(render_rules(self.config))
+        (self.workdir / "alertmanager.yml").write_text(
+            "route: {receiver: print, group_by: [alertname, agent], group_wait: 1s, group_interval: 5s,"
+            " repeat_interval: 1h}\n"
+            f"receivers: [{{name: print, webhook_configs: [{{url: '{hook}', send_resolved: true}}]}}]\n"
+        )
+        (self.workdir / "prometheus.yml").write_text(
+            f"global: {{scrape_interval: {interval}, evaluation_interval: {interval}}}\n"
+            "rule_files: [rules.yml]\n"
+            f"alerting: {{alertmanagers: [{{static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]}}]}}\n"
+            f"scrape_configs: [{{job_name: {self.config.rules_job},"
+            f" static_configs: [{{targets: ['{self.target}']}}]}}]\n"
+        )
+        self._spawn(
+            [ALERTMANAGER, "--config.file=alertmanager.yml", "--storage.path=am-data",
+             f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
+            "alertmanager.log",
+        )  # fmt: skip
+        self._spawn(
+            [PROMETHEUS, "--config.file=prometheus.yml", "--storage.tsdb.path=prom-data",
+             f"--web.listen-address=127.0.0.1:{prom_port}"],
+            "prometheus.log",
+        )  # fmt: skip
+        self.alertmanager_url = f"http://127.0.0.1:{am_port}"
+        self.prometheus_url = f"http://127.0.0.1:{prom_port}"
+        for url in (self.alertmanager_url, self.prometheus_url):
+            self._wait_ready(url)
+        return self
+
+    def _spawn(self, argv: list[str], log: str) -> None:
+        with open(self.workdir / log, "wb") as out:
+            self._procs.append(subprocess.Popen(argv, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT))
+
+    def _wait_ready(self, url: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{url} did not become ready; see the logs in {self.workdir}")
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self._webhook is not None:
+            self._webhook.shutdown()
+            self._webhook.server_close()

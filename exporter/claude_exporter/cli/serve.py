@@ -1,0 +1,95 @@
+"""``claude-exporter serve``: the standalone exporter, for agents that do not run in this Python process.
+
+Agents in other languages (the seed's Node.js ``executeClaudeCode``), or anything that writes the event-log
+lines, feed it by ``POST /v1/events`` or through a log file it follows (``--tail``). It serves the same
+``/metrics``, ``/health/claude-agent`` and ``/-/healthy`` as an instrumented application, and stops cleanly
+on SIGTERM or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any, TextIO
+
+from claude_exporter.config import Config
+from claude_exporter.exposition.server import MetricsServer, start_http_server
+from claude_exporter.ingest.tail import POLL_INTERVAL, LogFollower
+from claude_exporter.instrumentation.instrumentor import instrument, is_instrumented, uninstrument
+
+__all__ = ["serve"]
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def serve(
+    config: Config,
+    *,
+    tails: Sequence[str] = (),
+    tail_from_start: bool = False,
+    port: int | None = None,
+    addr: str | None = None,
+    stop: threading.Event | None = None,
+    out: TextIO | None = None,
+    poll_interval: float = POLL_INTERVAL,
+) -> int:
+    """Serve until ``stop`` is set, SIGTERM or SIGINT; returns the exit status.
+
+    ``port`` / ``addr`` override the configuration's ``exporter.server``; port 0 takes a free port (the
+    first line printed names the URL). Raises OSError when the address cannot be bound.
+    """
+    out = sys.stdout if out is None else out
+    stop = threading.Event() if stop is None else stop
+    owned = not is_instrumented()
+    rec = instrument(config=config)
+    server: MetricsServer | None = None
+    followers: list[LogFollower] = []
+    previous: dict[int, Any] = {}
+    try:
+        server = start_http_server(
+            config.server.port if port is None else port,
+            config.server.address if addr is None else addr,
+            config=config,
+        )
+        followers = [LogFollower(path, rec, from_start=tail_from_start) for path in tails]
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only go there
+
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                stop.set()
+
+            for signum in _STOP_SIGNALS:
+                previous[signum] = signal.signal(signum, on_signal)
+        _announce(out, server, config, followers, tail_from_start)
+        for follower in followers:
+            follower.start(poll_interval)
+        # A timed wait, so a signal that arrives during it is handled promptly on every Python version.
+        while not stop.wait(0.5):
+            pass
+        print("claude-exporter serve: stopping", file=out, flush=True)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for follower in followers:
+            follower.stop()
+        if server is not None:
+            server.close()
+        if owned:
+            uninstrument()
+    return 0
+
+
+def _announce(
+    out: TextIO, server: MetricsServer, config: Config, followers: list[LogFollower], from_start: bool
+) -> None:
+    lines = [
+        f"claude-exporter serve: listening on {server.url} (config: {config.source})",
+        f"  metrics:  {server.url}/metrics",
+        f"  health:   {server.url}/health/claude-agent",
+        f"  ingest:   POST {server.url}/v1/events",
+    ]
+    where = "from its start" if from_start else "from its end"
+    lines += [f"  tailing:  {follower.path} ({where})" for follower in followers]
+    print("\n".join(lines), file=out, flush=True)

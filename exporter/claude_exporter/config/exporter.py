@@ -1,0 +1,139 @@
+"""The ``exporter`` block of the configuration: server, label caps, pricing overrides, event log, rules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from claude_exporter.config.schema import CACHE_MULTIPLIERS, PRICE_COLUMNS, Problems, child, render
+
+__all__ = ["EVENT_LOG_DESTINATIONS", "EventLogConfig", "LabelCaps", "ServerConfig", "parse_exporter"]
+
+EVENT_LOG_DESTINATIONS: tuple[str, ...] = ("stderr", "stdout", "file")
+_EXPORTER_KEYS = (
+    "default_agent",
+    "server",
+    "label_caps",
+    "pricing_overrides",
+    "event_log",
+    "health",
+    "rules",
+)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    address: str = "127.0.0.1"
+    port: int = 9466
+    token_env: str | None = "CLAUDE_EXPORTER_TOKEN"
+    token_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelCaps:
+    agent: int = 200
+    task: int = 200
+    model: int = 200
+    combinations: int = 2000
+
+
+@dataclass(frozen=True)
+class EventLogConfig:
+    destination: str = "stderr"
+    path: str | None = None
+
+
+def _pricing(pb: Problems, path: str, value: object) -> Mapping[str, Mapping[str, float]]:
+    out: dict[str, Mapping[str, float]] = {}
+    if not isinstance(value, Mapping):
+        pb.add(path, f"must be a mapping of model names to prices, got {render(value)}")
+        return MappingProxyType(out)
+    for model, row in value.items():
+        if not isinstance(model, str) or not model.strip():
+            pb.add(path, f"model names must be non-empty strings, got {render(model)}")
+            continue
+        model_path = child(path, model)
+        fields = pb.fields(model_path, row, PRICE_COLUMNS, what=" (prices are USD per million tokens)")
+        if fields is None:
+            continue
+        prices: dict[str, float] = {}
+        for column, (column_path, price) in fields.items():
+            if (good := pb.number(column_path, price, zero=True)) is not None:
+                prices[column] = float(good)
+        for column in ("input", "output"):
+            if column not in fields:
+                pb.add(model_path, f'missing required key "{column}" (USD per million tokens)')
+        if "input" in prices:
+            for column, multiplier in CACHE_MULTIPLIERS.items():
+                prices.setdefault(column, prices["input"] * multiplier)
+        out[model] = MappingProxyType({c: prices[c] for c in PRICE_COLUMNS if c in prices})
+    return MappingProxyType(out)
+
+
+def parse_exporter(pb: Problems, value: object) -> dict[str, Any]:
+    """The ``exporter`` block as keyword arguments for :class:`Config`."""
+    out: dict[str, Any] = {}
+    fields = pb.fields("exporter", value, _EXPORTER_KEYS, allow_none=True) or {}
+    if "default_agent" in fields:
+        out["default_agent"] = pb.string(*fields["default_agent"]) or "default"
+    if "server" in fields:
+        out["server"] = _server(pb, *fields["server"])
+    if "label_caps" in fields:
+        caps = pb.fields(*fields["label_caps"], LabelCaps.__dataclass_fields__, allow_none=True) or {}
+        checked = {key: pb.integer(*item) for key, item in caps.items()}
+        out["label_caps"] = LabelCaps(**{key: cap for key, cap in checked.items() if cap is not None})
+    if "pricing_overrides" in fields:
+        out["pricing_overrides"] = _pricing(pb, *fields["pricing_overrides"])
+    if "event_log" in fields:
+        out["event_log"] = _event_log(pb, *fields["event_log"])
+    if "health" in fields:
+        health = pb.fields(*fields["health"], ("window_seconds",), allow_none=True) or {}
+        if "window_seconds" in health:
+            out["health_window_seconds"] = float(pb.number(*health["window_seconds"]) or 300.0)
+    if "rules" in fields:
+        rules = pb.fields(*fields["rules"], ("evaluation_interval", "job"), allow_none=True) or {}
+        if "evaluation_interval" in rules:
+            out["rules_evaluation_interval"] = (
+                pb.duration(*rules["evaluation_interval"], positive=True) or "30s"
+            )
+        if "job" in rules:
+            out["rules_job"] = pb.string(*rules["job"]) or "claude-exporter"
+    return out
+
+
+def _server(pb: Problems, path: str, value: object) -> ServerConfig:
+    fields = pb.fields(path, value, ServerConfig.__dataclass_fields__, allow_none=True) or {}
+    kwargs: dict[str, Any] = {}
+    if "address" in fields:
+        kwargs["address"] = pb.string(*fields["address"]) or "127.0.0.1"
+    if "port" in fields:
+        port = pb.integer(*fields["port"], low=0, high=65535)
+        kwargs["port"] = 9466 if port is None else port
+    bad: set[str] = set()
+    for key in ("token_env", "token_file", "tls_cert_file", "tls_key_file"):
+        if key in fields:
+            ok, kwargs[key] = pb.optional_string(*fields[key])
+            if not ok:
+                bad.add(key)
+    server = ServerConfig(**kwargs)
+    for have, need in (("tls_cert_file", "tls_key_file"), ("tls_key_file", "tls_cert_file")):
+        if getattr(server, have) is not None and getattr(server, need) is None and need not in bad:
+            pb.add(child(path, need), f"is required when {have} is set (TLS needs both files)")
+    return server
+
+
+def _event_log(pb: Problems, path: str, value: object) -> EventLogConfig:
+    fields = pb.fields(path, value, ("destination", "path"), allow_none=True) or {}
+    destination: str | None = "stderr"
+    if "destination" in fields:
+        destination = pb.choice(*fields["destination"], EVENT_LOG_DESTINATIONS)
+    ok, log_path = pb.optional_string(*fields["path"]) if "path" in fields else (True, None)
+    if destination == "file" and log_path is None and ok:
+        pb.add(child(path, "path"), 'is required when destination is "file"')
+    elif destination not in ("file", None) and log_path is not None:
+        pb.add(child(path, "path"), f'is only used when destination is "file", not {render(destination)}')
+    return EventLogConfig(destination or "stderr", log_path)

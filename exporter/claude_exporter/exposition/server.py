@@ -1,0 +1,168 @@
+"""The HTTP endpoints as one WSGI app: ``/metrics``, ``/health/claude-agent``, ``/v1/events``, ``/-/healthy``.
+
+``/metrics`` is prometheus_client's own app, so content negotiation (OpenMetrics) and gzip behave exactly
+as Prometheus expects. ``/-/healthy`` is never authenticated, so liveness probes need no secret.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import ssl
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import prometheus_client
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from claude_exporter.config import ServerConfig
+from claude_exporter.recording.state import STATE
+
+__all__ = ["MetricsServer", "Route", "default_routes", "make_wsgi_app", "read_token", "start_http_server"]
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+Route = WSGIApp
+
+
+def respond(
+    start_response: StartResponse, status: str, body: bytes, content_type: str = "text/plain"
+) -> list[bytes]:
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def make_wsgi_app(
+    registry: CollectorRegistry | None = None,
+    *,
+    routes: Mapping[str, Route] | None = None,
+    token: str | None = None,
+) -> WSGIApp:
+    """The exporter's WSGI app, for mounting in an existing web application.
+
+    ``token``: when set, every endpoint but ``/-/healthy`` asks for ``Authorization: Bearer <token>``.
+    """
+    metrics_app = prometheus_client.make_wsgi_app(REGISTRY if registry is None else registry)
+    table: dict[str, Route] = {"/metrics": metrics_app, **default_routes(), **(routes or {})}
+    expected = token.encode() if token else None
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/-/healthy":
+            return respond(start_response, "200 OK", b"OK\n")
+        if expected is not None:
+            scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+            # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+                start_response(
+                    "401 Unauthorized",
+                    [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Bearer realm="claude-exporter"')],
+                )
+                return [b"401 Unauthorized: a bearer token is required\n"]
+        route = table.get(path)
+        if route is None:
+            return respond(start_response, "404 Not Found", f"404 Not Found: {path}\n".encode())
+        return route(environ, start_response)
+
+    return app
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    timeout = 30  # seconds a client may stall mid-request before its connection is dropped
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Access logs would flood stderr at one scrape a second."""
+
+
+class MetricsServer:
+    """A running exporter endpoint; ``close()`` stops it."""
+
+    def __init__(self, server: WSGIServer, thread: threading.Thread, scheme: str) -> None:
+        self._server = server
+        self._thread = thread
+        self.address, self.port = server.server_address[:2]
+        address = str(self.address)
+        host = address if ":" not in address else f"[{address}]"
+        self.url = f"{scheme}://{host}:{self.port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def read_token(server: ServerConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token: from the file named in the config, else from the environment variable it names."""
+    if server.token_file:
+        token = Path(server.token_file).read_text(encoding="utf-8").strip()
+        if not token:
+            raise ValueError(f"exporter.server.token_file: {server.token_file} is empty")
+        return token
+    env = os.environ if environ is None else environ
+    return env.get(server.token_env) or None if server.token_env else None
+
+
+def default_routes() -> dict[str, Route]:
+    """The health and ingestion endpoints, reading whichever recorder is active when asked."""
+    from claude_exporter.exposition.health import health_route
+    from claude_exporter.ingest.events import events_route
+
+    def active() -> Any:
+        return STATE.recorder
+
+    return {"/health/claude-agent": health_route(active), "/v1/events": events_route(active)}
+
+
+def start_http_server(
+    port: int = 9466,
+    addr: str = "127.0.0.1",
+    *,
+    config: Any = None,
+    registry: CollectorRegistry | None = None,
+    token: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    routes: Mapping[str, Route] | None = None,
+) -> MetricsServer:
+    """Serve ``/metrics``, ``/health/claude-agent``, ``/v1/events`` and ``/-/healthy`` from a daemon thread.
+
+    Binds to loopback unless told otherwise. ``config`` (a Config or a path; by default the active
+    instrumentation's, else ``CLAUDE_EXPORTER_CONFIG``'s, else the built-in one) supplies the bearer token
+    (``exporter.server.token_file``, else the variable named by ``token_env``, by default
+    ``CLAUDE_EXPORTER_TOKEN``) and the TLS files; explicit arguments win over it.
+    """
+    # Without a config: the active instrumentation's, else CLAUDE_EXPORTER_CONFIG's, else the defaults,
+    # so a token in CLAUDE_EXPORTER_TOKEN protects the endpoints however the server was started.
+    active = STATE.recorder.config if STATE.recorder is not None else None
+    if config is None and active is not None and active.source != "<default>":
+        config = active
+    from claude_exporter.settings import as_config
+
+    server_config = as_config(config).server
+    token = token if token is not None else read_token(server_config)
+    certfile = certfile or server_config.tls_cert_file
+    keyfile = keyfile or server_config.tls_key_file
+    app = make_wsgi_app(registry, routes=routes, token=token)
+    server = make_server(addr, port, app, _ThreadingServer, handler_class=_QuietHandler)
+    scheme = "http"
+    if certfile is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certfile, keyfile)
+        # The handshake runs on the first read, in the request's own thread and under its timeout, so a
+        # client that connects and says nothing cannot hold up the accepting thread.
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        scheme = "https"
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="claude-exporter-http", daemon=True
+    )
+    thread.start()
+    return MetricsServer(server, thread, scheme)

@@ -1,0 +1,122 @@
+"""Observing a stream without proxying it.
+
+The SDK's ``Stream`` / ``AsyncStream`` read every event from the instance's ``_iterator``; the watch puts
+one generator in its place, so the caller keeps the very stream object the SDK returned, and every
+consumer (iteration, ``text_stream``, ``get_final_message``, ``until_done``) goes through it. Per event
+it reads ``event.type`` and nothing else unless the event carries what the metrics need.
+
+The request finishes exactly once: on exhaustion, on an error, on ``close()`` (the instrumentor hooks
+it, so context exit counts), or when the stream is garbage collected after an early ``break``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from claude_exporter.instrumentation.extract import Usage, code_block_outcome
+from claude_exporter.recording.call import Call
+
+__all__ = ["WATCH_ATTR", "StreamWatch", "watch_stream"]
+
+WATCH_ATTR = "_claude_exporter_watch"
+
+
+class StreamWatch:
+    """What one stream has shown so far, and the request it finishes."""
+
+    __slots__ = ("blocks", "call", "first", "stop_reason", "usage")
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.usage = Usage()
+        self.stop_reason: str | None = None
+        self.blocks: list[tuple[str, str]] = []
+        self.first = True
+
+    def see(self, event: Any) -> None:
+        kind = event.type
+        if kind == "content_block_delta":
+            if self.first:
+                self.first = False
+                call = self.call
+                call.labels.series.add_ttft(time.perf_counter() - call.start)
+        elif kind == "message_delta":
+            self.usage.update(event.usage)
+            reason = event.delta.stop_reason
+            if reason is not None:
+                self.stop_reason = reason
+        elif kind == "message_start":
+            self.usage.update(event.message.usage)
+        elif kind == "content_block_start":
+            found = code_block_outcome(event.content_block)
+            if found is not None:
+                self.blocks.append(found)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        call = self.call
+        if call.done:
+            return
+        try:
+            if error is None:
+                call.succeed(self.usage, self.stop_reason, self.blocks)
+            else:
+                call.fail(error, self.usage, self.blocks)
+        except Exception:
+            call.rec.fault("stream_finish")
+
+    def observe(self, events: Iterator[Any]) -> Iterator[Any]:
+        see, waiting = self.see, True  # locals: this loop runs once per event
+        try:
+            for event in events:
+                # Most events are text deltas after the first: they need nothing but the yield.
+                if waiting or event.type != "content_block_delta":
+                    try:
+                        see(event)
+                        waiting = self.first
+                    except Exception:
+                        self.call.rec.fault("stream_event")
+                yield event
+        except GeneratorExit:
+            self.finish()
+            raise
+        except BaseException as exc:
+            self.finish(exc)
+            raise
+        self.finish()
+
+    async def aobserve(self, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        see, waiting = self.see, True  # locals: this loop runs once per event
+        try:
+            async for event in events:
+                # Most events are text deltas after the first: they need nothing but the yield.
+                if waiting or event.type != "content_block_delta":
+                    try:
+                        see(event)
+                        waiting = self.first
+                    except Exception:
+                        self.call.rec.fault("stream_event")
+                yield event
+        except GeneratorExit:
+            self.finish()
+            raise
+        except BaseException as exc:
+            self.finish(exc)
+            raise
+        self.finish()
+
+    def __del__(self) -> None:
+        # A stream dropped before it was iterated never starts the generator: finish it here.
+        if not self.call.done:
+            self.finish()
+
+
+def watch_stream(call: Call, stream: Any, is_async: bool) -> StreamWatch:
+    """Put a watch into ``stream`` (an ``anthropic.Stream`` or ``AsyncStream``)."""
+    watch = StreamWatch(call)
+    inner = stream._iterator  # the SDK's generator, created lazily and not yet started
+    state = stream.__dict__
+    state["_iterator"] = watch.aobserve(inner) if is_async else watch.observe(inner)
+    state[WATCH_ATTR] = watch
+    return watch

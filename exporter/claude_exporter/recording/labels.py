@@ -1,0 +1,159 @@
+"""What a request resolves once per (agent, model): its series, its price, and the cap policy for the
+open-ended labels (stop_reason, error_type, reason, tool).
+
+The common case, a value this series has seen before, costs a dict lookup and then one locked update of
+the series. A value never seen goes the slow way once: its label's cap, then its family's combination
+budget; past the budget the combination is recorded under the ``(__overflow__, __overflow__)`` series.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from claude_exporter.recording.cardinality import LabelCap
+from claude_exporter.recording.series import ExecSeries, RequestSeries
+
+__all__ = ["FAMILY_NAMES", "Budget", "RequestLabels"]
+
+# Budget key -> the family named in claude_exporter_label_overflow_total when it overflows.
+FAMILY_NAMES = {
+    "series": "claude_requests_total",
+    "stop_reasons": "claude_stop_reasons_total",
+    "errors": "claude_errors_total",
+    "retries": "claude_retries_total",
+    "code_blocks": "claude_code_blocks_executed_total",
+    "executions": "claude_executions_total",
+}
+
+
+class Budget:
+    """How many more label combinations one family may take."""
+
+    __slots__ = ("_lock", "left", "name")
+
+    def __init__(self, name: str, cap: int) -> None:
+        self.name = name
+        self.left = cap
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+
+class RequestLabels:
+    """The resolved labels of one (agent, model) and the policy for its open-ended labels."""
+
+    __slots__ = (
+        "_budgets",
+        "_caps",
+        "_default_exec",
+        "_exec_resolver",
+        "_on_overflow",
+        "_overflow_series",
+        "agent",
+        "code_tools",
+        "model",
+        "price",
+        "series",
+        "unpriced",
+    )
+
+    def __init__(
+        self,
+        series: RequestSeries,
+        caps: dict[str, LabelCap],
+        budgets: dict[str, Budget],
+        exec_resolver: Callable[[str, str], ExecSeries],
+        overflow_series: Callable[[], RequestSeries],
+        on_overflow: Callable[[str], None],
+        price: Any,
+        unpriced: Callable[[float], None] | None,
+        code_tools: frozenset[str] = frozenset(),
+    ) -> None:
+        self.series = series
+        self.agent = series.agent
+        self.model = series.model
+        self._caps = caps
+        self._budgets = budgets
+        self._exec_resolver = exec_resolver
+        self._overflow_series = overflow_series
+        self._on_overflow = on_overflow
+        self._default_exec: ExecSeries | None = None
+        self.price = price
+        self.unpriced = unpriced
+        self.code_tools = code_tools  # client-side tools whose results count as code execution
+
+    def default_exec(self) -> ExecSeries:
+        """The (agent, "default") execution series, for requests made outside any execution."""
+        found = self._default_exec
+        if found is None:
+            found = self._default_exec = self._exec_resolver(self.agent, "default")
+        return found
+
+    def finish(
+        self,
+        ok: bool,
+        seconds: float,
+        tokens: tuple[int, int, int, int] | None,
+        cost: float,
+        stop_reason: str | None,
+        error_type: str | None,
+        blocks: Sequence[tuple[str, str]],
+    ) -> None:
+        series = self.series
+        if (
+            (stop_reason is not None and stop_reason not in series.stops)
+            or (error_type is not None and error_type not in series.errors)
+            or (blocks and any(key not in series.code for key in blocks))
+        ):
+            stop_reason, error_type, blocks = self._admit_new(stop_reason, error_type, blocks)
+        series.finish(ok, seconds, tokens, cost, stop_reason, error_type, blocks)
+
+    def retry(self, reason: str) -> None:
+        series = self.series
+        if reason not in series.retries:
+            reason = self._caps["reason"].fold(reason)
+            if reason not in series.retries and not self._budgets["retries"].take():
+                self._overflowed("retries").add_retry(reason)
+                return
+        series.add_retry(reason)
+
+    def _admit_new(
+        self, stop_reason: str | None, error_type: str | None, blocks: Sequence[tuple[str, str]]
+    ) -> tuple[str | None, str | None, Sequence[tuple[str, str]]]:
+        """Fold new values by their label caps; what the family budget refuses goes to the overflow series."""
+        series = self.series
+        if stop_reason is not None and stop_reason not in series.stops:
+            stop_reason = self._caps["stop_reason"].fold(stop_reason)
+            if stop_reason not in series.stops and not self._budgets["stop_reasons"].take():
+                self._overflowed("stop_reasons").finish(
+                    True, 0.0, None, 0.0, stop_reason, None, (), count=False
+                )
+                stop_reason = None
+        if error_type is not None and error_type not in series.errors:
+            error_type = self._caps["error_type"].fold(error_type)
+            if error_type not in series.errors and not self._budgets["errors"].take():
+                self._overflowed("errors").finish(False, 0.0, None, 0.0, None, error_type, (), count=False)
+                error_type = None
+        kept: list[tuple[str, str]] = []
+        for tool, outcome in blocks:
+            key = (tool, outcome)
+            if key not in series.code:
+                key = (self._caps["tool"].fold(tool), outcome)
+                if key not in series.code and not self._budgets["code_blocks"].take():
+                    self._overflowed("code_blocks").finish(
+                        True, 0.0, None, 0.0, None, None, (key,), count=False
+                    )
+                    continue
+            kept.append(key)
+        return stop_reason, error_type, kept
+
+    def _overflowed(self, family: str) -> RequestSeries:
+        self._on_overflow(FAMILY_NAMES[family])
+        return self._overflow_series()

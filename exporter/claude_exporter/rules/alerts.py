@@ -1,0 +1,363 @@
+"""Alert rules, one builder per alert family of the contract.
+
+A builder gets one agent's settings (a named agent, or the defaults for every agent not named), returns
+its rules and asks for the recording rules it reads through ``need``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from claude_exporter.config import AlertConfig
+from claude_exporter.rules.recording import (
+    BY,
+    REMAINING_RECORD,
+    agent_matcher,
+    duration,
+    label_matcher,
+    seconds,
+    selector,
+)
+
+__all__ = [
+    "ALERT_TITLES",
+    "BUILDERS",
+    "DEFAULT_RUNBOOK_URL",
+    "Ctx",
+    "Rule",
+    "exporter_down",
+    "ratelimit_remaining",
+    "timeout_le_regex",
+]
+
+DEFAULT_RUNBOOK_URL = "https://github.com/claude-exporter/claude-exporter/blob/main/alerting-rules/RUNBOOK.md"
+# How long an execution that finished over the threshold keeps ClaudeExecutionTimeout firing: long enough
+# for Alertmanager to see it at any scrape interval, short enough to resolve soon after.
+TIMEOUT_WINDOW = 300.0
+
+Rule = dict[str, Any]
+
+ALERT_TITLES = {
+    "execution_timeout": "ClaudeExecutionTimeout",
+    "token_spike": "ClaudeTokenSpike",
+    "error_rate": "ClaudeErrorRateHigh",
+    "latency_drift": "ClaudeLatencyDrift",
+    "rate_limited": "ClaudeRateLimited",
+    "code_execution_failures": "ClaudeCodeExecutionFailing",
+    "truncated_responses": "ClaudeResponsesTruncated",
+    "cost_budget": "ClaudeCostBudgetBurn",
+}
+
+
+@dataclass
+class Ctx:
+    """Where a builder renders: which agent, the job matcher, the runbook and the recording-rule sink."""
+
+    agent: str | None
+    named: tuple[str, ...]
+    job: str
+    runbook: str
+    need: Callable[[str, float, float], str]
+
+    @property
+    def matcher(self) -> str:
+        return agent_matcher(self.agent, self.named)
+
+    def rec(self, family: str, window: float, offset: float = 0.0) -> str:
+        """The recording rule's name, selected for this agent (and registered as needed)."""
+        return self.need(family, window, offset) + selector(self.matcher)
+
+
+def num(x: float | str) -> str:
+    """A threshold as people write it: 150, 0.5."""
+    return f"{float(x):g}"
+
+
+def timeout_le_regex(threshold_s: float) -> str:
+    """The ``le`` value prometheus_client writes for a bucket bound ("30.0", "1.5"), as an exact regex."""
+    text = repr(float(threshold_s))
+    if text.endswith(".0"):
+        return text[:-2] + r"(\.0)?"
+    return text.replace(".", r"\.")
+
+
+def _fmt(text: str, **values: object) -> str:
+    """``text`` with each ``<key>`` replaced; Go templates keep their ``{{ }}`` untouched."""
+    for key, value in values.items():
+        text = text.replace(f"<{key}>", str(value))
+    return text
+
+
+def _rule(
+    ctx: Ctx, a: AlertConfig, *, title: str, expr: str, summary: str, description: str, **labels: str
+) -> Rule:
+    rule: Rule = {"alert": title, "expr": expr}
+    if seconds(a.for_) > 0:
+        rule["for"] = duration(a.for_)
+    # A named agent's rules carry its name as a static label too: same value as the series' label, and it
+    # keeps them distinct from the defaults' rules (promtool rejects rules with equal name and labels).
+    named = {"agent": ctx.agent} if ctx.agent is not None else {}
+    rule["labels"] = {"severity": a.severity, **named, **labels}
+    rule["annotations"] = {
+        "summary": summary,
+        "description": description,
+        "runbook_url": f"{ctx.runbook}#{title.lower()}",
+    }
+    return rule
+
+
+def _p(a: AlertConfig, key: str, default: float | str) -> float | str:
+    value = a.params.get(key)
+    return default if value is None else value
+
+
+def execution_timeout(ctx: Ctx, a: AlertConfig) -> list[Rule]:
+    t_s = (a.threshold if a.threshold is not None else 30000.0) / 1000.0
+    w = duration(_p(a, "window", TIMEOUT_WINDOW))
+    sel = selector(ctx.job, ctx.matcher)
+    bucket = "claude_execution_duration_seconds_bucket" + selector(
+        ctx.job, ctx.matcher, label_matcher("le", "=~", timeout_le_regex(t_s))
+    )
+    count = f"claude_execution_duration_seconds_count{sel}"
+    by = f"{BY}, task"
+    # count - bucket{le=threshold} is exact because the exporter adds the threshold to the buckets. The
+    # second branch covers a series born with its first (slow) execution, where increase() sees nothing.
+    finished = (
+        f"sum by ({by}) (\n  increase({count}[{w}])\n  - ignoring(le)\n  increase({bucket}[{w}])\n) > 0\n"
+        f"or\n(\n  sum by ({by}) (\n    {count}\n    - ignoring(le)\n    {bucket}\n  ) > 0\n"
+        f"  unless on ({by})\n  {count} offset {w}\n)"
+    )
+    running = f"max by ({BY}) (claude_execution_longest_running_seconds{sel}) > {num(t_s)}"
+    limit = duration(t_s)
+    return [
+        _rule(
+            ctx,
+            a,
+            title="ClaudeExecutionTimeout",
+            expr=finished,
+            summary="Agent executions finished over the timeout.",
+            description=_fmt(
+                "Agent {{ $labels.agent }} on {{ $labels.instance }}: "
+                '{{ printf "%.0f" $value }} execution(s) of task {{ $labels.task }} took longer than <limit> '
+                "in the last <w>.",
+                limit=limit,
+                w=w,
+            ),
+            execution="finished",
+        ),
+        _rule(
+            ctx,
+            a,
+            title="ClaudeExecutionTimeout",
+            expr=running,
+            summary="An agent execution is running past the timeout.",
+            description=_fmt(
+                "Agent {{ $labels.agent }} on {{ $labels.instance }}: an execution has been running for "
+                "{{ $value | humanizeDuration }}, past the <limit> timeout.",
+                limit=limit,
+            ),
+            execution="running",
+        ),
+    ]
+
+
+def _versus_baseline(
+    ctx: Ctx, a: AlertConfig, *, family: str, title: str, summary: str, what: str
+) -> list[Rule]:
+    """Spike and drift: the recent window against the baseline, each with enough executions to judge."""
+    w = seconds(_p(a, "window", 600))
+    b = seconds(_p(a, "baseline_window", 3600))
+    n = num(_p(a, "min_executions", 5))
+    threshold = num(a.threshold if a.threshold is not None else 100)
+    # The baseline ends where the recent window starts, so a spike does not dilute its own baseline.
+    expr = (
+        f"(\n  {ctx.rec(family, w)}\n  / {ctx.rec(family, b, w)}\n  - 1\n) * 100 > {threshold}\n"
+        f"and on ({BY}) {ctx.rec('executions', w)} * {num(w)} >= {n}\n"
+        f"and on ({BY}) {ctx.rec('executions', b, w)} * {num(b)} >= {n}"
+    )
+    description = _fmt(
+        "Agent {{ $labels.agent }} on {{ $labels.instance }}: <what> is up "
+        '{{ printf "%.0f" $value }}% over the last <w> against the <b> before (threshold <t>%).',
+        what=what,
+        w=duration(w),
+        b=duration(b),
+        t=threshold,
+    )
+    return [_rule(ctx, a, title=title, expr=expr, summary=summary, description=description)]
+
+
+def _ratio(
+    ctx: Ctx,
+    a: AlertConfig,
+    *,
+    family: str,
+    volume: str,
+    min_key: str,
+    title: str,
+    summary: str,
+    what: str,
+    unit: str,
+) -> list[Rule]:
+    """A share of bad events over a window, with at least ``min_key`` events in it."""
+    w = seconds(_p(a, "window", 300))
+    n = num(_p(a, min_key, 10))
+    threshold = num(a.threshold if a.threshold is not None else 5)
+    expr = f"{ctx.rec(family, w)} > {threshold}\nand on ({BY}) {ctx.rec(volume, w)} * {num(w)} >= {n}"
+    description = _fmt(
+        'Agent {{ $labels.agent }} on {{ $labels.instance }}: {{ printf "%.1f" $value }}% of <what> '
+        "over the last <w> (threshold <t>%, at least <n> <unit>).",
+        what=what,
+        w=duration(w),
+        t=threshold,
+        n=n,
+        unit=unit,
+    )
+    return [_rule(ctx, a, title=title, expr=expr, summary=summary, description=description)]
+
+
+def rate_limited(ctx: Ctx, a: AlertConfig) -> list[Rule]:
+    w = seconds(_p(a, "window", 300))
+    per_minute = num(a.threshold if a.threshold is not None else 1)
+    description = _fmt(
+        'Agent {{ $labels.agent }} on {{ $labels.instance }} got {{ printf "%.1f" $value }} 429 responses '
+        "per minute over the last <w> (threshold <t>).",
+        w=duration(w),
+        t=per_minute,
+    )
+    expr = f"{ctx.rec('rate_limited', w)} * 60 > {per_minute}"
+    return [
+        _rule(
+            ctx,
+            a,
+            title="ClaudeRateLimited",
+            expr=expr,
+            summary="Claude requests are rate limited.",
+            description=description,
+            reason="throttled",
+        )
+    ]
+
+
+def ratelimit_remaining(ctx: Ctx, a: AlertConfig) -> list[Rule]:
+    """The rate-limit headers belong to the API key, not to an agent: one rule for the whole job."""
+    remaining = num(_p(a, "remaining_percent", 10))
+    # A reset time in the past means the limit has refilled since the last response: the gauge is stale.
+    expr = (
+        f"{REMAINING_RECORD} < {remaining}\nunless on (job, instance, resource)\n"
+        f"claude_ratelimit_reset_timestamp_seconds{selector(ctx.job)} < time()"
+    )
+    description = _fmt(
+        'Only {{ printf "%.1f" $value }}% of the {{ $labels.resource }} rate limit is left on '
+        "{{ $labels.instance }} (threshold <t>%).",
+        t=remaining,
+    )
+    return [
+        _rule(
+            ctx,
+            a,
+            title="ClaudeRateLimited",
+            expr=expr,
+            summary="The Claude API rate limit is nearly used up.",
+            description=description,
+            reason="low_remaining",
+        )
+    ]
+
+
+def cost_budget(ctx: Ctx, a: AlertConfig) -> list[Rule]:
+    if a.threshold is None:
+        return []  # off unless a budget is configured
+    w = seconds(_p(a, "window", 3600))
+    budget = num(a.threshold)
+    description = _fmt(
+        'Agent {{ $labels.agent }} on {{ $labels.instance }} is spending {{ printf "%.2f" $value }} USD per '
+        "hour over the last <w> (budget <b> USD per hour).",
+        w=duration(w),
+        b=budget,
+    )
+    expr = f"{ctx.rec('cost', w)} * 3600 > {budget}"
+    return [
+        _rule(
+            ctx,
+            a,
+            title="ClaudeCostBudgetBurn",
+            expr=expr,
+            summary="Claude spend is over budget.",
+            description=description,
+        )
+    ]
+
+
+BUILDERS: Mapping[str, Callable[[Ctx, AlertConfig], list[Rule]]] = {
+    "execution_timeout": execution_timeout,
+    "token_spike": partial(
+        _versus_baseline,
+        family="tokens_avg",
+        title="ClaudeTokenSpike",
+        summary="Tokens per execution spiked.",
+        what="tokens per execution",
+    ),
+    "error_rate": partial(
+        _ratio,
+        family="request_errors",
+        volume="requests",
+        min_key="min_requests",
+        title="ClaudeErrorRateHigh",
+        summary="Claude requests are failing.",
+        what="Messages API requests failed",
+        unit="requests",
+    ),
+    "latency_drift": partial(
+        _versus_baseline,
+        family="duration_avg",
+        title="ClaudeLatencyDrift",
+        summary="Execution time drifted up.",
+        what="average execution time",
+    ),
+    "rate_limited": rate_limited,
+    "code_execution_failures": partial(
+        _ratio,
+        family="code_failures",
+        volume="code_blocks",
+        min_key="min_blocks",
+        title="ClaudeCodeExecutionFailing",
+        summary="Code blocks run by Claude are failing.",
+        what="code blocks failed (nonzero exit or tool error)",
+        unit="blocks",
+    ),
+    "truncated_responses": partial(
+        _ratio,
+        family="truncated",
+        volume="stop_reasons",
+        min_key="min_requests",
+        title="ClaudeResponsesTruncated",
+        summary="Claude responses are cut short.",
+        what="responses stopped at max_tokens or refusal",
+        unit="responses",
+    ),
+    "cost_budget": cost_budget,
+}
+
+
+def exporter_down(job: str, runbook: str, severity: str, for_: float) -> list[Rule]:
+    """ClaudeExporterDown: the target is down, or no target of the job exists at all."""
+    rule: Rule = {
+        "alert": "ClaudeExporterDown",
+        "expr": f"up{selector(job)} == 0\nor\nabsent(up{selector(job)})",
+    }
+    if for_ > 0:
+        rule["for"] = duration(for_)
+    rule["labels"] = {"severity": severity}
+    rule["annotations"] = {
+        "summary": "claude-exporter is down.",
+        "description": _fmt(
+            "Prometheus has not scraped claude-exporter{{ with $labels.instance }} at {{ . }}{{ end }} "
+            "(job {{ $labels.job }}) for <for>: its agents are not monitored.",
+            **{"for": duration(for_)},
+        ),
+        "runbook_url": f"{runbook}#claudeexporterdown",
+    }
+    return [rule]
