@@ -5,6 +5,8 @@ non-streaming request and a 50-event stream, batches timed after a ``gc.collect(
 lives in its own worker process, so one's patches, providers and garbage never reach another. A round
 times one batch per configuration, in a new random order each round; a figure is the median over rounds
 of (configuration - bare SDK) within the round, so drift and the other load on the machine hit all alike.
+Each block is read on two clocks: wall time, overhead.py's figure, and the worker's CPU time (all its
+threads), which leaves out the time other processes held the CPU: on a shared machine, most of the noise.
 
 Before timing, every worker makes one request and one stream and reports what its configuration recorded
 (metric measurements, spans, log records, and whether token counts were among them). A configuration that
@@ -23,6 +25,7 @@ global tracer provider also turns on the SDK's own spans, so every configuration
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -42,6 +45,7 @@ from typing import IO, Any
 HERE = Path(__file__).resolve().parent
 PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
 CASES = ("non-streaming", "50-event stream")
+CLOCKS = ("wall", "cpu")
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def _counting_span_processor() -> tuple[Any, Callable[[], dict[str, float]]]:
 
     seen = {"spans": 0.0, "span tokens": 0.0}
 
-    class Counting(SpanExporter):  # type: ignore[misc]
+    class Counting(SpanExporter):
         def export(self, spans: Any) -> Any:
             for span in spans:
                 seen["spans"] += 1
@@ -128,7 +132,7 @@ def _counting_log_processor() -> tuple[Any, Callable[[], dict[str, float]]]:
 
     seen = {"log records": 0.0}
 
-    class Counting(LogRecordExporter):  # type: ignore[misc]
+    class Counting(LogRecordExporter):
         def export(self, batch: Any) -> Any:
             seen["log records"] += len(batch)
             return LogRecordExportResult.SUCCESS
@@ -269,10 +273,23 @@ def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float
     return {key: after[key] - before.get(key, 0.0) for key in after}
 
 
+def per_request_us(fn: Callable[[], object], n: int) -> dict[str, float]:
+    """overhead.py's timed block, read on two clocks.
+
+    Wall time is overhead.py's figure. This process's CPU time (every thread: a batch span processor's
+    too) leaves out the time other processes held the CPU, which on a shared machine is most of the noise.
+    """
+    gc.collect()  # each block starts from the same heap; collections inside it still count
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        fn()
+    return {"wall": (time.perf_counter() - wall) / n * 1e6, "cpu": (time.process_time() - cpu) / n * 1e6}
+
+
 def worker(name: str, requests: int, proto: IO[str]) -> None:
     """Set up ``name``, report what one request and one stream record, then time batches on command."""
     from overhead import MODEL as model
-    from overhead import make_client, per_request_us
+    from overhead import make_client
 
     def send(message: dict[str, Any]) -> None:
         proto.write(json.dumps(message) + "\n")
@@ -307,7 +324,7 @@ def worker(name: str, requests: int, proto: IO[str]) -> None:
             command = json.loads(line)
             if command["cmd"] == "time":
                 fn, n = cases[command["case"]]
-                send({"us": per_request_us(fn, n)})
+                send(per_request_us(fn, n))
             else:
                 break
         send({"recorded_total": evidence.snapshot()})
@@ -322,7 +339,9 @@ class Worker:
     process: subprocess.Popen[str] | None = None
     stderr: IO[str] | None = None
     hello: dict[str, Any] = field(default_factory=dict)
-    times: dict[str, list[float]] = field(default_factory=lambda: {case: [] for case in CASES})
+    times: dict[str, dict[str, list[float]]] = field(
+        default_factory=lambda: {clock: {case: [] for case in CASES} for clock in CLOCKS}
+    )
 
     def ask(self, message: dict[str, Any] | None) -> dict[str, Any]:
         assert self.process is not None and self.process.stdin and self.process.stdout
@@ -429,30 +448,31 @@ def summarise(ws: list[Worker]) -> dict[str, Any]:
             "recorded_nothing": w.usable and not w.config.baseline and w.recorded_nothing(),
             "cases": {},
         }
-        if w.usable:
-            for case in CASES:
-                diffs = [t - b for t, b in zip(w.times[case], base.times[case], strict=True)]
-                bare = statistics.median(base.times[case])
+        for case in CASES if w.usable else ():
+            row["cases"][case] = {"tokens": w.records_tokens(case)}
+            for clock in CLOCKS:
+                mine, bare = w.times[clock][case], base.times[clock][case]
+                diffs = [t - b for t, b in zip(mine, bare, strict=True)]
                 q = statistics.quantiles(diffs, n=4) if len(diffs) >= 2 else [diffs[0]] * 3
-                row["cases"][case] = {
-                    "us": statistics.median(w.times[case]),
+                row["cases"][case][clock] = {
+                    "us": statistics.median(mine),
+                    "bare_us": statistics.median(bare),
                     "added_us": statistics.median(diffs),
-                    "added_pct": 100 * statistics.median(diffs) / bare,
+                    "added_pct": 100 * statistics.median(diffs) / statistics.median(bare),
                     "iqr_us": [q[0], q[2]],
-                    "tokens": w.records_tokens(case),
                 }
         rows[w.config.name] = row
     ours = rows.get("ours", {}).get("cases", {})
     for row in rows.values():
         for case, figures in row["cases"].items():
-            mine = ours.get(case, {}).get("added_us")
-            figures["ratio_to_ours"] = figures["added_us"] / mine if mine and mine > 0 else None
+            for clock in CLOCKS:
+                mine = ours.get(case, {}).get(clock, {}).get("added_us")
+                f = figures[clock]
+                f["ratio_to_ours"] = f["added_us"] / mine if mine and mine > 0 else None
     return rows
 
 
 def _recorded_text(row: dict[str, Any], case: str) -> str:
-    if row["error"]:
-        return "did not start"
     recorded = row["recorded"].get(case, {})
     parts = []
     for label, key in (("metrics", "metric measurements"), ("spans", "spans"), ("logs", "log records")):
@@ -462,32 +482,45 @@ def _recorded_text(row: dict[str, Any], case: str) -> str:
     return ", ".join(parts) or "**nothing**"
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}x"
+
+
 def markdown(result: dict[str, Any]) -> str:
+    """One table per case; CPU time first (robust to the machine's other load), wall time beside it."""
     rows = result["rows"]
     lines = []
+    head = ["configuration", "added us, CPU", "added %", "ratio to ours", "IQR of added us", "added us, wall"]
+    head += ["ratio to ours, wall", "recorded"]
     for case in CASES:
-        bare = rows["bare"]["cases"][case]["us"]
+        bare = rows["bare"]["cases"][case]
+        unit = "request" if case == "non-streaming" else "stream"
         lines += [
-            f"**{case}** (bare SDK {bare:.0f} us per {'request' if case == 'non-streaming' else 'stream'})",
+            f"**{case}** (bare SDK: {bare['cpu']['us']:.0f} us CPU, {bare['wall']['us']:.0f} us wall, "
+            f"per {unit})",
             "",
-            "| configuration | added us | added % | ratio to ours | IQR of added us | recorded |",
-            "|---|---:|---:|---:|---:|---|",
+            "| " + " | ".join(head) + " |",
+            "|---|" + "---:|" * (len(head) - 2) + "---|",
         ]
         for name, row in rows.items():
             if name == "bare":
                 continue
             f = row["cases"].get(case)
             if f is None:
-                lines.append(
-                    f"| {row['title']} | - | - | - | - | {_recorded_text(row, case)}: {row['error']} |"
-                )
-                continue
-            ratio = "-" if f["ratio_to_ours"] is None else f"{f['ratio_to_ours']:.1f}x"
-            flag = " (RECORDED NOTHING)" if row["recorded_nothing"] else ""
-            lines.append(
-                f"| {row['title']}{flag} | {f['added_us']:.1f} | {f['added_pct']:.1f}% | {ratio} "
-                f"| {f['iqr_us'][0]:.1f} .. {f['iqr_us'][1]:.1f} | {_recorded_text(row, case)} |"
-            )
+                cells = [row["title"], *["-"] * (len(head) - 2), f"did not start: {row['error']}"]
+            else:
+                cpu, wall = f["cpu"], f["wall"]
+                cells = [
+                    row["title"] + (" (RECORDED NOTHING)" if row["recorded_nothing"] else ""),
+                    f"{cpu['added_us']:.1f}",
+                    f"{cpu['added_pct']:.1f}%",
+                    _ratio(cpu["ratio_to_ours"]),
+                    f"{cpu['iqr_us'][0]:.1f} .. {cpu['iqr_us'][1]:.1f}",
+                    f"{wall['added_us']:.1f}",
+                    _ratio(wall["ratio_to_ours"]),
+                    _recorded_text(row, case),
+                ]
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     versions: dict[str, str] = {}
     for row in rows.values():
@@ -513,7 +546,9 @@ def run(configs: list[Config], python: str, rounds: int, requests: int, seed: in
                 order = usable[:]
                 rng.shuffle(order)
                 for w in order:
-                    w.times[case].append(float(w.ask({"cmd": "time", "case": case})["us"]))
+                    block = w.ask({"cmd": "time", "case": case})
+                    for clock in CLOCKS:
+                        w.times[clock][case].append(float(block[clock]))
     info["loadavg_end"] = os.getloadavg()
     return {"machine": info, "rounds": rounds, "requests": requests, "rows": summarise(ws)}
 

@@ -134,6 +134,7 @@ def measure(target: int) -> dict[str, Any]:
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
     claude_exporter.uninstrument()
+    native_us, native_bytes = reference(series, repeat)
     return {
         "target": target,
         "series": series,
@@ -149,7 +150,38 @@ def measure(target: int) -> dict[str, Any]:
         "bytes_per_series": retained / max(1, series - first),
         "scrape_peak_bytes": peak,
         "payload_bytes": len(payload),
+        "native_us_per_series": native_us,
+        "native_bytes_per_series": native_bytes,
     }
+
+
+def reference(series: int, repeat: int) -> tuple[float, float]:
+    """prometheus_client's own families holding about as many series: its time and memory per series.
+
+    Per agent, a duration histogram of the same buckets and a counter of four token types, as the request
+    families are shaped. The floor a collector that renders through prometheus_client can approach.
+    """
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    registry = CollectorRegistry()
+    buckets = [0.01 * 2**i for i in range(14)] + [120, 300, 600]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    duration = Histogram("ref_duration_seconds", "h", ["agent", "model"], buckets=buckets, registry=registry)
+    tokens = Counter("ref_tokens", "c", ["agent", "model", "type"], registry=registry)
+    for agent in range(
+        -(-series // 29)
+    ):  # 29 lines each: 18 buckets, sum, count, created; 4 x (total, created)
+        duration.labels(f"agent-{agent}", MODELS[0]).observe(1.0)
+        for kind in ("input", "output", "cache_creation", "cache_read"):
+            tokens.labels(f"agent-{agent}", MODELS[0], kind).inc(3)
+    lines = _series(generate_latest(registry))
+    gc.collect()
+    retained = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    seconds = _median_seconds(lambda: generate_latest(registry), repeat)
+    return seconds * 1e6 / lines, retained / lines
 
 
 def _cpu_model() -> str:
@@ -165,6 +197,7 @@ def _cpu_model() -> str:
 def markdown(result: dict[str, Any]) -> str:
     head = ["series", "executions (agents x tasks)", "scrape, text", "per series", "scrape, OpenMetrics"]
     head += ["per series", "memory per series", "scrape peak", "payload"]
+    head += ["prometheus_client's own, per series", "its memory per series"]
     lines = ["| " + " | ".join(head) + " |", "|---:|---|" + "---:|" * (len(head) - 2)]
     for r in result["sizes"]:
         cells = [
@@ -177,6 +210,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r['bytes_per_series']:.0f} B",
             f"{r['scrape_peak_bytes'] / 2**20:.1f} MiB",
             f"{r['payload_bytes'] / 2**20:.1f} MiB",
+            f"{r['native_us_per_series']:.2f} us",
+            f"{r['native_bytes_per_series']:.0f} B",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     m = result["machine"]
