@@ -214,7 +214,7 @@ def _registry_probe(registry: Any) -> Callable[[], dict[str, float]]:
     return probe
 
 
-def set_up(name: str, workdir: Path, model: str) -> Evidence:
+def set_up(name: str, workdir: Path) -> Evidence:
     """Install configuration ``name`` in this process, as its users would; return how to read its output."""
     evidence = Evidence()
     if name == "bare":
@@ -244,7 +244,9 @@ def set_up(name: str, workdir: Path, model: str) -> Evidence:
         # A local price file: by default openlit fetches one from the internet at init.
         prices = workdir / "openlit-pricing.json"
         model_price = {"promptPrice": 0.003, "completionPrice": 0.015, "cacheReadPrice": 0.0003}
-        prices.write_text(json.dumps({"chat": {model: model_price}}))
+        from overhead import MODEL
+
+        prices.write_text(json.dumps({"chat": {MODEL: model_price}}))
         import openlit
 
         openlit.init(pricing_json=str(prices))  # otherwise its defaults, as a user gets them
@@ -288,8 +290,6 @@ def per_request_us(fn: Callable[[], object], n: int) -> dict[str, float]:
 
 def worker(name: str, requests: int, proto: IO[str]) -> None:
     """Set up ``name``, report what one request and one stream record, then time batches on command."""
-    from overhead import MODEL as model
-    from overhead import make_client
 
     def send(message: dict[str, Any]) -> None:
         proto.write(json.dumps(message) + "\n")
@@ -297,10 +297,13 @@ def worker(name: str, requests: int, proto: IO[str]) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            evidence = set_up(name, Path(tmp), model)
+            evidence = set_up(name, Path(tmp))  # first: a missing peer fails before the SDK's import
         except Exception as exc:  # a peer missing or broken: say so, time nothing
             send({"error": f"{type(exc).__name__}: {exc}", "versions": _versions(CONFIGS[name].packages)})
             return
+        from overhead import MODEL as model
+        from overhead import make_client
+
         client = make_client()
         kwargs = {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -473,13 +476,43 @@ def summarise(ws: list[Worker]) -> dict[str, Any]:
 
 
 def _recorded_text(row: dict[str, Any], case: str) -> str:
+    """What one request (or stream) recorded: metrics, spans (how many), log records; +tokens if counted."""
     recorded = row["recorded"].get(case, {})
     parts = []
-    for label, key in (("metrics", "metric measurements"), ("spans", "spans"), ("logs", "log records")):
-        if recorded.get(key, 0) > 0:
-            tokens_key = {"metrics": "metric tokens", "spans": "span tokens"}.get(label, "")
-            parts.append(label + (" +tokens" if recorded.get(tokens_key, 0) > 0 else ""))
+    if recorded.get("metric measurements", 0) > 0:
+        parts.append("metrics" + (" +tokens" if recorded.get("metric tokens", 0) > 0 else ""))
+    if recorded.get("spans", 0) > 0:
+        spans = recorded["spans"]
+        tokens = " +tokens" if recorded.get("span tokens", 0) > 0 else ""
+        parts.append(f"{spans:g} span{'s' if spans != 1 else ''}{tokens}")
+    if recorded.get("log records", 0) > 0:
+        parts.append(f"{recorded['log records']:g} log record(s)")
     return ", ".join(parts) or "**nothing**"
+
+
+def goals(rows: dict[str, Any], case: str, clock: str = "cpu") -> list[str]:
+    """The issue's goals for this case: 4x under OTel metrics-only, 35x under every peer recording tokens."""
+
+    def ratio(name: str) -> float | None:
+        f = rows.get(name, {}).get("cases", {}).get(case)
+        return None if f is None else f[clock]["ratio_to_ours"]
+
+    out = []
+    otel = ratio("otel-metrics")
+    if otel is not None:
+        out.append(f"OTel metrics-only / ours = {otel:.2f}x (goal 4x: {'met' if otel >= 4 else 'NOT met'})")
+    token_peers = {
+        name: ratio(name)
+        for name, row in rows.items()
+        if name not in ("bare", "ours") and row["cases"].get(case, {}).get("tokens")
+    }
+    known = {name: r for name, r in token_peers.items() if r is not None}
+    if known:
+        cheapest = min(known, key=lambda name: known[name])
+        verdict = "met" if known[cheapest] >= 35 else "NOT met"
+        figure = f"{known[cheapest]:.2f}x (goal 35x: {verdict})"
+        out.append(f"cheapest peer that records tokens, {cheapest} / ours = {figure}")
+    return out
 
 
 def _ratio(value: float | None) -> str:
@@ -521,7 +554,7 @@ def markdown(result: dict[str, Any]) -> str:
                     _recorded_text(row, case),
                 ]
             lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", *(f"- {line}" for line in goals(rows, case)), ""]
     versions: dict[str, str] = {}
     for row in rows.values():
         versions.update(row["versions"])
