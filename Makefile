@@ -33,21 +33,24 @@ debs:
 demo: venv debs
 	$(BIN)/claude-exporter demo $(ARGS)
 
-LINTED := exporter tests benchmarks dashboards
+LINTED := exporter tests benchmarks dashboards alerting-rules tools
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-# Regenerate the committed dashboards and rules from their sources.
+# Regenerate the committed dashboards, rules and README metrics table from their sources.
 generate: venv
 	$(BIN)/python dashboards/src/generate.py
-	$(BIN)/python -c "from pathlib import Path; from claude_exporter.rules import write_bundled; write_bundled(Path('.'))"
+	$(BIN)/python alerting-rules/generate.py
+	$(BIN)/python tools/readme_metrics.py
 
-# Fails naming every generated dashboard that is out of date with its source (the rules have a test).
+# Fails naming every generated file that is out of date with its source.
 check-generated: venv
 	$(BIN)/python dashboards/src/generate.py --check
+	$(BIN)/python alerting-rules/generate.py --check
+	$(BIN)/python tools/readme_metrics.py --check
 
 test: venv debs lint check-generated
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

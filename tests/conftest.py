@@ -13,13 +13,14 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import claude_exporter as ce
 import pytest
 from claude_exporter.recording.pricing import load_price_table
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,6 +33,18 @@ FAST = 0.01  # seconds: retry-after used where the wait itself is not under test
 def kw(model: str = MODEL, **extra: Any) -> dict[str, Any]:
     """Keyword arguments for ``messages.create`` / ``stream``."""
     return {"model": model, "max_tokens": 64, "messages": USER, **extra}
+
+
+def repo_tool(relative: str) -> Any:
+    """A repository script (rules, README and dashboard generators live beside their outputs) as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / relative
+    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_") + "_tool", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def val(reg: CollectorRegistry, name: str, **labels: str) -> float:
@@ -192,7 +205,7 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def instrumented(registry: CollectorRegistry) -> Iterator[tuple[CollectorRegistry, Any]]:
     """``instrument(registry=registry)`` for the test, always undone."""
-    if STATE.recorder is not None:  # a test that failed half-way must not leak into this one
+    if ACTIVE.recorder is not None:  # a test that failed half-way must not leak into this one
         ce.uninstrument()
     try:
         rec = ce.instrument(registry=registry)

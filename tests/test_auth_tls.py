@@ -21,7 +21,7 @@ from typing import Any
 import claude_exporter as ce
 import pytest
 import yaml
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE
 from claude_exporter.testing import Reply
 from conftest import MODEL, USER, val
 from prometheus_client import CollectorRegistry
@@ -100,7 +100,7 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[CollectorRegistry]:
     """Instrumented into a fresh registry, with no token nor config in the environment."""
     monkeypatch.delenv("CLAUDE_EXPORTER_TOKEN", raising=False)
     monkeypatch.delenv("CLAUDE_EXPORTER_CONFIG", raising=False)
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     reg = CollectorRegistry()
     ce.instrument(registry=reg)

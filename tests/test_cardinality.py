@@ -11,7 +11,7 @@ import anthropic
 import claude_exporter as ce
 import httpx2
 from claude_exporter.config import parse_config
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE
 from claude_exporter.testing import Reply
 from claude_exporter.testing._replies import message_body
 from conftest import MODEL, USER, executions, label_values, requests, val
@@ -39,7 +39,7 @@ def capped(**caps: int) -> Iterator[CollectorRegistry]:
     """Instrumented with these label caps (config ``exporter.label_caps``), always undone."""
     config = parse_config({"monitoring": {}, "exporter": {"label_caps": caps}})
     registry = CollectorRegistry()
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     try:
         ce.instrument(config, registry=registry)

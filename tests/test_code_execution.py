@@ -10,7 +10,7 @@ import claude_exporter as ce
 import pytest
 from anthropic.types import Message
 from claude_exporter.config import parse_config
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE
 from claude_exporter.testing import Reply, code_execution_blocks
 from conftest import MODEL, kw, requests, val
 from prometheus_client import CollectorRegistry
@@ -156,7 +156,7 @@ def _tool_turns(tool_name: str, is_error: bool):
 def test_client_code_tools_from_config(fake_anthropic):
     config = parse_config({"monitoring": {"coder": {"code_tools": ["run_python"]}}})
     registry = CollectorRegistry()
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     try:
         ce.instrument(config, registry=registry)

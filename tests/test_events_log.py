@@ -21,7 +21,7 @@ import claude_exporter.settings
 import pytest
 import yaml
 from claude_exporter.exposition.eventlog import LOGGER_NAME, event_log_listener
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE
 from claude_exporter.testing import Reply
 from conftest import MODEL, expected_cost, is_close
 from prometheus_client import CollectorRegistry
@@ -60,7 +60,7 @@ def clean_event_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No instrumentation, no handler on the event logger and no config from the environment, before and
     after every test (the logger is process-wide and outlives ``uninstrument()``)."""
     monkeypatch.delenv("CLAUDE_EXPORTER_CONFIG", raising=False)
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     _reset_logger()
     try:
@@ -379,12 +379,21 @@ def test_without_a_config_file_nothing_is_written(fake_anthropic, capfd):
 
 
 def test_without_a_config_file_lines_go_to_the_applications_logging(fake_anthropic, caplog):
-    """No handler of its own: an application that listens on the logger gets the same JSON lines."""
+    """No handler of its own: an application that puts a handler on the logger gets the same JSON lines
+    (a root logger at INFO alone does not ask for them: see test_core_defects)."""
     ce.instrument(registry=CollectorRegistry())
     fake_anthropic.script(Reply(input_tokens=9))
-    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
-        create(fake_anthropic.client(max_retries=0))
-    [record] = [r for r in caplog.records if r.name == LOGGER_NAME]
+    seen: list[logging.LogRecord] = []
+    own = logging.Handler()
+    own.emit = seen.append  # type: ignore[method-assign]
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(own)
+    try:
+        with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+            create(fake_anthropic.client(max_retries=0))
+    finally:
+        logger.removeHandler(own)
+    [record] = seen
     line = json.loads(record.getMessage())
     assert list(line)[: len(SUCCESS_FIELDS)] == SUCCESS_FIELDS
     assert line["input_tokens"] == 9

@@ -10,7 +10,7 @@ import time
 import anthropic
 import claude_exporter as ce
 import pytest
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE
 from claude_exporter.testing import Reply
 from conftest import (
     MODEL,
@@ -266,7 +266,7 @@ def test_longest_running_is_the_oldest_of_several(reg):
 
 
 def test_execution_opened_before_instrument(fake_anthropic):
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     registry = CollectorRegistry()
     client = fake_anthropic.client(max_retries=0)
@@ -284,7 +284,7 @@ def test_execution_opened_before_instrument(fake_anthropic):
 
 
 def test_execution_while_not_instrumented_is_harmless():
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
 
     @ce.execution("off")

@@ -58,9 +58,9 @@ LABELS = {
     "claude_code_blocks_executed_total": {"agent", "model", "tool", "outcome"},
     "claude_retries_total": {"agent", "model", "reason"},
     "claude_rate_limited_total": {"agent", "model"},
-    "claude_ratelimit_limit": {"resource"},
-    "claude_ratelimit_remaining": {"resource"},
-    "claude_ratelimit_reset_timestamp_seconds": {"resource"},
+    "claude_ratelimit_limit": {"model", "resource"},
+    "claude_ratelimit_remaining": {"model", "resource"},
+    "claude_ratelimit_reset_timestamp_seconds": {"model", "resource"},
     "claude_requests_in_flight": {"agent"},
     "claude_executions_total": {"agent", "task", "outcome"},
     "claude_execution_duration_seconds_bucket": {"agent", "task", "le"},
@@ -267,14 +267,14 @@ def test_bucket_layouts(reg, fake_anthropic):
 
 def test_timeout_threshold_from_config_is_a_bucket(fake_anthropic):
     from claude_exporter.config import parse_config
-    from claude_exporter.recording.state import STATE
+    from claude_exporter.recording.state import ACTIVE
     from prometheus_client import CollectorRegistry
 
     config = parse_config(
         {"monitoring": {"slow": {"alerts": [{"name": "execution_timeout", "threshold_ms": 45000}]}}}
     )
     registry = CollectorRegistry()
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     try:
         ce.instrument(config, registry=registry)

@@ -12,7 +12,7 @@ from anthropic.types import Message
 from claude_exporter.instrumentation import streams
 from claude_exporter.recording import series as store
 from claude_exporter.testing import Reply
-from conftest import kw, requests, val
+from conftest import MODEL, kw, requests, val
 
 
 def faults(reg, stage: str) -> float:
@@ -119,19 +119,21 @@ def test_fault_reading_stream_events(reg, fake_anthropic, monkeypatch):
     assert requests(reg) == (1, 0)  # the request itself is still counted
 
 
-def test_fault_in_the_middleware(reg, fake_anthropic, monkeypatch):
+def test_fault_in_the_attempt_seam(reg, fake_anthropic, monkeypatch):
     monkeypatch.setattr(store.RequestSeries, "add_rate_limited", boom)
     fake_anthropic.script(Reply(status=429, retry_after=0.01), REPLY)
     msg = fake_anthropic.client(max_retries=1).messages.create(**kw())
     assert_untouched(msg)
     assert len(fake_anthropic.requests) == 2  # the SDK's retry is untouched
-    assert faults(reg, "middleware") == 1
+    assert faults(reg, "attempt_response") == 1
     assert requests(reg) == (1, 0)
 
 
 def test_fault_starting_a_request(instrumented, fake_anthropic, monkeypatch):
-    reg, rec = instrumented
-    monkeypatch.setattr(rec, "request_labels", boom)
+    reg, _ = instrumented
+    from claude_exporter.recording.call import Call
+
+    monkeypatch.setattr(Call, "__init__", boom)
     fake_anthropic.script(REPLY)
     msg = fake_anthropic.client(max_retries=0).messages.create(**kw())
     assert_untouched(msg)
@@ -171,9 +173,10 @@ def test_bad_ratelimit_header_is_a_fault_at_scrape(reg, fake_anthropic):
     fake_anthropic.script(Reply(ratelimit={"requests": (100, 40, "not a timestamp")}))
     msg = fake_anthropic.client(max_retries=0).messages.create(**kw())
     assert type(msg) is Message
-    assert val(reg, "claude_ratelimit_limit", resource="requests") == 100
-    assert val(reg, "claude_ratelimit_remaining", resource="requests") == 40
-    assert reg.get_sample_value("claude_ratelimit_reset_timestamp_seconds", {"resource": "requests"}) is None
+    assert val(reg, "claude_ratelimit_limit", model=MODEL, resource="requests") == 100
+    assert val(reg, "claude_ratelimit_remaining", model=MODEL, resource="requests") == 40
+    reset = {"model": MODEL, "resource": "requests"}
+    assert reg.get_sample_value("claude_ratelimit_reset_timestamp_seconds", reset) is None
     assert faults(reg, "ratelimit_header") == 1
 
 

@@ -21,7 +21,7 @@ import yaml
 from claude_exporter.config import Config, parse_config
 from claude_exporter.exposition.health import HealthWindow
 from claude_exporter.ingest.events import Event, apply_events, parse_event
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE
 from claude_exporter.testing import Reply
 from conftest import MODEL, USER
 from prometheus_client import CollectorRegistry
@@ -106,7 +106,7 @@ def get_json(url: str, token: str | None = None) -> tuple[int, Any]:
 def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("CLAUDE_EXPORTER_TOKEN", raising=False)
     monkeypatch.delenv("CLAUDE_EXPORTER_CONFIG", raising=False)
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     try:
         yield

@@ -20,7 +20,7 @@ import pytest
 from claude_exporter.config import parse_config
 from claude_exporter.ingest.events import MAX_BODY
 from claude_exporter.recording.pricing import load_price_table
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE
 from conftest import MODEL, UNKNOWN_MODEL, is_close, val
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -44,7 +44,7 @@ def server() -> Iterator[Any]:
 
 @pytest.fixture
 def reg() -> Iterator[CollectorRegistry]:
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     registry = CollectorRegistry()
     config = parse_config(
@@ -375,7 +375,7 @@ def test_other_methods_are_405(server, reg, method):
 
 
 def test_not_instrumented_is_503(server):
-    if STATE.recorder is not None:
+    if ACTIVE.recorder is not None:
         ce.uninstrument()
     status, _, answer = post(server, ndjson(ok()))
     assert status == 503

@@ -596,8 +596,8 @@ def test_model_price_validates() -> None:
 def test_the_per_request_cost_splits_cache_writes_as_the_price_table_does() -> None:
     """The exporter's per-request cost and the pricing module apply one rule: a part of the cache-write
     total that the 5m/1h breakdown leaves out is charged as 5-minute writes."""
-    from claude_exporter.instrumentation.extract import Usage
     from claude_exporter.recording.pricing import cost_usd, token_counts
+    from claude_exporter.recording.usage import Usage
     from claude_exporter.settings import usage_cost
 
     price = load_price_table().lookup("claude-haiku-4-5")

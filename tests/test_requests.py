@@ -182,26 +182,28 @@ def test_ratelimit_gauges_follow_the_latest_headers(reg, fake_anthropic):
     limits = {"requests": 1000, "tokens": 400000, "input_tokens": 300000, "output_tokens": 100000}
     remaining = {"requests": 999, "tokens": 350000, "input_tokens": 290000, "output_tokens": 60000}
     for resource, limit in limits.items():
-        assert val(reg, "claude_ratelimit_limit", resource=resource) == limit
-        assert val(reg, "claude_ratelimit_remaining", resource=resource) == remaining[resource]
+        assert val(reg, "claude_ratelimit_limit", model=MODEL, resource=resource) == limit
+        assert val(reg, "claude_ratelimit_remaining", model=MODEL, resource=resource) == remaining[resource]
         expected = datetime.fromisoformat(resets[resource].replace("Z", "+00:00")).timestamp()
-        assert val(reg, "claude_ratelimit_reset_timestamp_seconds", resource=resource) == expected
+        assert (
+            val(reg, "claude_ratelimit_reset_timestamp_seconds", model=MODEL, resource=resource) == expected
+        )
     assert (
-        val(reg, "claude_ratelimit_reset_timestamp_seconds", resource="requests")
+        val(reg, "claude_ratelimit_reset_timestamp_seconds", model=MODEL, resource="requests")
         == datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp()
     )
 
     client.messages.create(**kw())
-    assert val(reg, "claude_ratelimit_remaining", resource="requests") == 998
+    assert val(reg, "claude_ratelimit_remaining", model=MODEL, resource="requests") == 998
     assert (
-        val(reg, "claude_ratelimit_reset_timestamp_seconds", resource="requests")
+        val(reg, "claude_ratelimit_reset_timestamp_seconds", model=MODEL, resource="requests")
         == datetime(2030, 1, 1, 0, 0, 5, tzinfo=timezone.utc).timestamp()
     )
-    assert val(reg, "claude_ratelimit_remaining", resource="tokens") == 350000
+    assert val(reg, "claude_ratelimit_remaining", model=MODEL, resource="tokens") == 350000
 
     client.messages.create(**kw())
-    assert val(reg, "claude_ratelimit_remaining", resource="requests") == 998
-    assert val(reg, "claude_ratelimit_limit", resource="output_tokens") == 100000
+    assert val(reg, "claude_ratelimit_remaining", model=MODEL, resource="requests") == 998
+    assert val(reg, "claude_ratelimit_limit", model=MODEL, resource="output_tokens") == 100000
 
 
 def test_ratelimit_values_survive_a_later_response_without_headers(reg, fake_anthropic):
@@ -211,14 +213,14 @@ def test_ratelimit_values_survive_a_later_response_without_headers(reg, fake_ant
     client = fake_anthropic.client(max_retries=0)
     client.messages.create(**kw())
     client.messages.create(**kw())
-    assert reg.get_sample_value("claude_ratelimit_limit", {"resource": "requests"}) == 50
-    assert reg.get_sample_value("claude_ratelimit_remaining", {"resource": "requests"}) == 7
+    assert reg.get_sample_value("claude_ratelimit_limit", {"model": MODEL, "resource": "requests"}) == 50
+    assert reg.get_sample_value("claude_ratelimit_remaining", {"model": MODEL, "resource": "requests"}) == 7
 
 
 def test_ratelimit_gauges_absent_before_any_header(reg, fake_anthropic):
     fake_anthropic.client(max_retries=0).messages.create(**kw())
-    assert not has(reg, "claude_ratelimit_limit", resource="requests")
-    assert not has(reg, "claude_ratelimit_remaining", resource="tokens")
+    assert not has(reg, "claude_ratelimit_limit", model=MODEL, resource="requests")
+    assert not has(reg, "claude_ratelimit_remaining", model=MODEL, resource="tokens")
 
 
 def test_requests_and_executions_in_flight_mid_request(reg, fake_anthropic):

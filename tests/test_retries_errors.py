@@ -1,4 +1,4 @@
-"""Retries, 429s and errors: per-attempt accounting through the SDK middleware, and every failure recorded
+"""Retries, 429s and errors: per-attempt accounting through the attempt seam (httpx2 send), and every failure
 by the SDK's class name and re-raised as the very same exception object."""
 
 from __future__ import annotations
@@ -239,5 +239,5 @@ def test_retry_of_a_stream_request_with_ratelimit_headers_on_the_429(reg, fake_a
     assert rate_limited(reg) == 1
     assert retries(reg, "429") == 1
     # The 429 carried the headers, the 200 none: the last known values are the 429's.
-    assert reg.get_sample_value("claude_ratelimit_remaining", {"resource": "tokens"}) == 0
-    assert reg.get_sample_value("claude_ratelimit_limit", {"resource": "tokens"}) == 1000
+    assert reg.get_sample_value("claude_ratelimit_remaining", {"model": MODEL, "resource": "tokens"}) == 0
+    assert reg.get_sample_value("claude_ratelimit_limit", {"model": MODEL, "resource": "tokens"}) == 1000

@@ -10,13 +10,16 @@ from typing import Any
 import pytest
 import yaml
 from claude_exporter.config import ALERT_NAMES, default_config, parse_config
-from claude_exporter.rules import BUNDLED, HEADER, bundled_outputs, render_rules
+from claude_exporter.rules import HEADER, render_rules
 from claude_exporter.rules.alerts import ALERT_TITLES, timeout_le_regex
 from claude_exporter.rules.recording import duration, seconds
+from conftest import repo_tool
 from prometheus_client.utils import floatToGoString
 from stack import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
+GENERATE = repo_tool("alerting-rules/generate.py")
+BUNDLED, bundled_outputs = GENERATE.BUNDLED, GENERATE.bundled_outputs
 RULES_DIR = ROOT / "alerting-rules"
 TESTS_DIR = RULES_DIR / "tests"
 ALL_ALERTS = (*ALERT_TITLES.values(), "ClaudeExporterDown")
@@ -49,7 +52,7 @@ def test_committed_rules_match_the_generator() -> None:
         for path, text in bundled_outputs(ROOT).items()
         if not path.exists() or path.read_text() != text
     ]
-    assert not stale, f"regenerate with `make generate` (rules.write_bundled): {stale}"
+    assert not stale, f"regenerate with `make generate` (alerting-rules/generate.py): {stale}"
 
 
 def test_every_configurable_alert_has_a_builder() -> None:

@@ -398,3 +398,29 @@ def test_a_taken_port_is_an_error(tmp_path):
         )
     assert done.returncode == 1
     assert "Address already in use" in done.stderr
+
+
+def test_serve_neither_imports_nor_patches_the_sdk(tmp_path: Path) -> None:
+    """The standalone exporter records ingested events through a recorder of its own: the SDK is never
+    imported, so never patched (defect 6 of the core v2 issue)."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import sys, threading, io\n"
+        "from claude_exporter.cli.serve import serve\n"
+        "from claude_exporter.config import default_config\n"
+        "stop = threading.Event()\n"
+        "out = io.StringIO()\n"
+        "kwargs = {'port': 0, 'stop': stop, 'out': out}\n"
+        "t = threading.Thread(target=serve, args=(default_config(),), kwargs=kwargs)\n"
+        "t.start()\n"
+        "import time\n"
+        "deadline = time.time() + 10\n"
+        "while 'listening' not in out.getvalue() and time.time() < deadline: time.sleep(0.02)\n"
+        "print('listening' in out.getvalue(), 'anthropic' in sys.modules, 'httpx2' in sys.modules)\n"
+        "stop.set(); t.join(10)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "False"]

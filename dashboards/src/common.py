@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from claude_exporter.families import FAMILIES
 from grafana_foundation_sdk.builders import bargauge, heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as db
@@ -30,37 +31,10 @@ ALL = ".*"
 ALERTS = 'ALERTS{alertname=~"Claude.*", alertstate="firing"}'
 UIDS = {"fleet": "claude-fleet", "agent": "claude-agent", "cost": "claude-cost"}
 
-# The dashboard-filter labels each contract family carries, besides the target's job and instance.
-AM = frozenset({"agent", "model"})
-AGENT = frozenset({"agent"})
-MODEL = frozenset({"model"})
-NONE: frozenset[str] = frozenset()
-FAMILY_LABELS: dict[str, frozenset[str]] = {
-    "claude_requests_total": AM,
-    "claude_request_duration_seconds": AM,
-    "claude_time_to_first_token_seconds": AM,
-    "claude_tokens_total": AM,
-    "claude_cost_usd_total": AM,
-    "claude_errors_total": AM,
-    "claude_stop_reasons_total": AM,
-    "claude_code_blocks_executed_total": AM,
-    "claude_retries_total": AM,
-    "claude_rate_limited_total": AM,
-    "claude_ratelimit_limit": NONE,
-    "claude_ratelimit_remaining": NONE,
-    "claude_ratelimit_reset_timestamp_seconds": NONE,
-    "claude_requests_in_flight": AGENT,
-    "claude_executions_total": AGENT,
-    "claude_execution_duration_seconds": AGENT,
-    "claude_execution_tokens": AGENT,
-    "claude_execution_requests": AGENT,
-    "claude_executions_in_flight": AGENT,
-    "claude_execution_longest_running_seconds": AGENT,
-    "claude_exporter_build_info": NONE,
-    "claude_exporter_label_overflow_total": NONE,
-    "claude_exporter_unpriced_tokens_total": MODEL,
-    "claude_exporter_internal_errors_total": NONE,
-}
+# The dashboard-filter labels each contract family carries, besides the target's job and instance; read
+# from the family declarations.
+FILTER_LABELS = frozenset({"agent", "model"})
+FAMILY_LABELS: dict[str, frozenset[str]] = {f.name: frozenset(f.labels) & FILTER_LABELS for f in FAMILIES}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
@@ -127,8 +101,11 @@ class Scope:
     ) -> str:
         """A counter's increase per finished execution (``claude_executions_total``), by ``group``."""
         num = self.sum_rate(series, *matchers, group=group, window=window)
-        den = self.sum_rate("claude_executions_total", group=[g for g in group if g in AGENT], window=window)
-        extra = [g for g in group if g not in AGENT]
+        carried = FAMILY_LABELS["claude_executions_total"]
+        den = self.sum_rate(
+            "claude_executions_total", group=[g for g in group if g in carried], window=window
+        )
+        extra = [g for g in group if g not in carried]
         join = f" / ignoring({', '.join(extra)}) group_left " if extra else " / "
         return f"{num}{join}{den}"
 

@@ -1,6 +1,10 @@
-"""From a configuration to what the instrumentation decides once: label caps, default agent, timeout
-buckets, prices, client-side code tools, and the listeners (event log, health window) that a finished
-execution is handed to."""
+"""From a configuration to a working recorder: what is decided once (label caps, default agent, timeout
+buckets, prices, client-side code tools, enabled families), the listeners a finished execution is handed
+to (event log, health window), and the collectors that expose it.
+
+:func:`open_recorder` is all or nothing: if any step fails, what the earlier steps registered or started
+is undone before the error propagates, so a retry starts from a clean slate.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
+
 from claude_exporter.config import Config, config_from_env, default_config, load_config
+from claude_exporter.exposition.collectors import register, unregister
 from claude_exporter.exposition.eventlog import event_log_listener
 from claude_exporter.exposition.health import health_listener
-from claude_exporter.instrumentation.extract import Usage
+from claude_exporter.families import SEED_GROUPS
 from claude_exporter.recording.pricing import ModelPrice, cost_of, load_price_table, split_cache_writes
 from claude_exporter.recording.recorder import Recorder, RecorderOptions
+from claude_exporter.recording.usage import Usage
 
-__all__ = ["Settings", "as_config", "resolve_settings", "usage_cost"]
+__all__ = [
+    "Opened",
+    "Settings",
+    "as_config",
+    "close_recorder",
+    "open_recorder",
+    "resolve_settings",
+    "usage_cost",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +47,13 @@ class Settings:
     def attach(self, rec: Recorder) -> None:
         for add in self.listeners:
             add(rec)
+
+    def enabled(self, agent: str, group: str) -> bool:
+        """Whether the agent's ``metrics:`` list enables a family group (see ``families.METRIC_GROUPS``)."""
+        metrics = self.config.agent(agent).metrics
+        if group in metrics:
+            return True
+        return group not in SEED_GROUPS and metrics <= SEED_GROUPS
 
 
 def usage_cost(price: ModelPrice, usage: Usage) -> float:
@@ -68,3 +92,34 @@ def resolve_settings(config: Any, listeners: tuple[Callable[[Recorder], None], .
     )
     defaults = (event_log_listener(cfg), health_listener(cfg))
     return Settings(cfg, options, prices.lookup, usage_cost, (*defaults, *listeners))
+
+
+@dataclass
+class Opened:
+    """A recorder and what was registered for it, so :func:`close_recorder` can take it all back."""
+
+    recorder: Recorder
+    registry: CollectorRegistry
+    collectors: list[Collector]
+
+
+def open_recorder(settings: Settings, registry: CollectorRegistry) -> Opened:
+    """A recorder for ``settings``, exposed on ``registry``, with its listeners attached."""
+    rec = Recorder(settings.recorder, settings.price_lookup, settings.cost)
+    rec.config = settings.config
+    opened = Opened(rec, registry, [])
+    try:
+        opened.collectors.append(register(rec, registry, settings.enabled))
+        settings.attach(rec)
+    except BaseException:
+        close_recorder(opened)
+        raise
+    return opened
+
+
+def close_recorder(opened: Opened) -> None:
+    """Stop the recorder's threads, close its files and unregister its collectors."""
+    opened.recorder.close()
+    for collector in opened.collectors:
+        unregister(opened.registry, collector)
+    opened.collectors.clear()

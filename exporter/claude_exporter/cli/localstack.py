@@ -94,16 +94,22 @@ class LocalStack:
              f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
             "alertmanager.log",
         )  # fmt: skip
-        self._spawn(
-            [PROMETHEUS, "--config.file=prometheus.yml", "--storage.tsdb.path=prom-data",
-             f"--web.listen-address=127.0.0.1:{prom_port}"],
-            "prometheus.log",
-        )  # fmt: skip
+        self._spawn(self.prometheus_argv(prom_port), "prometheus.log")
         self.alertmanager_url = f"http://127.0.0.1:{am_port}"
         self.prometheus_url = f"http://127.0.0.1:{prom_port}"
         for url in (self.alertmanager_url, self.prometheus_url):
             self._wait_ready(url)
         return self
+
+    def prometheus_argv(self, port: int) -> list[str]:
+        """The Prometheus command line; its retention is the configuration's ``retention_days``."""
+        return [
+            PROMETHEUS,
+            "--config.file=prometheus.yml",
+            "--storage.tsdb.path=prom-data",
+            f"--storage.tsdb.retention.time={self.config.retention_days}d",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
 
     def _spawn(self, argv: list[str], log: str) -> None:
         with open(self.workdir / log, "wb") as out:

@@ -15,10 +15,13 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any, TextIO
 
+from prometheus_client import REGISTRY
+
 from claude_exporter.config import Config
 from claude_exporter.exposition.server import MetricsServer, start_http_server
 from claude_exporter.ingest.tail import POLL_INTERVAL, LogFollower
-from claude_exporter.instrumentation.instrumentor import instrument, is_instrumented, uninstrument
+from claude_exporter.recording.state import ACTIVE
+from claude_exporter.settings import close_recorder, open_recorder, resolve_settings
 
 __all__ = ["serve"]
 
@@ -43,8 +46,13 @@ def serve(
     """
     out = sys.stdout if out is None else out
     stop = threading.Event() if stop is None else stop
-    owned = not is_instrumented()
-    rec = instrument(config=config)
+    # A recorder without the SDK: serve never patches (or imports) anthropic. An instrumented process
+    # that calls serve() keeps its own recorder.
+    opened = open_recorder(resolve_settings(config), REGISTRY) if ACTIVE.recorder is None else None
+    if opened is not None:
+        ACTIVE.recorder = opened.recorder
+    rec = ACTIVE.recorder
+    assert rec is not None
     server: MetricsServer | None = None
     followers: list[LogFollower] = []
     previous: dict[int, Any] = {}
@@ -76,8 +84,9 @@ def serve(
             follower.stop()
         if server is not None:
             server.close()
-        if owned:
-            uninstrument()
+        if opened is not None:
+            ACTIVE.recorder = None
+            close_recorder(opened)
     return 0
 
 

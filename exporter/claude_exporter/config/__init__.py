@@ -156,6 +156,11 @@ class Config:
     def sampling_rate(self, agent: str) -> float:
         return self.agent(agent).sampling_rate
 
+    @property
+    def retention_days(self) -> int:
+        """The retention a Prometheus keeping this fleet needs: the longest any agent asks for."""
+        return max(a.retention_days for a in (self.defaults, *self.agents.values()))
+
 
 # --- parsing -------------------------------------------------------------------------------------------
 

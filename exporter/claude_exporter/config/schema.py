@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from claude_exporter.families import METRIC_GROUPS
+
 __all__ = [
     "ALERT_DEFAULTS",
     "ALERT_KEY_KINDS",
@@ -27,19 +29,8 @@ __all__ = [
     "render",
 ]
 
-# The seed's metric names first, then the extensions. Each name enables its metric families.
-METRIC_NAMES: tuple[str, ...] = (
-    "execution_duration_ms",
-    "tokens_used_input",
-    "tokens_used_output",
-    "code_blocks_executed",
-    "error_rate_percent",
-    "cost_usd",
-    "time_to_first_token_ms",
-    "retries",
-    "rate_limits",
-    "stop_reasons",
-)
+# The names the ``metrics:`` list takes, from the family declarations.
+METRIC_NAMES: tuple[str, ...] = METRIC_GROUPS
 
 # Per-alert defaults: every key an alert entry accepts (besides ``name``) with its default value. The one
 # key starting with ``threshold_`` is the alert's threshold; ``None`` means "no default" (cost_budget is off

@@ -1,119 +1,255 @@
-"""Every metric family of the contract, defined once and bound to a registry.
+"""The recorder's series as Prometheus metric families, built when Prometheus scrapes.
 
-Families whose value is only known at scrape time (in-flight gauges, the longest-running execution, the
-rate-limit gauges, build info) are produced by :class:`ScrapeCollector` from live state, so the request
-path never touches them.
+Every family comes from its declaration in :mod:`claude_exporter.families`: name, type, help and labels
+are read from there, never restated. Each series is copied under its own lock, so a scrape sees every
+request either whole or not at all. Histogram bucket bounds are written the way prometheus_client writes
+them (``le="30.0"``), so rules and dashboards see one format whichever family they read. Live gauges (in
+flight, longest running, rate-limit headroom, build info) are computed here from the recorder's state, so
+the request path never touches them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from importlib import metadata
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
-__all__ = [
-    "DURATION_BUCKETS",
-    "METRIC_NAMES",
-    "REQUEST_BUCKETS",
-    "TOKEN_BUCKETS",
-    "TTFT_BUCKETS",
-    "Metrics",
-    "ScrapeCollector",
-    "duration_buckets",
-]
-
-# OpenTelemetry GenAI conventions: 0.01 s doubling to 81.92 s, then the long tail agents live in.
-DURATION_BUCKETS: tuple[float, ...] = (*(round(0.01 * 2**i, 2) for i in range(14)), 120.0, 300.0, 600.0)
-TTFT_BUCKETS: tuple[float, ...] = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-)  # fmt: skip
-TOKEN_BUCKETS: tuple[float, ...] = tuple(float(4**i) for i in range(13))  # 1 ... 16777216
-REQUEST_BUCKETS: tuple[float, ...] = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89)  # agent-loop turns
-
-# Contract names (without the _total / _bucket suffixes the exposition adds).
-METRIC_NAMES: tuple[str, ...] = (
-    "claude_requests_total",
-    "claude_request_duration_seconds",
-    "claude_time_to_first_token_seconds",
-    "claude_tokens_total",
-    "claude_cost_usd_total",
-    "claude_errors_total",
-    "claude_stop_reasons_total",
-    "claude_code_blocks_executed_total",
-    "claude_retries_total",
-    "claude_rate_limited_total",
-    "claude_ratelimit_limit",
-    "claude_ratelimit_remaining",
-    "claude_ratelimit_reset_timestamp_seconds",
-    "claude_requests_in_flight",
-    "claude_executions_total",
-    "claude_execution_duration_seconds",
-    "claude_execution_tokens",
-    "claude_execution_requests",
-    "claude_executions_in_flight",
-    "claude_execution_longest_running_seconds",
-    "claude_exporter_build_info",
-    "claude_exporter_label_overflow_total",
-    "claude_exporter_unpriced_tokens_total",
-    "claude_exporter_internal_errors_total",
-    "claude_exporter_events_total",
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from claude_exporter._version import __version__
+from claude_exporter.families import BY_NAME, FAMILIES, TOKEN_TYPE_GROUPS, Family
+from claude_exporter.recording.cardinality import OVERFLOW
+from claude_exporter.recording.recorder import Recorder
+from claude_exporter.recording.series import TOKEN_TYPES
+
+__all__ = ["RESOURCES", "RateLimits", "RecorderCollector", "register", "unregister"]
+
+RESOURCES = ("requests", "tokens", "input_tokens", "output_tokens")
+_FIELDS = ("limit", "remaining", "reset")
+_GAUGE_FIELD = {
+    "claude_ratelimit_limit": "limit",
+    "claude_ratelimit_remaining": "remaining",
+    "claude_ratelimit_reset_timestamp_seconds": "reset",
+}
+
+Samples = Iterator[tuple[tuple[str, ...], float]]
 
 
-def duration_buckets(extra_seconds: Iterable[float] = ()) -> tuple[float, ...]:
-    """The duration buckets plus every configured timeout threshold, so the timeout alert is exact."""
-    return tuple(sorted({*DURATION_BUCKETS, *(float(s) for s in extra_seconds if s > 0)}))
+def _family(name: str) -> Metric:
+    family: Family = BY_NAME[name]
+    if family.type == "counter":
+        return CounterMetricFamily(family.base, family.help, labels=family.labels)
+    if family.type == "histogram":
+        return HistogramMetricFamily(family.base, family.help, labels=family.labels)
+    return GaugeMetricFamily(family.base, family.help, labels=family.labels)
 
 
-class Metrics:
-    """The rarely-updated families, kept as prometheus_client counters on ``registry``.
+def _buckets(
+    bounds: tuple[float, ...], snapshot: tuple[list[int], float]
+) -> tuple[list[tuple[str, float]], float]:
+    counts, total = snapshot
+    cumulative, out = 0, []
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+        cumulative += count
+        out.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+    return out, total
 
-    The request and execution families live in :mod:`.store` and are exposed by :mod:`.exposition`.
+
+class RateLimits:
+    """The latest ``anthropic-ratelimit-*`` values per model, parsed from the responses seen since the
+    last scrape (the request path only queues the headers)."""
+
+    def __init__(self, rec: Recorder) -> None:
+        self._rec = rec
+        self.values: dict[tuple[str, str, str], float] = {}
+
+    def refresh(self) -> None:
+        pending = self._rec.recent_headers
+        while pending:
+            try:
+                model, headers = pending.popleft()
+            except IndexError:  # another scrape drained it first
+                return
+            for resource in RESOURCES:
+                prefix = "anthropic-ratelimit-" + resource.replace("_", "-") + "-"
+                for field in _FIELDS:
+                    raw = headers.get(prefix + field)
+                    if raw is None:
+                        continue  # a response without the header keeps the last known value
+                    try:
+                        self.values[(model, resource, field)] = _parse(field, raw)
+                    except ValueError:
+                        self._rec.fault("ratelimit_header")
+
+    def samples(self, field: str) -> Samples:
+        for (model, resource, kind), value in sorted(self.values.items()):
+            if kind == field:
+                yield (model, resource), value
+
+
+def _parse(field: str, raw: str) -> float:
+    if field != "reset":
+        return float(raw)
+    return datetime.fromisoformat(raw.strip().replace("Z", "+00:00")).timestamp()
+
+
+def _sdk_version() -> str:
+    # Read from the installed metadata: the standalone exporter never imports the SDK.
+    try:
+        return metadata.version("anthropic")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+class RecorderCollector(Collector):
+    """Every family of :data:`~claude_exporter.families.FAMILIES`, from one recorder.
+
+    ``enabled(agent, family)`` says whether the configuration's ``metrics:`` list enables a family for
+    an agent; families no seed metric names are always on.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
-        self.label_overflow = Counter(
-            "claude_exporter_label_overflow", "Label values folded into __overflow__.", ("label",), registry=r
-        )
-        self.unpriced_tokens = Counter(
-            "claude_exporter_unpriced_tokens",
-            "Tokens of models missing from the pricing table.",
-            ("model",),
-            registry=r,
-        )
-        self.internal_errors = Counter(
-            "claude_exporter_internal_errors",
-            "Faults inside the shim, swallowed so the caller's request is never affected.",
-            ("stage",),
-            registry=r,
-        )
-        self.events = Counter("claude_exporter_events", "Ingested events.", ("source", "result"), registry=r)
-
-    def collectors(self) -> list[Any]:
-        return [self.label_overflow, self.unpriced_tokens, self.internal_errors, self.events]
-
-
-GaugeSamples = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
-
-
-class ScrapeCollector(Collector):
-    """Gauges computed when Prometheus scrapes: each source yields ``(label values, value)`` pairs."""
-
-    def __init__(self, gauges: Sequence[tuple[str, str, Sequence[str], GaugeSamples]]) -> None:
-        self._gauges = gauges
-
-    def collect(self) -> Iterable[Metric]:
-        for name, documentation, labels, samples in self._gauges:
-            family = GaugeMetricFamily(name, documentation, labels=labels)
-            for values, value in samples():
-                family.add_metric(values, value)
-            yield family
+    def __init__(self, rec: Recorder, enabled: Callable[[str, str], bool] | None = None) -> None:
+        self._rec = rec
+        self._enabled = enabled or (lambda agent, group: True)
+        self._limits = RateLimits(rec)
+        self._build = ((__version__, _sdk_version()), 1.0)
 
     def describe(self) -> Iterable[Metric]:
-        # Names only, so the registry can refuse duplicates without running the sources.
-        for name, documentation, labels, _ in self._gauges:
-            yield GaugeMetricFamily(name, documentation, labels=labels)
+        return [_family(family.name) for family in FAMILIES]
+
+    def collect(self) -> Iterable[Metric]:
+        rec = self._rec
+        if rec.orphans:
+            rec.settle_orphans()
+        out = {family.name: _family(family.name) for family in FAMILIES}
+        for step in (self._requests, self._executions, self._live, self._exporter):
+            try:
+                step(out)
+            except Exception:  # one broken part must not cost the whole scrape
+                rec.fault("scrape")
+        return list(out.values())
+
+    def _flags(self) -> Callable[[str], dict[str, bool]]:
+        """Per agent, which families and token types its ``metrics:`` list enables; computed once per
+        agent per scrape."""
+        cache: dict[str, dict[str, bool]] = {}
+        enabled = self._enabled
+
+        def flags(agent: str) -> dict[str, bool]:
+            found = cache.get(agent)
+            if found is None:
+                found = cache[agent] = {
+                    **{
+                        f.name: not f.enabled_by or any(enabled(agent, group) for group in f.enabled_by)
+                        for f in FAMILIES
+                    },
+                    **{kind: enabled(agent, group) for kind, group in TOKEN_TYPE_GROUPS.items()},
+                }
+            return found
+
+        return flags
+
+    def _requests(self, out: dict[str, Any]) -> None:
+        flags = self._flags()
+        for series in self._rec.request_series:
+            agent, key = series.agent, (series.agent, series.model)
+            on = flags(agent)
+            snap = series.snapshot()
+            if agent == series.model == OVERFLOW and not any(snap["outcomes"]):
+                pass  # the overflow series exists only to hold open-label overflow; its totals stay hidden
+            else:
+                out["claude_requests_total"].add_metric((*key, "success"), snap["outcomes"][0])
+                out["claude_requests_total"].add_metric((*key, "error"), snap["outcomes"][1])
+                if on["claude_request_duration_seconds"]:
+                    out["claude_request_duration_seconds"].add_metric(
+                        key, *_buckets(series.duration.bounds, snap["duration"])
+                    )
+                for kind, count in zip(TOKEN_TYPES, snap["tokens"], strict=True):
+                    if on[kind]:
+                        out["claude_tokens_total"].add_metric((*key, kind), count)
+                if on["claude_cost_usd_total"]:
+                    out["claude_cost_usd_total"].add_metric(key, snap["cost"])
+                if on["claude_rate_limited_total"]:
+                    out["claude_rate_limited_total"].add_metric(key, snap["rate_limited"])
+            if any(snap["ttft"][0]) and on["claude_time_to_first_token_seconds"]:
+                out["claude_time_to_first_token_seconds"].add_metric(
+                    key, *_buckets(series.ttft.bounds, snap["ttft"])
+                )
+            for name, field, width in (
+                ("claude_stop_reasons_total", "stops", 1),
+                ("claude_errors_total", "errors", 1),
+                ("claude_retries_total", "retries", 1),
+                ("claude_code_blocks_executed_total", "code", 2),
+            ):
+                if on[name]:
+                    family = out[name]
+                    for value, count in snap[field].items():
+                        family.add_metric((*key, *value) if width == 2 else (*key, value), count)
+
+    def _executions(self, out: dict[str, Any]) -> None:
+        flags = self._flags()
+        executions, duration = out["claude_executions_total"], out["claude_execution_duration_seconds"]
+        tokens, turns = out["claude_execution_tokens"], out["claude_execution_requests"]
+        for series in list(self._rec.exec_series.values()):
+            key = (series.agent, series.task)
+            on = flags(series.agent)
+            snap = series.snapshot()
+            executions.add_metric((*key, "success"), snap["outcomes"][0])
+            executions.add_metric((*key, "error"), snap["outcomes"][1])
+            if on["claude_execution_duration_seconds"]:
+                duration.add_metric(key, *_buckets(series.duration.bounds, snap["duration"]))
+            if on["input"]:
+                tokens.add_metric((*key, "input"), *_buckets(series.tokens_in.bounds, snap["tokens_in"]))
+            if on["output"]:
+                tokens.add_metric((*key, "output"), *_buckets(series.tokens_out.bounds, snap["tokens_out"]))
+            turns.add_metric(key, *_buckets(series.requests.bounds, snap["requests"]))
+
+    def _live(self, out: dict[str, Any]) -> None:
+        rec = self._rec
+        for name, samples in (
+            ("claude_requests_in_flight", rec.gauge_requests_in_flight()),
+            ("claude_executions_in_flight", rec.gauge_executions_in_flight()),
+            ("claude_execution_longest_running_seconds", rec.gauge_longest_running()),
+        ):
+            for values, value in samples:
+                out[name].add_metric(values, value)
+        self._limits.refresh()
+        for name, field in _GAUGE_FIELD.items():
+            for values, value in self._limits.samples(field):
+                out[name].add_metric(values, value)
+        out["claude_exporter_build_info"].add_metric(*self._build)
+
+    def _exporter(self, out: dict[str, Any]) -> None:
+        rec = self._rec
+        for name, counter in (
+            ("claude_exporter_label_overflow_total", rec.overflow),
+            ("claude_exporter_unpriced_tokens_total", rec.unpriced),
+            ("claude_exporter_internal_errors_total", rec.internal_errors),
+            ("claude_exporter_events_total", rec.events),
+        ):
+            for values, value in sorted(counter.snapshot().items()):
+                out[name].add_metric(values, value)
+
+
+def register(
+    rec: Recorder, registry: CollectorRegistry, enabled: Callable[[str, str], bool] | None = None
+) -> Collector:
+    """Expose ``rec`` on ``registry``; returns the collector to pass to :func:`unregister`."""
+    collector = RecorderCollector(rec, enabled)
+    registry.register(collector)
+    return collector
+
+
+def unregister(registry: CollectorRegistry, collector: Collector) -> None:
+    with contextlib.suppress(KeyError):
+        registry.unregister(collector)

@@ -22,7 +22,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from claude_exporter.config import Config, EventLogConfig
-from claude_exporter.recording.recorder import ExecutionRecord, Recorder
+from claude_exporter.recording.recorder import Recorder
+from claude_exporter.recording.records import ExecutionRecord
 
 __all__ = ["LOGGER_NAME", "event_fields", "event_log_listener", "redact"]
 
@@ -63,6 +64,10 @@ def event_fields(record: ExecutionRecord, now: datetime | None = None) -> dict[s
         cost_usd=round(record.cost_usd, 8),
     )
     return fields
+
+
+def _has_own_handler(logger: logging.Logger) -> bool:
+    return bool(logger.handlers) and logger.isEnabledFor(logging.INFO)
 
 
 class _JSONLines(logging.Formatter):
@@ -112,6 +117,12 @@ def event_log_listener(
             logger.info(json.dumps(event_fields(record), separators=(",", ":")))
 
         rec.listeners.append(write)
-        rec.gates.append(functools.partial(logger.isEnabledFor, logging.INFO))  # no Python frame per call
+        if config.source != "<default>":
+            rec.gates.append(functools.partial(logger.isEnabledFor, logging.INFO))  # no Python frame per call
+        else:
+            # Without a configuration file the log is written only when the application put a handler
+            # on this logger itself: a root logger at INFO (logging.basicConfig) does not ask for it, and
+            # would otherwise pay for a JSON line on every execution.
+            rec.gates.append(functools.partial(_has_own_handler, logger))
 
     return attach

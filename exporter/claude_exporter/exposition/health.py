@@ -149,9 +149,16 @@ def health_listener(config: Config, interval: float = 1.0) -> Callable[[Recorder
                 except Exception:
                     rec.fault("health_tick")
 
-        threading.Thread(target=run, name="claude-exporter-health", daemon=True).start()
+        thread = threading.Thread(target=run, name="claude-exporter-health", daemon=True)
+        thread.start()
         rec.health = window
-        rec.closers.append(stop.set)
+
+        def close() -> None:  # the thread is gone when close() returns
+            stop.set()
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+
+        rec.closers.append(close)
 
     return attach
 

@@ -20,7 +20,7 @@ import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from claude_exporter.config import ServerConfig
-from claude_exporter.recording.state import STATE
+from claude_exporter.recording.state import ACTIVE
 
 __all__ = ["MetricsServer", "Route", "default_routes", "make_wsgi_app", "read_token", "start_http_server"]
 
@@ -117,7 +117,7 @@ def default_routes() -> dict[str, Route]:
     from claude_exporter.ingest.events import events_route
 
     def active() -> Any:
-        return STATE.recorder
+        return ACTIVE.recorder
 
     return {"/health/claude-agent": health_route(active), "/v1/events": events_route(active)}
 
@@ -142,7 +142,7 @@ def start_http_server(
     """
     # Without a config: the active instrumentation's, else CLAUDE_EXPORTER_CONFIG's, else the defaults,
     # so a token in CLAUDE_EXPORTER_TOKEN protects the endpoints however the server was started.
-    active = STATE.recorder.config if STATE.recorder is not None else None
+    active = ACTIVE.recorder.config if ACTIVE.recorder is not None else None
     if config is None and active is not None and active.source != "<default>":
         config = active
     from claude_exporter.settings import as_config

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from claude_exporter.instrumentation.extract import Usage
 from claude_exporter.recording.recorder import Recorder
+from claude_exporter.recording.usage import Usage
 
 __all__ = ["MAX_BODY", "Event", "apply_events", "events_route", "parse_body", "parse_event"]
 
@@ -133,10 +133,9 @@ def apply_events(rec: Recorder, events: Iterable[Event]) -> int:
     for event in events:
         agent = event.agent or rec.options.default_agent
         labels = rec.request_labels(agent, event.model)
-        usage = Usage()
-        usage.input, usage.output, usage.cache_creation, usage.cache_read = event.usage
-        tokens, cost = rec.tokens_and_cost(labels, usage)
-        labels.finish(event.ok, event.seconds, tokens, cost, event.stop_reason, event.error_type, ())
+        usage = Usage(*event.usage)
+        cost = labels.cost(usage, event.model)
+        labels.finish(event.ok, event.seconds, usage, cost, event.stop_reason, event.error_type, ())
         rec.exec_labels(agent, event.task).record(
             event.ok, event.seconds, usage.all_input, usage.output, event.requests
         )
@@ -181,15 +180,14 @@ def events_route(
             return _json(start_response, "413 Content Too Large", {"error": f"body over {MAX_BODY} bytes"})
         body = environ["wsgi.input"].read(length) if length else b""
         events, problems = parse_body(body)
-        counter = rec.metrics.events
         if problems:
             bad_lines = {p.split(":", 1)[0] for p in problems if p.startswith("line")}
-            counter.labels(source, "rejected").inc(max(1, len(bad_lines)))
+            rec.events.inc((source, "rejected"), max(1, len(bad_lines)))
             return _json(
                 start_response, "400 Bad Request", {"error": "no event applied", "problems": problems}
             )
         applied = apply_events(rec, events)
-        counter.labels(source, "accepted").inc(applied)
+        rec.events.inc((source, "accepted"), applied)
         return _json(start_response, "200 OK", {"accepted": applied})
 
     return route

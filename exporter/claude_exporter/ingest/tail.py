@@ -157,13 +157,12 @@ class LogFollower:
                 events.append(found)
             else:
                 rejected += 1
-        counter = self._rec.metrics.events
         if rejected:
-            counter.labels(self.source, "rejected").inc(rejected)
+            self._rec.events.inc((self.source, "rejected"), rejected)
             self.rejected += rejected
         if events:
             applied = apply_events(self._rec, events)
-            counter.labels(self.source, "accepted").inc(applied)
+            self._rec.events.inc((self.source, "accepted"), applied)
             self.accepted += applied
         return len(events)
 

@@ -1,4 +1,4 @@
-"""Pure functions from SDK objects to what the metrics need. No prometheus import here.
+"""Pure functions from SDK objects to what the recording layer needs. No prometheus import here.
 
 They read attributes with ``getattr`` and switch on ``.type`` strings, so first-party, beta, Bedrock and
 Vertex objects (and content block types newer than this code) all pass through.
@@ -9,16 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import httpx2
 from anthropic import AnthropicError, APITimeoutError
 
 __all__ = [
     "CODE_RESULT_TOOLS",
-    "Usage",
     "client_code_blocks",
     "code_block_outcome",
     "code_blocks",
     "error_message",
-    "error_type",
     "retry_reason",
 ]
 
@@ -28,69 +27,6 @@ CODE_RESULT_TOOLS: dict[str, str] = {
     "bash_code_execution_tool_result": "bash_code_execution",
     "text_editor_code_execution_tool_result": "text_editor_code_execution",
 }
-
-
-_USAGE_FIELDS = (
-    "input_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "cache_creation",
-    "service_tier",
-)
-# Which optional fields each usage class has, decided once per class: pydantic answers a missing
-# attribute slowly (about 1.6 us), and message_delta usage lacks two of them.
-_FIELDS: dict[type, frozenset[str]] = {}
-
-
-def _fields_of(cls: type, usage: Any) -> frozenset[str]:
-    declared = getattr(cls, "model_fields", None)
-    if isinstance(declared, dict):
-        found = frozenset(name for name in _USAGE_FIELDS if name in declared)
-        _FIELDS[cls] = found
-        return found
-    return frozenset(name for name in _USAGE_FIELDS if hasattr(usage, name))  # not cached: not a model
-
-
-class Usage:
-    """Token counts of one request; stream events overwrite fields as they arrive."""
-
-    __slots__ = ("cache_1h", "cache_5m", "cache_creation", "cache_read", "input", "output", "service_tier")
-
-    def __init__(self) -> None:
-        self.input = 0
-        self.output = 0
-        self.cache_creation = 0
-        self.cache_read = 0
-        self.cache_5m: int | None = None
-        self.cache_1h: int | None = None
-        self.service_tier: str | None = None
-
-    def update(self, usage: Any) -> None:
-        """Overwrite with every count ``usage`` carries (message_delta usage is cumulative)."""
-        if usage is None:
-            return
-        cls = type(usage)
-        has = _FIELDS.get(cls)
-        if has is None:
-            has = _fields_of(cls, usage)
-        if "input_tokens" in has and (value := usage.input_tokens) is not None:
-            self.input = value
-        if (value := usage.output_tokens) is not None:
-            self.output = value
-        if "cache_creation_input_tokens" in has and (value := usage.cache_creation_input_tokens) is not None:
-            self.cache_creation = value
-        if "cache_read_input_tokens" in has and (value := usage.cache_read_input_tokens) is not None:
-            self.cache_read = value
-        if "cache_creation" in has and (split := usage.cache_creation) is not None:
-            self.cache_5m = getattr(split, "ephemeral_5m_input_tokens", None)
-            self.cache_1h = getattr(split, "ephemeral_1h_input_tokens", None)
-        if "service_tier" in has and (tier := usage.service_tier) is not None:
-            self.service_tier = tier
-
-    @property
-    def all_input(self) -> int:
-        """Input as the model processed it: plain input plus cache writes and reads."""
-        return self.input + self.cache_creation + self.cache_read
 
 
 def code_block_outcome(block: Any) -> tuple[str, str] | None:
@@ -151,11 +87,6 @@ def _content(message: Any) -> list[Any]:
     return content if isinstance(content, list) else []
 
 
-def error_type(exc: BaseException) -> str:
-    """The error label: the SDK exception's class name (RateLimitError, OverloadedError, ...)."""
-    return type(exc).__name__
-
-
 def error_message(exc: BaseException | None) -> str | None:
     """The message for the event log: the SDK's errors only (the API's answer); an application's own
     exception may quote a prompt, so its message is never taken."""
@@ -166,4 +97,4 @@ def error_message(exc: BaseException | None) -> str | None:
 
 def retry_reason(exc: BaseException) -> str:
     """The reason label of a retry caused by an exception rather than a status."""
-    return "timeout" if isinstance(exc, APITimeoutError) else "connection"
+    return "timeout" if isinstance(exc, (APITimeoutError, httpx2.TimeoutException)) else "connection"

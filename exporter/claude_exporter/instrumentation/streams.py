@@ -6,7 +6,9 @@ consumer (iteration, ``text_stream``, ``get_final_message``, ``until_done``) goe
 it reads ``event.type`` and nothing else unless the event carries what the metrics need.
 
 The request finishes exactly once: on exhaustion, on an error, on ``close()`` (the instrumentor hooks
-it, so context exit counts), or when the stream is garbage collected after an early ``break``.
+it, so context exit counts), or when the stream is garbage collected after an early ``break``. A
+finaliser never records by itself: it may run while this very thread holds a series lock, so it hands the
+request to the recorder's ``orphans``, which the next finished request or scrape settles.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from claude_exporter.instrumentation.extract import Usage, code_block_outcome
+from claude_exporter.instrumentation.extract import code_block_outcome, error_message
 from claude_exporter.recording.call import Call
+from claude_exporter.recording.usage import Usage
 
 __all__ = ["WATCH_ATTR", "StreamWatch", "watch_stream"]
 
@@ -60,11 +63,16 @@ class StreamWatch:
             return
         try:
             if error is None:
-                call.succeed(self.usage, self.stop_reason, self.blocks)
+                call.finish(self.usage, self.stop_reason, self.blocks)
             else:
-                call.fail(error, self.usage, self.blocks)
+                call.finish(self.usage, None, self.blocks, type(error).__name__, error_message(error))
         except Exception:
             call.rec.fault("stream_finish")
+
+    def orphan(self) -> None:
+        """Called from a finaliser: leave the finishing to the recorder's next ordinary call."""
+        if not self.call.done:
+            self.call.rec.orphans.append(self.finish)
 
     def observe(self, events: Iterator[Any]) -> Iterator[Any]:
         see, waiting = self.see, True  # locals: this loop runs once per event
@@ -78,8 +86,8 @@ class StreamWatch:
                     except Exception:
                         self.call.rec.fault("stream_event")
                 yield event
-        except GeneratorExit:
-            self.finish()
+        except GeneratorExit:  # closed by the garbage collector after an early break
+            self.orphan()
             raise
         except BaseException as exc:
             self.finish(exc)
@@ -98,8 +106,8 @@ class StreamWatch:
                     except Exception:
                         self.call.rec.fault("stream_event")
                 yield event
-        except GeneratorExit:
-            self.finish()
+        except GeneratorExit:  # closed by the garbage collector after an early break
+            self.orphan()
             raise
         except BaseException as exc:
             self.finish(exc)
@@ -107,9 +115,8 @@ class StreamWatch:
         self.finish()
 
     def __del__(self) -> None:
-        # A stream dropped before it was iterated never starts the generator: finish it here.
-        if not self.call.done:
-            self.finish()
+        # A stream dropped before it was iterated never starts the generator.
+        self.orphan()
 
 
 def watch_stream(call: Call, stream: Any, is_async: bool) -> StreamWatch:

@@ -1,33 +1,45 @@
-"""One request as the caller sees it: opened by an entry-point wrapper, finished exactly once."""
+"""One request as the caller sees it: opened by the instrumentation's request seam, finished exactly once."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from claude_exporter.instrumentation.extract import Usage, code_blocks, error_message, error_type
-from claude_exporter.recording.recorder import ExecutionRecord
+from claude_exporter.recording.records import Totals
 
 if TYPE_CHECKING:
     from claude_exporter.recording.execution import Execution
     from claude_exporter.recording.labels import RequestLabels
     from claude_exporter.recording.recorder import Recorder
+    from claude_exporter.recording.usage import Usage
 
 __all__ = ["Call"]
 
-_NO_USAGE = Usage()
-
 
 class Call:
-    """A request in progress; the middleware adds its attempts, the wrappers finish it."""
+    """A request in progress; the attempt seam adds its retries, :meth:`finish` ends it."""
 
-    __slots__ = ("client_blocks", "done", "execution", "labels", "last_reason", "rec", "start")
+    __slots__ = (
+        "attempts",
+        "client_blocks",
+        "done",
+        "execution",
+        "labels",
+        "last_reason",
+        "raw_model",
+        "rec",
+        "start",
+    )
 
-    def __init__(self, rec: Recorder, labels: RequestLabels, execution: Execution | None) -> None:
+    def __init__(
+        self, rec: Recorder, labels: RequestLabels, execution: Execution | None, raw_model: str
+    ) -> None:
         self.rec = rec
         self.labels = labels
         self.execution = execution
+        self.raw_model = raw_model  # the model the caller named, which the label may have folded
+        self.attempts = 0
         self.last_reason = "unknown"
         self.done = False
         self.client_blocks: list[tuple[str, str]] | None = None  # results of client code tools sent in
@@ -38,82 +50,34 @@ class Call:
         """An attempt after the first began: count the retry under what caused it."""
         self.labels.retry(self.last_reason)
 
-    def succeed_message(self, message: Any) -> None:
-        usage = Usage()
-        usage.update(message.usage)
-        content = message.content
-        # Most replies hold no code-execution result: skip the generator unless a block could be one.
-        blocks = code_blocks(content) if len(content) > 1 else ()
-        self.succeed(usage, message.stop_reason, blocks)
-
-    def succeed(self, usage: Usage, stop_reason: str | None, blocks: Iterable[tuple[str, str]]) -> None:
-        if self.done:
-            return
-        self.done = True
-        try:
-            seconds = time.perf_counter() - self.start
-            tokens, cost = self.rec.tokens_and_cost(self.labels, usage)
-            found = list(blocks)
-            if self.client_blocks:
-                found.extend(self.client_blocks)
-            self.labels.finish(True, seconds, tokens, cost, stop_reason, None, found)
-            self._close(None, seconds, usage, cost, len(found), stop_reason)
-        finally:  # even after a fault: a request left "in flight" would look like a hung agent
-            self.rec.running_calls.pop(id(self), None)
-
-    def fail(
-        self, exc: BaseException, usage: Usage | None = None, blocks: Iterable[tuple[str, str]] = ()
-    ) -> None:
-        if self.done:
-            return
-        self.done = True
-        try:
-            seconds = time.perf_counter() - self.start
-            tokens, cost = self.rec.tokens_and_cost(self.labels, usage) if usage is not None else (None, 0.0)
-            found = list(blocks)
-            if self.client_blocks:
-                found.extend(self.client_blocks)
-            self.labels.finish(False, seconds, tokens, cost, None, error_type(exc), found)
-            self._close(exc, seconds, usage or _NO_USAGE, cost, len(found), None)
-        finally:
-            self.rec.running_calls.pop(id(self), None)
-
-    def _close(
+    def finish(
         self,
-        exc: BaseException | None,
-        seconds: float,
-        usage: Usage,
-        cost: float,
-        blocks: int,
-        stop: str | None,
+        usage: Usage | None,
+        stop_reason: str | None = None,
+        blocks: Sequence[tuple[str, str]] = (),
+        error_type: str | None = None,
+        error_message: str | None = None,
     ) -> None:
-        rec = self.rec
-        labels = self.labels
-        ex = self.execution
-        if ex is not None:
-            ex.add(usage, cost, blocks, labels.model, stop)
+        """The one way a request ends, successful (``error_type`` None) or not; later calls do nothing."""
+        if self.done:
             return
-        # Outside any execution the request is an execution of its own.
-        (labels._default_exec or labels.default_exec()).record(
-            exc is None, seconds, usage.all_input, usage.output, 1
-        )
-        if rec.listeners and rec.listening():
-            rec.finish_execution(
-                ExecutionRecord(
-                    labels.agent,
-                    "default",
-                    exc is None,
-                    seconds,
-                    usage.input,
-                    usage.output,
-                    usage.cache_creation,
-                    usage.cache_read,
-                    1,
-                    cost,
-                    blocks,
-                    labels.model,
-                    stop,
-                    None if exc is None else error_type(exc),
-                    error_message(exc),
-                )
-            )
+        self.done = True
+        rec = self.rec
+        try:
+            seconds = time.perf_counter() - self.start
+            labels = self.labels
+            cost = labels.cost(usage, self.raw_model) if usage is not None else 0.0
+            if self.client_blocks:
+                blocks = [*blocks, *self.client_blocks]
+            labels.finish(error_type is None, seconds, usage, cost, stop_reason, error_type, blocks)
+            ex = self.execution
+            if ex is not None:
+                ex.totals.add(usage, cost, len(blocks), labels.model, stop_reason)
+            else:  # outside any execution the request is an execution of its own
+                totals = Totals()
+                totals.add(usage, cost, len(blocks), labels.model, stop_reason)
+                rec.finish_execution(labels.default_exec(), seconds, totals, error_type, error_message)
+        finally:  # even after a fault: a request left "in flight" would look like a hung agent
+            rec.running_calls.pop(id(self), None)
+            if rec.orphans:
+                rec.settle_orphans()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-__all__ = ["OVERFLOW", "LabelCap"]
+__all__ = ["FAMILY_NAMES", "OVERFLOW", "Budget", "LabelCap"]
 
 OVERFLOW = "__overflow__"
 
@@ -43,3 +43,32 @@ class LabelCap:
                 return value
         self._on_overflow(self.name)
         return OVERFLOW
+
+
+# Budget key -> the family named in claude_exporter_label_overflow_total when it overflows.
+FAMILY_NAMES = {
+    "series": "claude_requests_total",
+    "stop_reasons": "claude_stop_reasons_total",
+    "errors": "claude_errors_total",
+    "retries": "claude_retries_total",
+    "code_blocks": "claude_code_blocks_executed_total",
+    "executions": "claude_executions_total",
+}
+
+
+class Budget:
+    """How many more label combinations one family may take."""
+
+    __slots__ = ("_lock", "left", "name")
+
+    def __init__(self, name: str, cap: int) -> None:
+        self.name = name
+        self.left = cap
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
 import time
 from collections.abc import Callable
 from contextvars import Token
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from claude_exporter.instrumentation.extract import Usage, error_message
-from claude_exporter.recording.recorder import ExecutionRecord
+from claude_exporter.recording.recorder import Recorder
+from claude_exporter.recording.records import Totals
 from claude_exporter.recording.series import ExecSeries
-from claude_exporter.recording.state import CURRENT_EXECUTION, STATE
+from claude_exporter.recording.state import ACTIVE, CURRENT_EXECUTION
 
 __all__ = ["Execution", "execution"]
 
@@ -26,63 +25,53 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Execution:
-    """A running execution: its labels and the totals of its requests."""
+    """A running execution: its series and the totals of its requests."""
 
-    __slots__ = (
-        "_lock",
-        "_token",
-        "agent",
-        "cache_creation_tokens",
-        "cache_read_tokens",
-        "code_blocks",
-        "cost_usd",
-        "input_tokens",
-        "labels",
-        "model",
-        "output_tokens",
-        "requests",
-        "start",
-        "stop_reason",
-        "task",
-    )
+    __slots__ = ("_token", "agent", "rec", "series", "start", "task", "totals")
 
-    def __init__(self, agent: str, task: str, labels: ExecSeries | None) -> None:
+    def __init__(self, rec: Recorder | None, agent: str, task: str, series: ExecSeries | None) -> None:
+        self.rec = rec  # None when opened while nothing records: its requests then stand alone
         self.agent = agent
         self.task = task
-        self.labels = labels
+        self.series: ExecSeries = series  # type: ignore[assignment]  # set whenever rec is
         self.start = time.perf_counter()
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.cache_creation_tokens = 0
-        self.cache_read_tokens = 0
-        self.cost_usd = 0.0
-        self.code_blocks = 0
-        self.requests = 0
-        self.model: str | None = None
-        self.stop_reason: str | None = None
-        self._lock = threading.Lock()
+        self.totals = Totals()
         self._token: Token[Execution | None] | None = None  # set by the scope that made it current
 
-    def add(self, usage: Usage, cost: float, blocks: int, model: str, stop_reason: str | None) -> None:
-        with self._lock:  # requests of one execution may finish in several threads
-            self.input_tokens += usage.input
-            self.output_tokens += usage.output
-            self.cache_creation_tokens += usage.cache_creation
-            self.cache_read_tokens += usage.cache_read
-            self.cost_usd += cost
-            self.code_blocks += blocks
-            self.requests += 1
-            self.model = model
-            if stop_reason is not None:
-                self.stop_reason = stop_reason
+    # Kept for callers of the 0.1 API, which read the totals off the execution.
+    @property
+    def input_tokens(self) -> int:
+        return self.totals.input
 
     @property
-    def all_input(self) -> int:
-        return self.input_tokens + self.cache_creation_tokens + self.cache_read_tokens
+    def output_tokens(self) -> int:
+        return self.totals.output
+
+    @property
+    def requests(self) -> int:
+        return self.totals.requests
+
+    @property
+    def cost_usd(self) -> float:
+        return self.totals.cost_usd
+
+    def finish(self, error: BaseException | None) -> None:
+        """The one way an execution ends."""
+        rec = self.rec
+        if rec is None:
+            return
+        try:
+            seconds = time.perf_counter() - self.start
+            rec.running_executions.pop(id(self), None)
+            error_type = None if error is None else type(error).__name__
+            message = None if error is None else rec.describe_error(error)
+            rec.finish_execution(self.series, seconds, self.totals, error_type, message)
+        except Exception:
+            rec.fault("execution_finish")
 
 
 def _open(task: str, agent: str | None) -> Execution:
-    rec = STATE.recorder
+    rec = ACTIVE.recorder
     if agent is None:
         parent = CURRENT_EXECUTION.get()
         if parent is not None:
@@ -90,47 +79,14 @@ def _open(task: str, agent: str | None) -> Execution:
         else:
             agent = rec.options.default_agent if rec is not None else "default"
     if rec is None:
-        return Execution(agent, task, None)
+        return Execution(None, agent, task, None)
     try:
-        ex = Execution(agent, task, rec.exec_labels(agent, task))
+        ex = Execution(rec, agent, task, rec.exec_labels(agent, task))
         rec.running_executions[id(ex)] = ex
         return ex
     except Exception:
         rec.fault("execution_start")
-        return Execution(agent, task, None)
-
-
-def _close(ex: Execution, error: BaseException | None) -> None:
-    rec = STATE.recorder
-    labels = ex.labels
-    if rec is None or labels is None:
-        return
-    try:
-        seconds = time.perf_counter() - ex.start
-        rec.running_executions.pop(id(ex), None)
-        labels.record(error is None, seconds, ex.all_input, ex.output_tokens, ex.requests)
-        if rec.listeners and rec.listening():
-            rec.finish_execution(
-                ExecutionRecord(
-                    labels.agent,
-                    labels.task,
-                    error is None,
-                    seconds,
-                    ex.input_tokens,
-                    ex.output_tokens,
-                    ex.cache_creation_tokens,
-                    ex.cache_read_tokens,
-                    ex.requests,
-                    ex.cost_usd,
-                    ex.code_blocks,
-                    ex.model,
-                    ex.stop_reason,
-                    None if error is None else type(error).__name__,
-                    error_message(error),
-                )
-            )
-    except Exception:
-        rec.fault("execution_finish")
+        return Execution(None, agent, task, None)
 
 
 class execution:  # lower case: it reads like a function, ``with execution("task"):``
@@ -160,7 +116,7 @@ class execution:  # lower case: it reads like a function, ``with execution("task
             return
         CURRENT_EXECUTION.reset(ex._token)
         ex._token = None
-        _close(ex, exc)
+        ex.finish(exc)
 
     async def __aenter__(self) -> Execution:
         return self.__enter__()

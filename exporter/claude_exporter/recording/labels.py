@@ -8,42 +8,17 @@ budget; past the budget the combination is recorded under the ``(__overflow__, _
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from claude_exporter.recording.cardinality import LabelCap
+from claude_exporter.recording.cardinality import FAMILY_NAMES, OVERFLOW, Budget, LabelCap
 from claude_exporter.recording.series import ExecSeries, RequestSeries
+from claude_exporter.recording.usage import Usage
 
-__all__ = ["FAMILY_NAMES", "Budget", "RequestLabels"]
+if TYPE_CHECKING:
+    from claude_exporter.recording.recorder import Recorder
 
-# Budget key -> the family named in claude_exporter_label_overflow_total when it overflows.
-FAMILY_NAMES = {
-    "series": "claude_requests_total",
-    "stop_reasons": "claude_stop_reasons_total",
-    "errors": "claude_errors_total",
-    "retries": "claude_retries_total",
-    "code_blocks": "claude_code_blocks_executed_total",
-    "executions": "claude_executions_total",
-}
-
-
-class Budget:
-    """How many more label combinations one family may take."""
-
-    __slots__ = ("_lock", "left", "name")
-
-    def __init__(self, name: str, cap: int) -> None:
-        self.name = name
-        self.left = cap
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            if self.left <= 0:
-                return False
-            self.left -= 1
-            return True
+__all__ = ["RequestLabels"]
 
 
 class RequestLabels:
@@ -53,54 +28,50 @@ class RequestLabels:
         "_budgets",
         "_caps",
         "_default_exec",
-        "_exec_resolver",
-        "_on_overflow",
-        "_overflow_series",
+        "_rec",
         "agent",
         "code_tools",
         "model",
         "price",
         "series",
-        "unpriced",
     )
 
-    def __init__(
-        self,
-        series: RequestSeries,
-        caps: dict[str, LabelCap],
-        budgets: dict[str, Budget],
-        exec_resolver: Callable[[str, str], ExecSeries],
-        overflow_series: Callable[[], RequestSeries],
-        on_overflow: Callable[[str], None],
-        price: Any,
-        unpriced: Callable[[float], None] | None,
-        code_tools: frozenset[str] = frozenset(),
-    ) -> None:
+    def __init__(self, rec: Recorder, series: RequestSeries, price: Any, code_tools: frozenset[str]) -> None:
+        self._rec = rec
         self.series = series
         self.agent = series.agent
         self.model = series.model
-        self._caps = caps
-        self._budgets = budgets
-        self._exec_resolver = exec_resolver
-        self._overflow_series = overflow_series
-        self._on_overflow = on_overflow
+        self._caps: dict[str, LabelCap] = rec.caps
+        self._budgets: dict[str, Budget] = rec.budgets
         self._default_exec: ExecSeries | None = None
-        self.price = price
-        self.unpriced = unpriced
+        self.price = price  # None: unpriced, or a folded model priced per request
         self.code_tools = code_tools  # client-side tools whose results count as code execution
 
     def default_exec(self) -> ExecSeries:
         """The (agent, "default") execution series, for requests made outside any execution."""
         found = self._default_exec
         if found is None:
-            found = self._default_exec = self._exec_resolver(self.agent, "default")
+            found = self._default_exec = self._rec.exec_labels(self.agent, "default")
         return found
+
+    def cost(self, usage: Usage, raw_model: str) -> float:
+        """The request's cost; a model missing from the price table counts its tokens as unpriced."""
+        price = self.price
+        if price is None and self.model == OVERFLOW:
+            # A folded model holds many real ones: price each request by the model it named.
+            price = self._rec.price_lookup(raw_model)
+        if price is not None:
+            return self._rec.cost(price, usage)
+        total = usage.all_input + usage.output
+        if total:
+            self._rec.unpriced.inc((self.model,), total)
+        return 0.0
 
     def finish(
         self,
         ok: bool,
         seconds: float,
-        tokens: tuple[int, int, int, int] | None,
+        usage: Usage | None,
         cost: float,
         stop_reason: str | None,
         error_type: str | None,
@@ -113,7 +84,7 @@ class RequestLabels:
             or (blocks and any(key not in series.code for key in blocks))
         ):
             stop_reason, error_type, blocks = self._admit_new(stop_reason, error_type, blocks)
-        series.finish(ok, seconds, tokens, cost, stop_reason, error_type, blocks)
+        series.finish(ok, seconds, usage, cost, stop_reason, error_type, blocks)
 
     def retry(self, reason: str) -> None:
         series = self.series
@@ -155,5 +126,5 @@ class RequestLabels:
         return stop_reason, error_type, kept
 
     def _overflowed(self, family: str) -> RequestSeries:
-        self._on_overflow(FAMILY_NAMES[family])
-        return self._overflow_series()
+        self._rec.count_overflow(FAMILY_NAMES[family])
+        return self._rec.overflow_series()

@@ -1,8 +1,10 @@
-"""The recorder: turns finished requests and executions into metric updates.
+"""The recorder: turns finished requests and executions into series updates.
 
-One :class:`Recorder` exists per ``instrument()``. It owns the metric families, the label caps, the
-caches of resolved label children and the registry of running requests and executions from which the
-in-flight gauges are computed at scrape time.
+One :class:`Recorder` exists per active configuration (``instrument()``, or ``serve`` without the SDK).
+It owns the label caps, the resolved label children, the series the collectors expose, the registry of
+running requests and executions from which the in-flight gauges are computed at scrape time, and the
+exporter's own counters. No SDK and no prometheus_client import here: the instrumentation feeds it, the
+exposition reads it.
 """
 
 from __future__ import annotations
@@ -15,30 +17,27 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
-
-from claude_exporter.exposition.collectors import (
-    REQUEST_BUCKETS,
-    TOKEN_BUCKETS,
-    TTFT_BUCKETS,
-    Metrics,
-    duration_buckets,
-)
-from claude_exporter.recording.cardinality import OVERFLOW, LabelCap
-from claude_exporter.recording.labels import FAMILY_NAMES, Budget, RequestLabels
-from claude_exporter.recording.series import ExecSeries, RequestSeries
+from claude_exporter.families import REQUEST_BUCKETS, TOKEN_BUCKETS, TTFT_BUCKETS, duration_buckets
+from claude_exporter.recording.cardinality import FAMILY_NAMES, OVERFLOW, Budget, LabelCap
+from claude_exporter.recording.labels import RequestLabels
+from claude_exporter.recording.records import ExecutionRecord, Totals
+from claude_exporter.recording.series import ExecSeries, LabelledCounter, RequestSeries
 
 if TYPE_CHECKING:
-    from claude_exporter.instrumentation.extract import Usage
     from claude_exporter.recording.call import Call
     from claude_exporter.recording.execution import Execution
+    from claude_exporter.recording.usage import Usage
 
-__all__ = ["ExecutionRecord", "Recorder", "RecorderOptions"]
+__all__ = ["Recorder", "RecorderOptions"]
 
 log = logging.getLogger("claude_exporter")
 
 PriceLookup = Callable[[str], Any]
 CostFunction = Callable[[Any, "Usage"], float]
+
+
+def _no_message(exc: BaseException) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -59,72 +58,47 @@ class RecorderOptions:
         return self.code_tools.get(agent, self.default_code_tools)
 
 
-@dataclass(slots=True)
-class ExecutionRecord:
-    """A finished execution, as handed to listeners (event log, health window).
-
-    ``input_tokens`` is plain input as the API reports it; cache writes and reads are apart.
-    """
-
-    agent: str
-    task: str
-    ok: bool
-    seconds: float
-    input_tokens: int
-    output_tokens: int
-    cache_creation_tokens: int
-    cache_read_tokens: int
-    requests: int
-    cost_usd: float
-    code_blocks: int
-    model: str | None
-    stop_reason: str | None
-    error_type: str | None
-    error_message: str | None
-    execution_id: str | None = None  # made when something needs it: the event log, not the metrics
-
-
 class Recorder:
-    """Records requests and executions; the series it keeps are exposed by :mod:`.exposition`."""
+    """Records requests and executions; :mod:`claude_exporter.exposition` exposes what it keeps."""
 
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        options: RecorderOptions,
-        price_lookup: PriceLookup,
-        cost: CostFunction,
-    ) -> None:
+    def __init__(self, options: RecorderOptions, price_lookup: PriceLookup, cost: CostFunction) -> None:
         self.options = options
-        self.metrics = Metrics(registry)
         self.duration_bounds = duration_buckets(options.timeout_seconds)
-        self._overflow: dict[str, Callable[..., None]] = {}
-        self._caps = {
-            "agent": LabelCap("agent", options.agent_cap, self._count_overflow),
-            "task": LabelCap("task", options.task_cap, self._count_overflow),
-            "model": LabelCap("model", options.model_cap, self._count_overflow),
+        self.caps = {
+            "agent": LabelCap("agent", options.agent_cap, self.count_overflow),
+            "task": LabelCap("task", options.task_cap, self.count_overflow),
+            "model": LabelCap("model", options.model_cap, self.count_overflow),
             **{
-                name: LabelCap(name, options.open_label_cap, self._count_overflow)
+                name: LabelCap(name, options.open_label_cap, self.count_overflow)
                 for name in ("stop_reason", "error_type", "reason", "tool")
             },
         }
-        self._budgets = {name: Budget(name, options.combination_cap) for name in FAMILY_NAMES}
-        self._price_lookup = price_lookup
+        self.budgets = {name: Budget(name, options.combination_cap) for name in FAMILY_NAMES}
+        self.price_lookup = price_lookup
         self.cost = cost
+        # The exporter's own counters (claude_exporter_*_total).
+        self.overflow = LabelledCounter()
+        self.unpriced = LabelledCounter()
+        self.internal_errors = LabelledCounter()
+        self.events = LabelledCounter()
         self._requests: dict[tuple[str, str], RequestLabels] = {}
         self.exec_series: dict[tuple[str, str], ExecSeries] = {}
         self._lock = threading.RLock()
         # Running work, keyed by id(); read at scrape time for the in-flight gauges.
         self.running_calls: dict[int, Call] = {}
         self.running_executions: dict[int, Execution] = {}
-        # Response headers not parsed yet, oldest first; bounded, since only the newest values matter.
-        self.recent_headers: deque[Any] = deque(maxlen=32)
+        # (model, response headers) not parsed yet, oldest first; bounded, since only the newest matter.
+        self.recent_headers: deque[tuple[str, Any]] = deque(maxlen=64)
+        # Requests a finaliser (garbage collection) ended: finished by the next ordinary call or scrape,
+        # never inside the finaliser, which may run while this thread holds a series lock.
+        self.orphans: deque[Callable[[], None]] = deque()
         self.listeners: list[Callable[[ExecutionRecord], None]] = []
         # Each listener's gate: a record is built only when some gate says a listener would use it.
         self.gates: list[Callable[[], bool]] = []
-        self.closers: list[Callable[[], None]] = []  # run by uninstrument(): stop threads, close files
+        self.closers: list[Callable[[], None]] = []  # run by close(): stop threads, close files
+        self.describe_error: Callable[[BaseException], str | None] = _no_message
         self.config: Any = None  # the Config it was made from, for the endpoints that read it
         self.health: Any = None  # the HealthWindow, when a listener set one
-        self._faults: dict[str, Callable[..., None]] = {}
 
     @property
     def request_series(self) -> list[RequestSeries]:
@@ -138,50 +112,38 @@ class Recorder:
     # -- label resolution (once per pair) ---------------------------------------------------------------
 
     def request_labels(self, agent: str, model: str) -> RequestLabels:
-        key = (agent, model)
-        found = self._requests.get(key)
+        found = self._requests.get((agent, model))
         if found is not None:
             return found
         with self._lock:
-            found = self._requests.get(key)
+            found = self._requests.get((agent, model))
             if found is not None:
                 return found
-            fagent = self._caps["agent"].fold(agent)
-            fmodel = self._caps["model"].fold(model)
+            fagent = self.caps["agent"].fold(agent)
+            fmodel = self.caps["model"].fold(model)
             found = self._requests.get((fagent, fmodel))
-            if found is None and not self._budgets["series"].take():
-                self._count_overflow(FAMILY_NAMES["series"])
+            if found is None and not self.budgets["series"].take():
+                self.count_overflow(FAMILY_NAMES["series"])
                 fagent = fmodel = OVERFLOW
                 found = self._requests.get((fagent, fmodel))
             if found is None:
-                found = self._new_request_labels(fagent, fmodel, model)
+                found = self._new_request_labels(fagent, fmodel)
             # A folded pair is cached under its folded key only, so each folded request counts.
             return found
 
-    def _new_request_labels(self, agent: str, model: str, raw_model: str) -> RequestLabels:
-        price = self._price_lookup(raw_model)
-        # Only a model missing from the table gets an unpriced-tokens series.
-        unpriced = None if price is not None else self.metrics.unpriced_tokens.labels(model).inc
+    def _new_request_labels(self, agent: str, model: str) -> RequestLabels:
+        # A folded model has no one price: its requests are priced by the model each one names.
+        price = None if model == OVERFLOW else self.price_lookup(model)
         series = RequestSeries(agent, model, self.duration_bounds, TTFT_BUCKETS)
-        labels = RequestLabels(
-            series,
-            self._caps,
-            self._budgets,
-            self.exec_labels,
-            self._overflow_series,
-            self._count_overflow,
-            price,
-            unpriced,
-            self.options.code_tools_for(agent),
-        )
+        labels = RequestLabels(self, series, price, self.options.code_tools_for(agent))
         self._requests[(agent, model)] = labels
         return labels
 
-    def _overflow_series(self) -> RequestSeries:
+    def overflow_series(self) -> RequestSeries:
         with self._lock:
             found = self._requests.get((OVERFLOW, OVERFLOW))
             if found is None:
-                found = self._new_request_labels(OVERFLOW, OVERFLOW, OVERFLOW)
+                found = self._new_request_labels(OVERFLOW, OVERFLOW)
             return found.series
 
     def exec_labels(self, agent: str, task: str) -> ExecSeries:
@@ -189,11 +151,11 @@ class Recorder:
         if found is not None:
             return found
         with self._lock:
-            fagent = self._caps["agent"].fold(agent)
-            ftask = self._caps["task"].fold(task)
+            fagent = self.caps["agent"].fold(agent)
+            ftask = self.caps["task"].fold(task)
             found = self.exec_series.get((fagent, ftask))
-            if found is None and not self._budgets["executions"].take():
-                self._count_overflow(FAMILY_NAMES["executions"])
+            if found is None and not self.budgets["executions"].take():
+                self.count_overflow(FAMILY_NAMES["executions"])
                 fagent = ftask = OVERFLOW
                 found = self.exec_series.get((fagent, ftask))
             if found is None:
@@ -206,36 +168,52 @@ class Recorder:
     def fault(self, stage: str) -> None:
         """Count a fault inside the shim; never raises."""
         try:
-            inc = self._faults.get(stage)
-            if inc is None:
-                inc = self._faults[stage] = self.metrics.internal_errors.labels(stage).inc
-            inc()
+            self.internal_errors.inc((stage,))
             log.debug("claude-exporter internal error in %s", stage, exc_info=True)
         except Exception:  # pragma: no cover - the last line of defence
             pass
 
-    def _count_overflow(self, label: str) -> None:
-        inc = self._overflow.get(label)
-        if inc is None:
-            inc = self._overflow[label] = self.metrics.label_overflow.labels(label).inc
-        inc()
+    def count_overflow(self, label: str) -> None:
+        self.overflow.inc((label,))
 
-    # -- recording -------------------------------------------------------------------------------------
+    # -- finishing ------------------------------------------------------------------------------------
 
-    def tokens_and_cost(self, labels: RequestLabels, usage: Usage) -> tuple[tuple[int, int, int, int], float]:
-        tokens = (usage.input, usage.output, usage.cache_creation, usage.cache_read)
-        if labels.unpriced is None:
-            return tokens, self.cost(labels.price, usage)
-        total = usage.all_input + usage.output
-        if total:
-            labels.unpriced(total)
-        return tokens, 0.0
+    def finish_execution(
+        self,
+        series: ExecSeries,
+        seconds: float,
+        totals: Totals,
+        error_type: str | None,
+        error_message: str | None,
+    ) -> None:
+        """The one way an execution ends: its series, then its listeners (when one would use it)."""
+        series.record(error_type is None, seconds, totals.all_input, totals.output, totals.requests)
+        if self.listeners and self.listening():
+            record = ExecutionRecord.of(series.agent, series.task, seconds, totals, error_type, error_message)
+            for listener in self.listeners:
+                try:
+                    listener(record)
+                except Exception:
+                    self.fault("listener")
 
     def listening(self) -> bool:
         for gate in self.gates:  # noqa: SIM110 - a plain loop: any() with a generator costs more per execution
             if gate():
                 return True
         return False
+
+    def settle_orphans(self) -> None:
+        """Finish the requests that finalisers handed over (see ``orphans``)."""
+        orphans = self.orphans
+        while orphans:
+            try:
+                finish = orphans.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            try:
+                finish()
+            except Exception:
+                self.fault("orphan")
 
     def close(self) -> None:
         for close in self.closers:
@@ -244,12 +222,7 @@ class Recorder:
             except Exception:
                 self.fault("close")
 
-    def finish_execution(self, record: ExecutionRecord) -> None:
-        for listener in self.listeners:
-            try:
-                listener(record)
-            except Exception:
-                self.fault("listener")
+    # -- live gauges, computed at scrape time -----------------------------------------------------------
 
     def gauge_requests_in_flight(self) -> Iterator[tuple[tuple[str, ...], float]]:
         counts = dict.fromkeys(self.agents, 0)
@@ -277,8 +250,7 @@ class Recorder:
     def _running_work(self) -> Iterator[tuple[tuple[str, str], float]]:
         """(agent, task) and start of every running execution, implicit ones (lone requests) included."""
         for ex in list(self.running_executions.values()):
-            if ex.labels is not None:
-                yield (ex.labels.agent, ex.labels.task), ex.start
+            yield (ex.series.agent, ex.series.task), ex.start
         for call in list(self.running_calls.values()):
             if call.execution is None:
                 yield (call.labels.agent, "default"), call.start

@@ -11,9 +11,12 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ExecSeries", "Histogram", "RequestSeries"]
+if TYPE_CHECKING:
+    from claude_exporter.recording.usage import Usage
+
+__all__ = ["TOKEN_TYPES", "ExecSeries", "Histogram", "LabelledCounter", "RequestSeries"]
 
 TOKEN_TYPES = ("input", "output", "cache_creation", "cache_read")
 
@@ -76,7 +79,7 @@ class RequestSeries:
         self,
         ok: bool,
         seconds: float,
-        tokens: tuple[int, int, int, int] | None,
+        usage: Usage | None,
         cost: float,
         stop_reason: str | None,
         error_type: str | None,
@@ -90,12 +93,12 @@ class RequestSeries:
                 duration = self.duration  # observe() inlined: this runs once per request
                 duration.counts[bisect_left(duration.bounds, seconds)] += 1
                 duration.sum += seconds
-            if tokens is not None:
+            if usage is not None:
                 counts = self.tokens
-                counts[0] += tokens[0]
-                counts[1] += tokens[1]
-                counts[2] += tokens[2]
-                counts[3] += tokens[3]
+                counts[0] += usage.input
+                counts[1] += usage.output
+                counts[2] += usage.cache_creation
+                counts[3] += usage.cache_read
                 self.cost += cost
             if stop_reason is not None:
                 self.stops[stop_reason] = self.stops.get(stop_reason, 0) + 1
@@ -176,3 +179,22 @@ class ExecSeries:
                 "tokens_out": self.tokens_out.snapshot(),
                 "requests": self.requests.snapshot(),
             }
+
+
+class LabelledCounter:
+    """A rarely updated counter family (overflow, unpriced tokens, faults, ingested events): values by
+    label values under one lock, exposed at scrape time like the series above."""
+
+    __slots__ = ("lock", "values")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        with self.lock:
+            self.values[key] = self.values.get(key, 0.0) + amount
+
+    def snapshot(self) -> dict[tuple[str, ...], float]:
+        with self.lock:
+            return dict(self.values)

@@ -1,6 +1,7 @@
-"""The process-wide instrumentation state: the active recorder and the current request/execution.
+"""The process-wide recording state: the active recorder and the current request and execution.
 
-Kept apart so every module can read it without importing the instrumentor.
+Kept apart so every layer can read it without importing the instrumentor. The hot path does not read
+``ACTIVE``: the instrumentation's wrappers are bound to their recorder when ``instrument()`` builds them.
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ if TYPE_CHECKING:
     from claude_exporter.recording.execution import Execution
     from claude_exporter.recording.recorder import Recorder
 
-__all__ = ["CURRENT_CALL", "CURRENT_EXECUTION", "STATE"]
+__all__ = ["ACTIVE", "CURRENT_CALL", "CURRENT_EXECUTION"]
 
 
-class _State:
+class _Active:
     __slots__ = ("recorder",)
 
     def __init__(self) -> None:
         self.recorder: Recorder | None = None
 
 
-STATE = _State()
-# The request in progress, so the middleware can attribute each attempt to it.
+ACTIVE = _Active()
+# The request in progress, so the attempt seam can attribute each HTTP attempt to it.
 CURRENT_CALL: ContextVar[Call | None] = ContextVar("claude_exporter_call", default=None)
-# The execution in progress; copied into threads with contextvars.copy_context().
+# The execution in progress; copied into threads with contextvars.copy_context().run.
 CURRENT_EXECUTION: ContextVar[Execution | None] = ContextVar("claude_exporter_execution", default=None)

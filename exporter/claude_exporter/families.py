@@ -1,0 +1,148 @@
+"""Every metric family the exporter exposes, declared once.
+
+The collectors (:mod:`claude_exporter.exposition.collectors`), the README's metrics table (generated and
+checked by a test), the dashboards' label table and the tests' oracles are all derived from
+:data:`FAMILIES`. Pure data: nothing here imports prometheus_client or the SDK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "BY_NAME",
+    "DURATION_BUCKETS",
+    "FAMILIES",
+    "METRIC_GROUPS",
+    "REQUEST_BUCKETS",
+    "SEED_GROUPS",
+    "TOKEN_BUCKETS",
+    "TOKEN_TYPE_GROUPS",
+    "TTFT_BUCKETS",
+    "Family",
+    "duration_buckets",
+]
+
+# OpenTelemetry GenAI conventions: 0.01 s doubling to 81.92 s, then the long tail agents live in.
+DURATION_BUCKETS: tuple[float, ...] = (*(round(0.01 * 2**i, 2) for i in range(14)), 120.0, 300.0, 600.0)
+TTFT_BUCKETS: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+TOKEN_BUCKETS: tuple[float, ...] = tuple(float(4**i) for i in range(13))  # 1 ... 16777216
+REQUEST_BUCKETS: tuple[float, ...] = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89)  # agent-loop turns
+
+# The names the config's ``metrics:`` list takes: the seed's five, then the extensions. Each enables the
+# families that name it; a family that names none is always on. A list that names only seed metrics
+# leaves the extensions on (the seed's list predates them); one that names any extension is taken as the
+# whole list.
+METRIC_GROUPS: tuple[str, ...] = (
+    "execution_duration_ms",
+    "tokens_used_input",
+    "tokens_used_output",
+    "code_blocks_executed",
+    "error_rate_percent",
+    "cost_usd",
+    "time_to_first_token_ms",
+    "retries",
+    "rate_limits",
+    "stop_reasons",
+)
+SEED_GROUPS: frozenset[str] = frozenset(METRIC_GROUPS[:5])
+# Token ``type`` label values and the seed metric that enables each.
+TOKEN_TYPE_GROUPS: dict[str, str] = {
+    "input": "tokens_used_input",
+    "cache_creation": "tokens_used_input",
+    "cache_read": "tokens_used_input",
+    "output": "tokens_used_output",
+}
+
+
+def duration_buckets(extra_seconds: Iterable[float] = ()) -> tuple[float, ...]:
+    """The duration buckets plus every configured timeout threshold, so the timeout alert is exact."""
+    return tuple(sorted({*DURATION_BUCKETS, *(float(s) for s in extra_seconds if s > 0)}))
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family: what Prometheus sees, and which seed metric enables it."""
+
+    name: str  # as exposed; counters end in _total
+    type: str  # counter | histogram | gauge
+    help: str
+    labels: tuple[str, ...]
+    meaning: str = ""  # the README's column; the help text when empty
+    enabled_by: tuple[str, ...] = ()  # METRIC_GROUPS names; empty: always on
+    multiprocess_mode: str = ""  # gauges only: how worker processes combine (prometheus_client's modes)
+
+    @property
+    def base(self) -> str:
+        """The family name prometheus_client takes (without the counter's ``_total``)."""
+        return self.name[: -len("_total")] if self.type == "counter" else self.name
+
+
+_AM = ("agent", "model")
+_AT = ("agent", "task")
+
+FAMILIES: tuple[Family, ...] = (
+    Family("claude_requests_total", "counter", "Finished Messages API requests.", (*_AM, "outcome"),
+           "finished requests (success, error)"),
+    Family("claude_request_duration_seconds", "histogram",
+           "Request wall time, retries and the whole stream included.", _AM,
+           enabled_by=("execution_duration_ms",)),
+    Family("claude_time_to_first_token_seconds", "histogram",
+           "Streaming requests: time from the request start to the first content delta.", _AM,
+           enabled_by=("time_to_first_token_ms",)),
+    Family("claude_tokens_total", "counter", "Tokens as the API bills them; input excludes cache tokens.",
+           (*_AM, "type"), "input, output, cache_creation, cache_read, as billed",
+           enabled_by=("tokens_used_input", "tokens_used_output")),
+    Family("claude_cost_usd_total", "counter", "Estimated cost from the pricing table, in USD.", _AM,
+           enabled_by=("cost_usd",)),
+    Family("claude_errors_total", "counter", "Failed requests by SDK exception class name.",
+           (*_AM, "error_type"), enabled_by=("error_rate_percent",)),
+    Family("claude_stop_reasons_total", "counter", "Finished requests by stop reason.",
+           (*_AM, "stop_reason"), "end_turn, max_tokens, tool_use, refusal, ...",
+           enabled_by=("stop_reasons",)),
+    Family("claude_code_blocks_executed_total", "counter",
+           "Code-execution tool results by tool and outcome.", (*_AM, "tool", "outcome"),
+           "code-execution results: success, nonzero_exit, tool_error", enabled_by=("code_blocks_executed",)),
+    Family("claude_retries_total", "counter", "Retried attempts by the status or failure that caused them.",
+           (*_AM, "reason"), 'attempts the SDK retried, by cause ("429", "529", "timeout", ...)',
+           enabled_by=("retries",)),
+    Family("claude_rate_limited_total", "counter", "429 responses, every attempt.", _AM,
+           enabled_by=("rate_limits",)),
+    Family("claude_ratelimit_limit", "gauge", "From the anthropic-ratelimit-*-limit headers.",
+           ("model", "resource"), multiprocess_mode="mostrecent"),
+    Family("claude_ratelimit_remaining", "gauge", "From the anthropic-ratelimit-*-remaining headers.",
+           ("model", "resource"), multiprocess_mode="mostrecent"),
+    Family("claude_ratelimit_reset_timestamp_seconds", "gauge",
+           "From the anthropic-ratelimit-*-reset headers, as a Unix timestamp.", ("model", "resource"),
+           multiprocess_mode="mostrecent"),
+    Family("claude_requests_in_flight", "gauge", "Requests in progress.", ("agent",),
+           multiprocess_mode="livesum"),
+    Family("claude_executions_total", "counter", "Finished executions.", (*_AT, "outcome"),
+           "finished executions (success, error)"),
+    Family("claude_execution_duration_seconds", "histogram", "Execution wall time.", _AT,
+           enabled_by=("execution_duration_ms",)),
+    Family("claude_execution_tokens", "histogram",
+           "Tokens per execution over all its requests; input includes cache writes and reads.",
+           (*_AT, "type"), enabled_by=("tokens_used_input", "tokens_used_output")),
+    Family("claude_execution_requests", "histogram", "Requests per execution (agent-loop turns).", _AT),
+    Family("claude_executions_in_flight", "gauge", "Executions in progress.", _AT,
+           multiprocess_mode="livesum"),
+    Family("claude_execution_longest_running_seconds", "gauge",
+           "Age of the oldest running execution, 0 when none.", ("agent",),
+           "age of the oldest running execution, so a hung agent shows while it hangs",
+           multiprocess_mode="livemax"),
+    Family("claude_exporter_build_info", "gauge", "Always 1; the exporter and SDK versions as labels.",
+           ("version", "anthropic_version"), multiprocess_mode="max"),
+    Family("claude_exporter_label_overflow_total", "counter", "Label values folded into __overflow__.",
+           ("label",)),
+    Family("claude_exporter_unpriced_tokens_total", "counter",
+           "Tokens of models missing from the pricing table.", ("model",)),
+    Family("claude_exporter_internal_errors_total", "counter",
+           "Faults inside the shim, swallowed so the caller's request is never affected.", ("stage",)),
+    Family("claude_exporter_events_total", "counter", "Ingested events.", ("source", "result")),
+)  # fmt: skip
+
+BY_NAME: dict[str, Family] = {family.name: family for family in FAMILIES}

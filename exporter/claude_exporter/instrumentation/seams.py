@@ -1,0 +1,327 @@
+"""The seams: plain functions put in place of four SDK and httpx2 methods, built per recorder.
+
+- **Request** (``SyncAPIClient.request`` / ``AsyncAPIClient.request``, the SDK's documented custom-request
+  method): every Messages call passes through it once, whatever the entry point (``create``,
+  ``stream()``, ``parse``, beta, Bedrock, Vertex, ``with_raw_response``, a bound method taken before
+  ``instrument()``). Calls to other endpoints pass straight through after one string comparison.
+- **Attempt** (``httpx2.Client.send`` / ``AsyncClient.send``): the SDK sends exactly once per HTTP
+  attempt, so retries and their causes, every 429 and the ``anthropic-ratelimit-*`` headers are seen
+  without a middleware, which would put the client on another code path of the SDK.
+- **Stream close** (``Stream.close`` / ``AsyncStream.close``): a stream closed early finishes then.
+
+Each factory takes the original function and the recorder and returns the replacement, so nothing is
+looked up per call. Every replacement returns exactly what the SDK returned and raises exactly what it
+raised; the shim's own work sits in ``try`` blocks that count faults and carry on.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, cast
+
+from anthropic import AsyncStream, Stream
+from anthropic._constants import RAW_RESPONSE_HEADER
+from anthropic._response import AsyncAPIResponse, BaseAPIResponse
+
+from claude_exporter.instrumentation.extract import (
+    client_code_blocks,
+    code_blocks,
+    error_message,
+    retry_reason,
+)
+from claude_exporter.instrumentation.streams import WATCH_ATTR, watch_stream
+from claude_exporter.recording.call import Call
+from claude_exporter.recording.recorder import Recorder
+from claude_exporter.recording.state import CURRENT_CALL, CURRENT_EXECUTION
+from claude_exporter.recording.usage import Usage
+
+__all__ = ["async_request", "async_send", "stream_close", "sync_request", "sync_send"]
+
+Factory = Callable[[Callable[..., Any], Recorder], Callable[..., Any]]
+
+_MESSAGES = "/v1/messages"
+_MESSAGES_QUERY = "/v1/messages?"  # beta: /v1/messages?beta=true
+
+
+def _messages_options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The request options when the call is a Messages request, else None."""
+    options = args[1] if len(args) > 1 else kwargs.get("options")
+    url = getattr(options, "url", None)
+    if url == _MESSAGES or (isinstance(url, str) and url.startswith(_MESSAGES_QUERY)):
+        return options
+    return None
+
+
+def _opener(rec: Recorder) -> Callable[[Any], Call | None]:
+    default_agent = rec.options.default_agent
+    known = rec._requests
+    resolve = rec.request_labels
+
+    def open_call(options: Any) -> Call | None:
+        try:
+            body = options.json_data
+            model = body.get("model") if isinstance(body, dict) else None
+            if not isinstance(model, str):
+                model = "unknown"
+            ex = CURRENT_EXECUTION.get()
+            if ex is None:
+                agent = default_agent
+            else:
+                agent = ex.agent
+                if ex.rec is not rec:  # opened before instrument(): the request stands alone
+                    ex = None
+            labels = known.get((agent, model)) or resolve(agent, model)
+            call = Call(rec, labels, ex, model)
+            if labels.code_tools:
+                call.client_blocks = list(client_code_blocks(body.get("messages"), labels.code_tools))
+            return call
+        except Exception:
+            rec.fault("request_start")
+            return None
+
+    return open_call
+
+
+def _failed(call: Call, exc: BaseException) -> None:
+    try:
+        call.finish(None, None, (), type(exc).__name__, error_message(exc))
+    except Exception:
+        call.rec.fault("request_error")
+
+
+def _message(call: Call, message: Any) -> None:
+    usage = Usage()
+    usage.update(message.usage)
+    content = message.content
+    # Most replies hold no code-execution result: skip the scan unless a block could be one.
+    call.finish(usage, message.stop_reason, list(code_blocks(content)) if len(content) > 1 else ())
+
+
+def _settle(call: Call, result: Any) -> Any:
+    """Account for a successful return. Returns an awaitable when an async raw response must be parsed
+    (the SDK caches the parse, so the caller's own ``parse()`` gets the same object)."""
+    try:
+        if getattr(result, "usage", None) is not None:
+            _message(call, result)
+        elif isinstance(result, Stream):
+            watch_stream(call, result, is_async=False)
+        elif isinstance(result, AsyncStream):
+            watch_stream(call, result, is_async=True)
+        elif isinstance(result, BaseAPIResponse):
+            if result.http_request.headers.get(RAW_RESPONSE_HEADER) == "stream":
+                _hook_streaming_response(call, result)
+            elif isinstance(result, AsyncAPIResponse):
+                return result.parse()
+            else:
+                _settle(call, cast(Any, result).parse())
+        else:
+            call.finish(Usage())
+    except Exception:
+        call.rec.fault("request_result")
+        call.done = True
+        call.rec.running_calls.pop(id(call), None)
+    return None
+
+
+# -- the request seam -----------------------------------------------------------------------------------
+
+
+def sync_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
+    open_call = _opener(rec)
+
+    @functools.wraps(original)
+    def request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        options = _messages_options(args, kwargs)
+        call = open_call(options) if options is not None else None
+        if call is None:
+            return original(self, *args, **kwargs)
+        token = CURRENT_CALL.set(call)
+        try:
+            result = original(self, *args, **kwargs)
+        except BaseException as exc:
+            CURRENT_CALL.reset(token)
+            _failed(call, exc)
+            raise
+        CURRENT_CALL.reset(token)
+        _settle(call, result)
+        return result
+
+    return request
+
+
+def async_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
+    open_call = _opener(rec)
+
+    async def measured(options: Any, self: Any, args: Any, kwargs: Any) -> Any:
+        call = open_call(options)  # opened when awaited, so a coroutine never awaited leaves nothing running
+        if call is None:
+            return await original(self, *args, **kwargs)
+        token = CURRENT_CALL.set(call)
+        try:
+            result = await original(self, *args, **kwargs)
+        except BaseException as exc:
+            CURRENT_CALL.reset(token)
+            _failed(call, exc)
+            raise
+        CURRENT_CALL.reset(token)
+        pending = _settle(call, result)
+        if pending is not None:
+            try:
+                _settle(call, await pending)
+            except Exception:
+                rec.fault("request_result")
+                call.done = True
+                rec.running_calls.pop(id(call), None)
+        return result
+
+    @functools.wraps(original)
+    def request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        options = _messages_options(args, kwargs)
+        if options is None:
+            return original(self, *args, **kwargs)  # the SDK's own coroutine, untouched
+        return measured(options, self, args, kwargs)
+
+    return request
+
+
+# -- the attempt seam -----------------------------------------------------------------------------------
+
+
+def _attempt(call: Call) -> None:
+    try:
+        n = call.attempts
+        call.attempts = n + 1
+        if n:
+            call.retried()
+    except Exception:
+        call.rec.fault("attempt")
+
+
+def _attempt_failed(call: Call, exc: BaseException) -> None:
+    try:
+        call.last_reason = retry_reason(exc)
+    except Exception:
+        call.rec.fault("attempt_error")
+
+
+def _responded(call: Call, response: Any) -> None:
+    try:
+        status = response.status_code
+        call.rec.recent_headers.append((call.labels.model, response.headers))
+        if status >= 400:
+            call.last_reason = str(status)
+            if status == 429:
+                call.labels.series.add_rate_limited()
+    except Exception:
+        call.rec.fault("attempt_response")
+
+
+def sync_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        call = CURRENT_CALL.get()
+        if call is None:  # not a measured request (or not the SDK at all): nothing to do
+            return original(self, request, *args, **kwargs)
+        _attempt(call)
+        try:
+            response = original(self, request, *args, **kwargs)
+        except BaseException as exc:
+            _attempt_failed(call, exc)
+            raise
+        _responded(call, response)
+        return response
+
+    return send
+
+
+def async_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
+    async def measured(call: Call, self: Any, request: Any, args: Any, kwargs: Any) -> Any:
+        _attempt(call)
+        try:
+            response = await original(self, request, *args, **kwargs)
+        except BaseException as exc:
+            _attempt_failed(call, exc)
+            raise
+        _responded(call, response)
+        return response
+
+    @functools.wraps(original)
+    def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        call = CURRENT_CALL.get()
+        if call is None:
+            return original(self, request, *args, **kwargs)  # httpx2's own coroutine, untouched
+        return measured(call, self, request, args, kwargs)
+
+    return send
+
+
+# -- stream close and streaming responses --------------------------------------------------------------
+
+
+def stream_close(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def close(self: Any, *args: Any, **kwargs: Any) -> Any:
+        watch = self.__dict__.get(WATCH_ATTR)
+        if watch is not None:
+            watch.finish()
+        return original(self, *args, **kwargs)
+
+    return close
+
+
+class _Pending:
+    """A streaming-response body not parsed yet: finished by parse() or close()."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if not self.call.done:
+            self.call.finish(Usage())
+
+
+def _hook_streaming_response(call: Call, response: Any) -> None:
+    """with_streaming_response: the body is the caller's to read, so the request finishes when the
+    caller parses it (a message, or a stream that is then watched) or closes the response.
+
+    The hooks sit on this one response object, not on the class: the SDK parses every response it
+    handles, and only these few should pay for a look.
+    """
+    finisher: list[Any] = [_Pending(call)]
+    cls: Any = type(response)
+    target: Any = response
+
+    def seen(parsed: Any, to: Any) -> None:
+        if to is None and not call.done:
+            _settle(call, parsed)
+            watch = getattr(parsed, "__dict__", {}).get(WATCH_ATTR)
+            if watch is not None:
+                finisher[0] = watch  # closing the response now finishes with what the stream showed
+
+    if isinstance(response, AsyncAPIResponse):
+
+        async def aparse(*, to: Any = None) -> Any:
+            parsed = await cls.parse(response, to=to)
+            seen(parsed, to)
+            return parsed
+
+        async def aclose() -> None:
+            finisher[0].finish()
+            await cls.close(response)
+
+        target.parse, target.close = aparse, aclose
+    else:
+
+        def parse(*, to: Any = None) -> Any:
+            parsed = cls.parse(response, to=to)
+            seen(parsed, to)
+            return parsed
+
+        def close() -> None:
+            finisher[0].finish()
+            cls.close(response)
+
+        target.parse, target.close = parse, close
