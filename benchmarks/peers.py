@@ -382,8 +382,8 @@ class Worker:
 
 
 @contextmanager
-def workers(configs: list[Config], python: str, requests: int) -> Iterator[list[Worker]]:
-    started = [Worker(config) for config in configs]
+def workers(configs: list[Config], python: str, requests: int, processes: int) -> Iterator[list[Worker]]:
+    started = [Worker(config) for config in configs for _ in range(processes)]
     try:
         for w in started:  # one at a time, so set-up and warm-up of one do not slow another's
             w.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed below)
@@ -586,26 +586,42 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, {m['date']}; load average "
         f"{m['loadavg_start'][0]:.2f} at the start, {m['loadavg_end'][0]:.2f} at the end. "
         f"{result['rounds']} rounds of {result['requests']} requests / {max(1, result['requests'] // 4)} "
-        "streams per configuration.",
+        f"streams per configuration, taking turns among {result['processes']} processes per configuration.",
     ]
     return "\n".join(lines)
 
 
-def run(configs: list[Config], python: str, rounds: int, requests: int, seed: int | None) -> dict[str, Any]:
+def run(
+    configs: list[Config], python: str, rounds: int, requests: int, processes: int, seed: int | None
+) -> dict[str, Any]:
+    """Time every configuration in shuffled rounds; round r uses each configuration's process r mod K.
+
+    Two processes of the same code differ by a few percent (memory layout, which core, what runs
+    beside them); taking turns among K processes per configuration averages that out of the medians.
+    """
     rng = random.Random(seed)
     info = machine()
-    with workers(configs, python, requests) as ws:
-        usable = [w for w in ws if w.usable]
-        for _ in range(rounds):
+    with workers(configs, python, requests, processes) as ws:
+        groups: dict[str, list[Worker]] = {}
+        for w in ws:
+            groups.setdefault(w.config.name, []).append(w)
+        leads = [group[0] for group in groups.values()]  # each group's times are kept on its first
+        usable = [name for name, group in groups.items() if all(w.usable for w in group)]
+        for r in range(rounds):
             for case in CASES:
                 order = usable[:]
                 rng.shuffle(order)
-                for w in order:
-                    block = w.ask({"cmd": "time", "case": case})
+                for name in order:
+                    group = groups[name]
+                    block = group[r % len(group)].ask({"cmd": "time", "case": case})
                     for clock in CLOCKS:
-                        w.times[clock][case].append(float(block[clock]))
+                        group[0].times[clock][case].append(float(block[clock]))
+        for name, group in groups.items():
+            if name not in usable and group[0].usable:  # a later process of the group failed
+                group[0].hello = next(w.hello for w in group if not w.usable)
     info["loadavg_end"] = os.getloadavg()
-    return {"machine": info, "rounds": rounds, "requests": requests, "rows": summarise(ws)}
+    result = {"machine": info, "rounds": rounds, "requests": requests, "processes": processes}
+    return {**result, "rows": summarise(leads)}
 
 
 def main() -> None:
@@ -621,12 +637,13 @@ def main() -> None:
         "--python", help="interpreter for the workers (default: benchmarks/.venv-peers, if made)"
     )
     parser.add_argument("--quick", action="store_true", help="3 rounds of 40 requests: checks, not figures")
+    parser.add_argument("--processes", type=int, default=3, help="worker processes per configuration")
     parser.add_argument("--seed", type=int, help="seed of the round order")
     parser.add_argument("--json", type=Path, help="also write the full result here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.requests = 3, 40
+        args.rounds, args.requests, args.processes = 3, 40, 1
     if args.worker:
         # The protocol has the real stdout; anything a library prints goes to stderr instead.
         proto = os.fdopen(os.dup(sys.stdout.fileno()), "w")
@@ -640,7 +657,7 @@ def main() -> None:
     if "bare" not in names:
         names.insert(0, "bare")
     python = args.python or (str(PEERS_PYTHON) if PEERS_PYTHON.exists() else sys.executable)
-    result = run([CONFIGS[n] for n in names], python, args.rounds, args.requests, args.seed)
+    result = run([CONFIGS[n] for n in names], python, args.rounds, args.requests, args.processes, args.seed)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))

@@ -32,7 +32,7 @@ def test_peers_flags_silent_and_missing_configurations(tmp_path: Path) -> None:
     out = tmp_path / "peers.json"
     run = _run(
         "peers.py", "--configs", "ours,passthrough,otel-metrics", "--rounds", "2", "--requests", "8",
-        "--python", sys.executable, "--json", str(out),
+        "--processes", "1", "--python", sys.executable, "--json", str(out),
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     rows = json.loads(out.read_text())["rows"]
