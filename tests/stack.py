@@ -117,27 +117,39 @@ class _Process:
 
 
 class Prometheus(_Process):
-    """``/usr/bin/prometheus`` with ``config_text``; ``rule_files`` replace the config's ``rule_files``."""
+    """``/usr/bin/prometheus`` with ``config_text``; ``rule_files`` replace the config's ``rule_files``;
+    ``extra_args`` are added to the command line (e.g. ``--web.enable-remote-write-receiver``)."""
 
     binary = "prometheus"
     name = "prometheus"
 
-    def __init__(self, config_text: str, rule_files: Sequence[Path] = (), *, tmp: Path) -> None:
+    def __init__(
+        self,
+        config_text: str,
+        rule_files: Sequence[Path] = (),
+        *,
+        tmp: Path,
+        extra_args: Sequence[str] = (),
+        name: str = "prometheus",
+    ) -> None:
+        self.name = name  # also the log file's name, so several can share a tmp dir
         super().__init__(tmp)
+        self.extra_args = list(extra_args)
         if rule_files:
             # Absolute paths: Prometheus resolves relative ones against the config file's directory.
             config = yaml.safe_load(config_text) or {}
             config["rule_files"] = [str(Path(p).resolve()) for p in rule_files]
             config_text = yaml.safe_dump(config, sort_keys=False)
-        self.config_path = self.tmp / "prometheus.yml"
+        self.config_path = self.tmp / f"{name}.yml"
         self.config_path.write_text(config_text)
 
     def _args(self) -> list[str]:
         return [
             f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={self.tmp / 'prometheus-data'}",
+            f"--storage.tsdb.path={self.tmp / (self.name + '-data')}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--web.enable-lifecycle",
+            *self.extra_args,
         ]
 
     def api(self, path: str, **params: str) -> Any:

@@ -81,21 +81,23 @@ def test_a_stream_collected_while_its_series_is_locked_does_not_deadlock(instrum
 def test_instrument_is_all_or_nothing(fresh, monkeypatch):
     registry = CollectorRegistry()
     threads_before = {t.name for t in threading.enumerate()}
-    originals = {(m, c, a): f for m, c, a, f in instrumentor.SEAMS}
-    broken = (
-        *instrumentor.SEAMS[:-1],
-        ("anthropic._streaming", "NoSuchStream", "close", instrumentor.seams.stream_close),
+
+    def broken_factory(original, rec):
+        raise RuntimeError("the last seam cannot be built")
+
+    module, cls, attribute, _ = instrumentor.SEAMS[-1]
+    monkeypatch.setattr(
+        instrumentor, "SEAMS", (*instrumentor.SEAMS[:-1], (module, cls, attribute, broken_factory))
     )
-    monkeypatch.setattr(instrumentor, "SEAMS", broken)
-    with pytest.raises(AttributeError):
-        ce.instrument(registry=registry)
+    with pytest.raises(RuntimeError):
+        ce.instrument(registry=registry)  # five seams were patched before the sixth failed
     assert not ce.is_instrumented()
     assert list(registry.collect()) == []  # nothing registered
     assert "claude-exporter-health" not in {t.name for t in threading.enumerate()} - threads_before
     monkeypatch.undo()
-    for (module, cls, attribute), _ in originals.items():
+    for module, cls, attribute, _ in instrumentor.SEAMS:
         owner = getattr(__import__(module, fromlist=[cls]), cls)
-        assert not hasattr(owner.__dict__[attribute], "__claude_exporter_original__")
+        assert not hasattr(owner.__dict__[attribute], "__claude_exporter_original__"), (cls, attribute)
     ce.instrument(registry=registry)  # no DuplicateTimeseries
     assert ce.is_instrumented()
 
@@ -163,3 +165,111 @@ def test_retention_days_reaches_the_local_prometheus(tmp_path: Path):
     config = parse_config({"monitoring": {"a": {"retention_days": 30}, "b": {"retention_days": 90}}})
     argv = LocalStack(config, "127.0.0.1:1", tmp_path, print).prometheus_argv(9090)
     assert "--storage.tsdb.retention.time=90d" in argv
+
+
+# -- found in review of the new core ----------------------------------------------------------------------
+
+
+def test_a_callers_stream_closed_by_the_collector_while_recording_does_not_deadlock(
+    instrumented, fake_anthropic
+):
+    """The caller's own finaliser (a generator holding ``messages.stream()``) closes the stream from inside
+    a garbage collection that runs while this thread holds a series lock."""
+    reg, rec = instrumented
+    client = fake_anthropic.client(max_retries=0)
+    client.messages.create(**kw())
+    series = rec.request_series[0]
+    finished = threading.Event()
+
+    def agent_step():
+        with client.messages.stream(**kw()) as stream:
+            yield from stream
+
+    def scenario() -> None:
+        steps = agent_step()
+        next(steps)
+        cycle = [steps]
+        cycle.append(cycle)  # only the cyclic collector frees it
+        del steps, cycle
+        # The state inside RequestSeries.finish: this thread is recording and holds the series lock
+        # when an allocation sets off a collection.
+        with series.lock:
+            rec.busy.on = True
+            try:
+                gc.collect()
+            finally:
+                rec.busy.on = False
+        finished.set()
+
+    worker = threading.Thread(target=scenario, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert finished.is_set(), "the caller's finaliser deadlocked on the series lock"
+    assert requests(reg) == (2, 0)
+
+
+def test_a_fault_opening_a_request_leaves_nothing_in_flight(fresh, fake_anthropic, monkeypatch):
+    from claude_exporter.instrumentation import seams
+
+    registry = CollectorRegistry()
+    rec = ce.instrument(
+        parse_config({"monitoring": {"default": {"code_tools": ["run_python"]}}}), registry=registry
+    )
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(seams, "client_code_blocks", boom)
+    fake_anthropic.client(max_retries=0).messages.create(**kw())
+    assert rec.running_calls == {}
+    assert val(registry, "claude_exporter_internal_errors_total", stage="request_start") == 1
+
+
+def test_a_streaming_response_dropped_unclosed_is_finished(instrumented, fake_anthropic):
+    reg, rec = instrumented
+    client = fake_anthropic.client(max_retries=0)
+    response = client.messages.with_streaming_response.create(**kw()).__enter__()
+    assert len(rec.running_calls) == 1
+    del response
+    gc.collect()
+    assert requests(reg) == (1, 0)  # the scrape settles it
+    assert rec.running_calls == {}
+
+
+def test_async_seams_are_still_coroutine_functions(fresh):
+    import asyncio
+    import inspect
+    from unittest import mock
+
+    import httpx2
+    from anthropic._base_client import AsyncAPIClient
+
+    ce.instrument(registry=CollectorRegistry())
+    for function in (AsyncAPIClient.request, httpx2.AsyncClient.send, anthropic_async_stream_close()):
+        assert inspect.iscoroutinefunction(function)
+        assert asyncio.iscoroutinefunction(function)
+    with mock.patch.object(httpx2.AsyncClient, "send") as patched:
+        assert isinstance(patched, mock.AsyncMock)
+
+
+def anthropic_async_stream_close():
+    from anthropic import AsyncStream
+
+    return AsyncStream.close
+
+
+def test_other_http_calls_during_a_request_are_not_attempts(reg, fake_anthropic):
+    import httpx2
+
+    side: list[int] = []
+
+    def hook(request):  # a request hook that fetches something of its own, e.g. a gateway token
+        with httpx2.Client() as other:
+            side.append(other.get(fake_anthropic.url + "/-/nothing-here").status_code)
+
+    client = fake_anthropic.client(max_retries=0, http_client=httpx2.Client(event_hooks={"request": [hook]}))
+    client.messages.create(**kw())
+    assert side  # the side request was made inside the measured request
+    assert requests(reg) == (1, 0)
+    assert not has(reg, "claude_retries_total", agent="default", model=kw()["model"], reason="unknown")
+    assert val(reg, "claude_rate_limited_total", agent="default", model=kw()["model"]) == 0

@@ -60,6 +60,16 @@ CONTRACT: dict[str, set[str]] = {
     "claude_exporter_unpriced_tokens_total": {"model"},
     "claude_exporter_internal_errors_total": {"stage"},
     "claude_exporter_events_total": {"source", "result"},
+    # Proposed with the Claude Code receiver (issue 11): sources, and the Claude-Code-only families.
+    "claude_agent_info": {"agent", "source"},
+    "claude_code_sessions_total": {"agent"},
+    "claude_code_tool_results_total": {"agent", "tool", "outcome"},
+    "claude_code_tool_duration_seconds": {"agent", "tool"},
+    "claude_code_lines_of_code_total": {"agent", "type"},
+    "claude_code_commits_total": {"agent"},
+    "claude_code_pull_requests_total": {"agent"},
+    "claude_code_active_time_seconds_total": {"agent", "type"},
+    "claude_code_edit_decisions_total": {"agent", "tool", "decision"},
 }
 HISTOGRAMS = {
     "claude_request_duration_seconds",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -22,12 +23,14 @@ import anthropic
 import claude_exporter as ce
 import pytest
 from claude_exporter.testing import FakeAnthropic, Reply, code_execution_blocks
+from otlp_payloads import event, logs_request, resource, sums_request
 from prometheus_client import CollectorRegistry
 from stack import Prometheus
 from test_dashboards import FILES, load, panel_query, queries, variable_queries, variables
 
 JOB = "claude-dashboards"
 AGENT = "dash-agent"
+CC_AGENT = "dash-claude-code"
 MODEL = "claude-sonnet-4-6"
 UNPRICED = "claude-dashboard-unpriced"
 # Grafana's $__rate_interval is max(4 x scrape interval, step + scrape interval); 15 s is that for a 1 s
@@ -63,10 +66,37 @@ def ratelimits() -> dict[str, tuple[int, int, str]]:
     }
 
 
-def drive(fake: FakeAnthropic) -> None:
+def claude_code_telemetry(url: str) -> None:
+    """What a Claude Code session exports (its OTLP logs and metrics), as a second agent beside the SDK's:
+    a tool result and the Claude-Code-only families, none of them a request, so the SDK figures stay."""
+    now = time.time_ns()
+    res = resource(CC_AGENT)
+    logs = logs_request(
+        [event("tool_result", tool_name="Read", tool_use_id=f"t{now}", success="true", duration_ms="12")], res
+    )
+    points = [
+        (name, attrs, now - 1_000_000_000, now, 3.0)
+        for name, attrs in (
+            ("claude_code.session.count", {}),
+            ("claude_code.lines_of_code.count", {"type": "added"}),
+            ("claude_code.commit.count", {}),
+            ("claude_code.pull_request.count", {}),
+            ("claude_code.active_time.total", {"type": "cli"}),
+        )
+    ]
+    for path, body in (("/v1/logs", logs), ("/v1/metrics", sums_request(points, res=res))):
+        request = urllib.request.Request(
+            url + path, data=body, headers={"Content-Type": "application/x-protobuf"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+
+
+def drive(fake: FakeAnthropic, url: str) -> None:
     """Real SDK traffic, through the instrumentation, covering every family the dashboards read:
     7 requests (1 failed after 3 attempts, 1 retried after a 429 and a 529, 1 streamed, 1 of an unpriced
-    model) in 5 executions (1 failed)."""
+    model) in 5 executions (1 failed); and Claude Code telemetry for the same agent."""
+    claude_code_telemetry(url)
     limits = ratelimits()
     fake.default = Reply(
         latency=0.01,
@@ -112,7 +142,7 @@ def grafana_values(dashboard: dict[str, Any], instance: str) -> dict[str, str]:
         if variable["type"] in ("custom", "textbox"):
             values[name] = variable["current"]["value"]
     models = f"{MODEL}|{UNPRICED}"  # a multi-value selection, as Grafana writes it into =~
-    values |= {"job": JOB, "instance": instance, "agent": AGENT, "model": models}
+    values |= {"job": JOB, "instance": instance, "agent": f"{AGENT}|{CC_AGENT}", "model": models}
     return values
 
 
@@ -153,7 +183,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promethe
     if ce.is_instrumented():  # a test that failed half-way must not leak into this one
         ce.uninstrument()
     ce.instrument(registry=registry)
-    server = ce.start_http_server(port=0, addr="127.0.0.1", registry=registry)
+    server = ce.start_http_server(port=0, addr="127.0.0.1", registry=registry, otlp=True)
     target = f"127.0.0.1:{server.port}"
     started, release = threading.Event(), threading.Event()
     worker = threading.Thread(target=running_execution, args=(started, release), daemon=True)
@@ -164,9 +194,9 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promethe
         ):
             prom.wait_for(f'up{{job="{JOB}"}} == 1', timeout=15)
             # Twice, a scrape apart: a series' first sample is not an increase, so rates need a second round.
-            drive(fake)
+            drive(fake, server.url)
             prom.wait_for(f'claude_requests_total{{job="{JOB}", model="{UNPRICED}"}}', timeout=10)
-            drive(fake)
+            drive(fake, server.url)
             worker.start()
             assert started.wait(timeout=5)
             prom.wait_for(f'claude_executions_in_flight{{task="long-running", job="{JOB}"}} > 0', timeout=10)
@@ -233,7 +263,8 @@ EXPECTED: list[tuple[str, str, str, dict[str, str] | None, float, float]] = [
         98,
         98,
     ),
-    ("claude-agent.json", "Code-execution failures", "A", {"tool": "bash_code_execution"}, 100, 100),
+    # 100 %, give or take the last bit of a float division of two rates
+    ("claude-agent.json", "Code-execution failures", "A", {"tool": "bash_code_execution"}, 99.999, 100),
     ("claude-agent.json", "Code-execution failures", "A", {"tool": "code_execution"}, 0, 0),
     ("claude-agent.json", "Stop reasons", "A", {"stop_reason": "max_tokens"}, 5, 30),
     ("claude-agent.json", "Retries and 429s", "A", {"reason": "529"}, 1e-6, 100),
@@ -243,6 +274,11 @@ EXPECTED: list[tuple[str, str, str, dict[str, str] | None, float, float]] = [
     ("claude-cost.json", "Cache hit ratio", "A", None, 50, 80),  # 5000 of ~7000 prompt tokens
     ("claude-cost.json", "Unpriced tokens/s", "A", None, 1e-6, 1e6),
     ("claude-cost.json", "Spend per hour", "A", None, 1e-6, 1e6),
+    ("claude-fleet.json", "Agents by source", "A", {"source": "sdk"}, 1, 1),
+    ("claude-fleet.json", "Agents by source", "A", {"source": "claude_code"}, 1, 1),
+    ("claude-cost.json", "Spend per hour by source", "A", {"source": "sdk"}, 1e-6, 1e6),
+    ("claude-fleet.json", "Claude Code sessions/min by agent", "A", {"agent": CC_AGENT}, 1e-6, 1e6),
+    ("claude-fleet.json", "Telemetry received/s", "A", {"source": "otlp", "result": "accepted"}, 1e-6, 1e6),
 ]
 
 

@@ -142,6 +142,15 @@ def cost_per_hour(s: Scope, group: Sequence[str] = ()) -> str:
     return f"3600 * {s.sum_rate('claude_cost_usd_total', group=group)}"
 
 
+def by_source(s: Scope, series: str, *matchers: str) -> str:
+    """A counter's rate split by where its agents' data comes from (``claude_agent_info``: sdk or
+    claude_code). The join is within each exporter (job, instance), where every agent has one source."""
+    keys = ("job", "instance", "agent")
+    rate = s.sum_rate(series, *matchers, group=keys)
+    info = s.sel("claude_agent_info")
+    return f"sum by (source) ({rate} * on ({', '.join(keys)}) group_left (source) {info})"
+
+
 def tokens_per_execution(s: Scope, group: Sequence[str] = (), window: str = RATE) -> str:
     """Tokens (input with cache, and output) per finished execution."""
     return s.per_execution("claude_execution_tokens_sum", group=group, window=window)

@@ -9,6 +9,7 @@ from common import (
     Scope,
     agent_variable,
     bargauge_panel,
+    by_source,
     cost_per_hour,
     model_variable,
     new_dashboard,
@@ -128,6 +129,13 @@ def breakdown_panels() -> list[PanelBuilder]:
             "currencyUSD",
             "Estimated spend rate, stacked.",
             [query(cost_per_hour(S, ("agent",)), "{{agent}}")],
+            stack=True,
+        ),
+        timeseries_panel(
+            "Spend per hour by source",
+            "currencyUSD",
+            "Estimated spend rate of SDK agents (sdk) and Claude Code sessions (claude_code), stacked.",
+            [query(f"3600 * {by_source(S, COST)}", "{{source}}")],
             stack=True,
         ),
         timeseries_panel(

@@ -1,4 +1,5 @@
-"""Claude fleet overview: every agent in one table, fleet totals, and the agents drifting from baseline."""
+"""Claude fleet overview: every agent in one table (SDK agents and Claude Code sessions), fleet totals,
+the agents drifting from baseline, and what only Claude Code reports."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from common import (
     Scope,
     agent_variable,
     bargauge_panel,
+    by_source,
     cost_per_hour,
     new_dashboard,
     query,
@@ -97,6 +99,7 @@ def overview_stats() -> list[PanelBuilder]:
 def agents_table() -> PanelBuilder:
     """One row per agent: the fleet's main view."""
     code_blocks = f"60 * {S.sum_rate('claude_code_blocks_executed_total', group=AGENT)}"
+    claude_code = S.gauge("claude_agent_info", 'source="claude_code"', agg="max", group=AGENT)
     columns = [
         Column("Requests/s", requests_per_second(S, AGENT), "reqps", decimals=3),
         Column("Error %", request_error_percent(S, AGENT), "percent", thresholds(*ERROR_STEPS), decimals=2),
@@ -104,6 +107,7 @@ def agents_table() -> PanelBuilder:
         Column("Tokens/execution", tokens_per_execution(S, AGENT), "short", decimals=0),
         Column("Cost/hour", cost_per_hour(S, AGENT), "currencyUSD"),
         Column("Code blocks/min", zero_filled(S, code_blocks, AGENT), "short"),
+        Column("Claude Code", zero_filled(S, claude_code, AGENT), "bool_yes_no"),
         Column("Firing alerts", zero_filled(S, S.alerts(AGENT), AGENT), "short", thresholds(*ALERT_STEPS), 0),
     ]
     return table_panel(
@@ -186,6 +190,84 @@ def trend_panels() -> list[PanelBuilder]:
     ]
 
 
+def claude_code_panels() -> list[PanelBuilder]:
+    """Claude Code sessions beside the SDK agents: sources, and what only Claude Code reports."""
+    agents = f"count by (source) ({S.gauge('claude_agent_info', agg='max', group=('agent', 'source'))})"
+    tools = S.sum_rate("claude_code_tool_results_total", group=("tool", "outcome"))
+    return [
+        bargauge_panel(
+            "Agents by source",
+            "short",
+            "Agents fed by the Anthropic SDK (sdk) and by Claude Code's telemetry (claude_code).",
+            agents,
+            "{{source}}",
+            width=6,
+        ),
+        timeseries_panel(
+            "Requests/s by source",
+            "reqps",
+            "Finished requests of SDK agents and of Claude Code sessions, stacked.",
+            [query(by_source(S, "claude_requests_total"), "{{source}}")],
+            stack=True,
+            width=9,
+        ),
+        timeseries_panel(
+            "Claude Code sessions/min by agent",
+            "short",
+            "Claude Code sessions started per minute (claude -p runs, interactive sessions).",
+            [query(f"60 * {S.sum_rate('claude_code_sessions_total', group=AGENT)}", "{{agent}}")],
+            width=9,
+        ),
+        timeseries_panel(
+            "Claude Code tool results/s",
+            "ops",
+            "Tool results (Bash, Edit, Read ...) by outcome; Bash also counts as code blocks.",
+            [query(tools, "{{tool}} {{outcome}}")],
+            width=8,
+        ),
+        timeseries_panel(
+            "Lines of code/min",
+            "short",
+            "Lines Claude Code added and removed per minute.",
+            [
+                query(
+                    f"60 * {S.sum_rate('claude_code_lines_of_code_total', group=('type',))}",
+                    "{{type}}",
+                )
+            ],
+            width=8,
+        ),
+        timeseries_panel(
+            "Commits and pull requests/h",
+            "short",
+            "Git commits and pull requests Claude Code made, per hour.",
+            [
+                query(f"3600 * {S.sum_rate('claude_code_commits_total')}", "commits"),
+                query(f"3600 * {S.sum_rate('claude_code_pull_requests_total')}", "pull requests"),
+            ],
+            width=8,
+        ),
+        timeseries_panel(
+            "Claude Code active time",
+            "s",
+            "Seconds of active use per second of wall time: by people (user) and by Claude Code (cli).",
+            [query(S.sum_rate("claude_code_active_time_seconds_total", group=("type",)), "{{type}}")],
+        ),
+        timeseries_panel(
+            "Telemetry received/s",
+            "ops",
+            "OTLP records and hooks accepted and rejected by the exporters. A Claude Code fleet that "
+            "goes quiet here stopped sending: see the runbook's 'Claude Code telemetry stopped arriving'.",
+            [
+                query(
+                    S.sum_rate("claude_exporter_events_total", group=("source", "result")),
+                    "{{source}} {{result}}",
+                )
+            ],
+        ),
+    ]
+
+
 def exporter_panels() -> list[PanelBuilder]:
     """The exporters behind the data: versions, and the cardinality protection at work."""
     build = S.gauge(
@@ -225,6 +307,7 @@ def build() -> db.Dashboard:
         ("Agents", [agents_table()]),
         ("Degradation against baseline", degradation_panels()),
         ("Trends", trend_panels()),
+        ("Claude Code", claude_code_panels()),
         ("Exporters", exporter_panels()),
     ]
     return new_dashboard(

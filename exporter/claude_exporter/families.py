@@ -143,6 +143,23 @@ FAMILIES: tuple[Family, ...] = (
     Family("claude_exporter_internal_errors_total", "counter",
            "Faults inside the shim, swallowed so the caller's request is never affected.", ("stage",)),
     Family("claude_exporter_events_total", "counter", "Ingested events.", ("source", "result")),
+    # Claude Code (ingest.claude_code): each agent's source, and what only Claude Code reports.
+    Family("claude_agent_info", "gauge", "Always 1: where each agent's data comes from (sdk, claude_code).",
+           ("agent", "source"), "always 1: `sdk` or `claude_code`, to split by source (a join on agent)",
+           multiprocess_mode="max"),
+    Family("claude_code_sessions_total", "counter", "Claude Code sessions started.", ("agent",)),
+    Family("claude_code_tool_results_total", "counter", "Claude Code tool results by tool and outcome.",
+           ("agent", "tool", "outcome"), "Claude Code tool results (Bash, Edit, Read ...): success, failure"),
+    Family("claude_code_tool_duration_seconds", "histogram", "Claude Code tool run time, by tool.",
+           ("agent", "tool")),
+    Family("claude_code_lines_of_code_total", "counter", "Lines of code Claude Code added or removed.",
+           ("agent", "type"), "lines of code Claude Code added, removed"),
+    Family("claude_code_commits_total", "counter", "Git commits Claude Code made.", ("agent",)),
+    Family("claude_code_pull_requests_total", "counter", "Pull requests Claude Code opened.", ("agent",)),
+    Family("claude_code_active_time_seconds_total", "counter",
+           "Time Claude Code was in active use (type user) or working (type cli).", ("agent", "type")),
+    Family("claude_code_edit_decisions_total", "counter",
+           "Edit-tool permission decisions (accept, reject) by tool.", ("agent", "tool", "decision")),
 )  # fmt: skip
 
 BY_NAME: dict[str, Family] = {family.name: family for family in FAMILIES}

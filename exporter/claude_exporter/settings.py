@@ -21,6 +21,7 @@ from claude_exporter.exposition.collectors import register, unregister
 from claude_exporter.exposition.eventlog import event_log_listener
 from claude_exporter.exposition.health import health_listener
 from claude_exporter.families import SEED_GROUPS
+from claude_exporter.ingest.claude_code import ClaudeCodeIngest
 from claude_exporter.recording.pricing import ModelPrice, cost_of, load_price_table, split_cache_writes
 from claude_exporter.recording.recorder import Recorder, RecorderOptions
 from claude_exporter.recording.usage import Usage
@@ -104,9 +105,25 @@ class Opened:
 
 
 def open_recorder(settings: Settings, registry: CollectorRegistry) -> Opened:
-    """A recorder for ``settings``, exposed on ``registry``, with its listeners attached."""
-    rec = Recorder(settings.recorder, settings.price_lookup, settings.cost)
+    """A recorder for ``settings``, exposed on ``registry``, with its listeners attached.
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus_client's convention), it is the multiprocess
+    recorder: read here, once, as every worker process opens its recorder.
+    """
+    backend = None
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        from claude_exporter.exposition.multiprocess import MultiprocessBackend
+
+        if not os.path.isdir(path):
+            raise ValueError(f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a directory (create it first)")
+        backend = MultiprocessBackend(path)
+    rec = Recorder(settings.recorder, settings.price_lookup, settings.cost, backend)
+    if backend is not None:
+        rec.closers.append(backend.close)
     rec.config = settings.config
+    # What Claude Code's OTLP export and hooks feed (cheap until used; the wire format loads on first use).
+    rec.claude_code = ClaudeCodeIngest(rec, settings.config.otlp)
     opened = Opened(rec, registry, [])
     try:
         opened.collectors.append(register(rec, registry, settings.enabled))

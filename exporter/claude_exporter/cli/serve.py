@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from prometheus_client import REGISTRY
 
-from claude_exporter.config import Config
+from claude_exporter.config import Config, ConfigError
 from claude_exporter.exposition.server import MetricsServer, start_http_server
 from claude_exporter.ingest.tail import POLL_INTERVAL, LogFollower
 from claude_exporter.recording.state import ACTIVE
@@ -46,6 +46,7 @@ def serve(
     """
     out = sys.stdout if out is None else out
     stop = threading.Event() if stop is None else stop
+    otlp = _otlp_available(config)
     # A recorder without the SDK: serve never patches (or imports) anthropic. An instrumented process
     # that calls serve() keeps its own recorder.
     opened = open_recorder(resolve_settings(config), REGISTRY) if ACTIVE.recorder is None else None
@@ -61,6 +62,7 @@ def serve(
             config.server.port if port is None else port,
             config.server.address if addr is None else addr,
             config=config,
+            otlp=otlp,
         )
         followers = [LogFollower(path, rec, from_start=tail_from_start) for path in tails]
         if threading.current_thread() is threading.main_thread():  # signal handlers can only go there
@@ -70,7 +72,7 @@ def serve(
 
             for signum in _STOP_SIGNALS:
                 previous[signum] = signal.signal(signum, on_signal)
-        _announce(out, server, config, followers, tail_from_start)
+        _announce(out, server, config, followers, tail_from_start, otlp)
         for follower in followers:
             follower.start(poll_interval)
         # A timed wait, so a signal that arrives during it is handled promptly on every Python version.
@@ -90,8 +92,29 @@ def serve(
     return 0
 
 
+def _otlp_available(config: Config) -> bool:
+    """Whether to receive Claude Code's OTLP export: on unless ``exporter.otlp.enabled: false``; when the
+    ``otlp`` extra is missing, off with a note (or a configuration error if the file asked for it)."""
+    if config.otlp.enabled is False:
+        return False
+    from claude_exporter.ingest.otlp_wire import WireError, proto_modules
+
+    try:
+        proto_modules()
+    except WireError as err:
+        if config.otlp.enabled is True:
+            raise ConfigError(f"exporter.otlp.enabled: {err}", config.source) from None
+        return False
+    return True
+
+
 def _announce(
-    out: TextIO, server: MetricsServer, config: Config, followers: list[LogFollower], from_start: bool
+    out: TextIO,
+    server: MetricsServer,
+    config: Config,
+    followers: list[LogFollower],
+    from_start: bool,
+    otlp: bool = False,
 ) -> None:
     lines = [
         f"claude-exporter serve: listening on {server.url} (config: {config.source})",
@@ -99,6 +122,13 @@ def _announce(
         f"  health:   {server.url}/health/claude-agent",
         f"  ingest:   POST {server.url}/v1/events",
     ]
+    if otlp:
+        lines.append(f"  otlp:     OTEL_EXPORTER_OTLP_ENDPOINT={server.url} (POST /v1/metrics, /v1/logs)")
+        lines.append(f"  hooks:    POST {server.url}/v1/hooks (Claude Code http hooks)")
+    elif config.otlp.enabled is None:
+        lines.append(
+            "  otlp:     off (pip install 'claude-exporter[otlp]' to receive Claude Code's telemetry)"
+        )
     where = "from its start" if from_start else "from its end"
     lines += [f"  tailing:  {follower.path} ({where})" for follower in followers]
     print("\n".join(lines), file=out, flush=True)

@@ -32,6 +32,7 @@ from claude_exporter.config.exporter import (
     EVENT_LOG_DESTINATIONS,
     EventLogConfig,
     LabelCaps,
+    OtlpConfig,
     ServerConfig,
     parse_exporter,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "ConfigError",
     "EventLogConfig",
     "LabelCaps",
+    "OtlpConfig",
     "ServerConfig",
     "config_from_env",
     "default_config",
@@ -142,6 +144,7 @@ class Config:
     health_window_seconds: float = 300.0
     rules_evaluation_interval: str = "30s"
     rules_job: str = "claude-exporter"
+    otlp: OtlpConfig = field(default_factory=OtlpConfig)
     source: str = "<default>"
 
     def agent(self, name: str) -> AgentConfig:

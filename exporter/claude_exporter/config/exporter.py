@@ -9,7 +9,15 @@ from typing import Any
 
 from claude_exporter.config.schema import CACHE_MULTIPLIERS, PRICE_COLUMNS, Problems, child, render
 
-__all__ = ["EVENT_LOG_DESTINATIONS", "EventLogConfig", "LabelCaps", "ServerConfig", "parse_exporter"]
+__all__ = [
+    "EVENT_LOG_DESTINATIONS",
+    "USAGE_SOURCES",
+    "EventLogConfig",
+    "LabelCaps",
+    "OtlpConfig",
+    "ServerConfig",
+    "parse_exporter",
+]
 
 EVENT_LOG_DESTINATIONS: tuple[str, ...] = ("stderr", "stdout", "file")
 _EXPORTER_KEYS = (
@@ -20,7 +28,9 @@ _EXPORTER_KEYS = (
     "event_log",
     "health",
     "rules",
+    "otlp",
 )
+USAGE_SOURCES: tuple[str, ...] = ("events", "metrics")
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,24 @@ class LabelCaps:
     task: int = 200
     model: int = 200
     combinations: int = 2000
+
+
+@dataclass(frozen=True)
+class OtlpConfig:
+    """``exporter.otlp``: the OTLP receiver and hooks endpoint for Claude Code (see ingest.claude_code).
+
+    ``enabled`` None means: on for ``claude-exporter serve``, off for ``start_http_server`` in an app.
+    """
+
+    enabled: bool | None = None
+    default_agent: str = "claude-code"
+    agent_attribute: str = "agent"
+    task_attribute: str = "task"
+    usage_from: str = "events"
+    code_tools: frozenset[str] = frozenset({"Bash"})
+    turn_idle_seconds: float = 600.0
+    hook_join_seconds: float = 15.0
+    memory: int = 100_000  # ids and cumulative writers remembered, each
 
 
 @dataclass(frozen=True)
@@ -102,7 +130,31 @@ def parse_exporter(pb: Problems, value: object) -> dict[str, Any]:
             )
         if "job" in rules:
             out["rules_job"] = pb.string(*rules["job"]) or "claude-exporter"
+    if "otlp" in fields:
+        out["otlp"] = _otlp(pb, *fields["otlp"])
     return out
+
+
+def _otlp(pb: Problems, path: str, value: object) -> OtlpConfig:
+    if isinstance(value, bool):  # `otlp: true` turns it on with the defaults
+        return OtlpConfig(enabled=value)
+    fields = pb.fields(path, value, OtlpConfig.__dataclass_fields__, allow_none=True) or {}
+    kwargs: dict[str, Any] = {}
+    if "enabled" in fields:
+        kwargs["enabled"] = pb.boolean(*fields["enabled"])
+    for key in ("default_agent", "agent_attribute", "task_attribute"):
+        if key in fields and (text := pb.string(*fields[key])) is not None:
+            kwargs[key] = text
+    if "usage_from" in fields and (source := pb.choice(*fields["usage_from"], USAGE_SOURCES)) is not None:
+        kwargs["usage_from"] = source
+    if "code_tools" in fields:
+        kwargs["code_tools"] = frozenset(pb.string_list(*fields["code_tools"], pb.string))
+    for key in ("turn_idle_seconds", "hook_join_seconds"):
+        if key in fields and (seconds := pb.number(*fields[key])) is not None:
+            kwargs[key] = float(seconds)
+    if "memory" in fields and (memory := pb.integer(*fields["memory"], low=1000)) is not None:
+        kwargs["memory"] = memory
+    return OtlpConfig(**kwargs)
 
 
 def _server(pb: Problems, path: str, value: object) -> ServerConfig:

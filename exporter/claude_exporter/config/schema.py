@@ -237,7 +237,8 @@ class Problems:
         if high is not None:
             expected = f"an integer from {low} to {high}"
         else:
-            expected = "a positive integer" if low == 1 else "a non-negative integer"
+            names = {1: "a positive integer", 0: "a non-negative integer"}
+            expected = names.get(low, f"an integer of at least {low}")
         return self._check(path, value, ok, expected)  # type: ignore[no-any-return]
 
     def duration(self, path: str, value: object, *, positive: bool = False) -> str | None:

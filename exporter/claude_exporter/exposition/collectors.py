@@ -27,12 +27,22 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from claude_exporter._version import __version__
-from claude_exporter.families import BY_NAME, FAMILIES, TOKEN_TYPE_GROUPS, Family
+from claude_exporter.families import BY_NAME, DURATION_BUCKETS, FAMILIES, TOKEN_TYPE_GROUPS, Family
 from claude_exporter.recording.cardinality import OVERFLOW
+from claude_exporter.recording.claude_code_series import AGENT_INFO, COUNTERS, TOOL_DURATION
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.series import TOKEN_TYPES
 
-__all__ = ["RESOURCES", "RateLimits", "RecorderCollector", "register", "unregister"]
+__all__ = [
+    "RATELIMIT_GAUGES",
+    "RESOURCES",
+    "RateLimits",
+    "RecorderCollector",
+    "family_flags",
+    "parse_ratelimit",
+    "register",
+    "unregister",
+]
 
 RESOURCES = ("requests", "tokens", "input_tokens", "output_tokens")
 _FIELDS = ("limit", "remaining", "reset")
@@ -41,6 +51,7 @@ _GAUGE_FIELD = {
     "claude_ratelimit_remaining": "remaining",
     "claude_ratelimit_reset_timestamp_seconds": "reset",
 }
+RATELIMIT_GAUGES = {field: name for name, field in _GAUGE_FIELD.items()}  # header field -> gauge
 
 Samples = Iterator[tuple[tuple[str, ...], float]]
 
@@ -80,21 +91,48 @@ class RateLimits:
                 model, headers = pending.popleft()
             except IndexError:  # another scrape drained it first
                 return
-            for resource in RESOURCES:
-                prefix = "anthropic-ratelimit-" + resource.replace("_", "-") + "-"
-                for field in _FIELDS:
-                    raw = headers.get(prefix + field)
-                    if raw is None:
-                        continue  # a response without the header keeps the last known value
-                    try:
-                        self.values[(model, resource, field)] = _parse(field, raw)
-                    except ValueError:
-                        self._rec.fault("ratelimit_header")
+            for resource, field, value in parse_ratelimit(headers, self._rec.fault):
+                self.values[(model, resource, field)] = value
 
     def samples(self, field: str) -> Samples:
         for (model, resource, kind), value in sorted(self.values.items()):
             if kind == field:
                 yield (model, resource), value
+
+
+def parse_ratelimit(headers: Any, fault: Callable[[str], None]) -> Iterator[tuple[str, str, float]]:
+    """``(resource, field, value)`` of every ``anthropic-ratelimit-*`` header present (a response without
+    one keeps the last known value); a header that does not parse is counted as a fault."""
+    for resource in RESOURCES:
+        prefix = "anthropic-ratelimit-" + resource.replace("_", "-") + "-"
+        for field in _FIELDS:
+            raw = headers.get(prefix + field)
+            if raw is None:
+                continue
+            try:
+                yield resource, field, _parse(field, raw)
+            except ValueError:
+                fault("ratelimit_header")
+
+
+def family_flags(enabled: Callable[[str, str], bool]) -> Callable[[str], dict[str, bool]]:
+    """Per agent, which families and token types its ``metrics:`` list enables; computed once per agent
+    (make one per scrape)."""
+    cache: dict[str, dict[str, bool]] = {}
+
+    def flags(agent: str) -> dict[str, bool]:
+        found = cache.get(agent)
+        if found is None:
+            found = cache[agent] = {
+                **{
+                    f.name: not f.enabled_by or any(enabled(agent, group) for group in f.enabled_by)
+                    for f in FAMILIES
+                },
+                **{kind: enabled(agent, group) for kind, group in TOKEN_TYPE_GROUPS.items()},
+            }
+        return found
+
+    return flags
 
 
 def _parse(field: str, raw: str) -> float:
@@ -132,7 +170,8 @@ class RecorderCollector(Collector):
         if rec.orphans:
             rec.settle_orphans()
         out = {family.name: _family(family.name) for family in FAMILIES}
-        for step in (self._requests, self._executions, self._live, self._exporter):
+        # Claude Code first: it ends the turns that went quiet, before the executions are read.
+        for step in (self._claude_code, self._requests, self._executions, self._live, self._exporter):
             try:
                 step(out)
             except Exception:  # one broken part must not cost the whole scrape
@@ -140,24 +179,7 @@ class RecorderCollector(Collector):
         return list(out.values())
 
     def _flags(self) -> Callable[[str], dict[str, bool]]:
-        """Per agent, which families and token types its ``metrics:`` list enables; computed once per
-        agent per scrape."""
-        cache: dict[str, dict[str, bool]] = {}
-        enabled = self._enabled
-
-        def flags(agent: str) -> dict[str, bool]:
-            found = cache.get(agent)
-            if found is None:
-                found = cache[agent] = {
-                    **{
-                        f.name: not f.enabled_by or any(enabled(agent, group) for group in f.enabled_by)
-                        for f in FAMILIES
-                    },
-                    **{kind: enabled(agent, group) for kind, group in TOKEN_TYPE_GROUPS.items()},
-                }
-            return found
-
-        return flags
+        return family_flags(self._enabled)
 
     def _requests(self, out: dict[str, Any]) -> None:
         flags = self._flags()
@@ -229,6 +251,30 @@ class RecorderCollector(Collector):
                 out[name].add_metric(values, value)
         out["claude_exporter_build_info"].add_metric(*self._build)
 
+    def claude_code_families(self, more_agents: frozenset[str]) -> list[Metric]:
+        """The families only this process knows in multiprocess mode: Claude Code ingestion (which
+        ``serve`` runs in one process) and each agent's source."""
+        out = {name: _family(name) for name in (AGENT_INFO, TOOL_DURATION, *COUNTERS)}
+        self._claude_code(out, more_agents)
+        return list(out.values())
+
+    def _claude_code(self, out: dict[str, Any], more_agents: frozenset[str] = frozenset()) -> None:
+        """The Claude-Code-only families, and every agent's source (``claude_agent_info``);
+        ``more_agents``: agents other processes recorded (multiprocess mode)."""
+        ingest = self._rec.claude_code
+        claude_code: frozenset[str] = frozenset()
+        if ingest is not None:
+            ingest.sweep()
+            claude_code = ingest.store.agents
+            counters, durations = ingest.store.snapshot()
+            for name, series in counters.items():
+                for values, value in sorted(series.items()):
+                    out[name].add_metric(values, value)
+            for key, counts, total in sorted(durations):
+                out[TOOL_DURATION].add_metric(key, *_buckets(DURATION_BUCKETS, (counts, total)))
+        for agent in sorted(claude_code | self._rec.agents | more_agents):
+            out[AGENT_INFO].add_metric((agent, "claude_code" if agent in claude_code else "sdk"), 1.0)
+
     def _exporter(self, out: dict[str, Any]) -> None:
         rec = self._rec
         for name, counter in (
@@ -244,8 +290,16 @@ class RecorderCollector(Collector):
 def register(
     rec: Recorder, registry: CollectorRegistry, enabled: Callable[[str, str], bool] | None = None
 ) -> Collector:
-    """Expose ``rec`` on ``registry``; returns the collector to pass to :func:`unregister`."""
-    collector = RecorderCollector(rec, enabled)
+    """Expose ``rec`` on ``registry``; returns the collector to pass to :func:`unregister`. In
+    multiprocess mode (``rec.backend``) the collector reads every worker's files instead."""
+    collector: Collector
+    if rec.backend is not None:
+        from claude_exporter.exposition.multiprocess import MultiprocessCollector
+
+        rec.backend.build_info((__version__, _sdk_version()))
+        collector = MultiprocessCollector(rec.backend.path, enabled, RecorderCollector(rec, enabled))
+    else:
+        collector = RecorderCollector(rec, enabled)
     registry.register(collector)
     return collector
 

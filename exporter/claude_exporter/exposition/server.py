@@ -42,13 +42,16 @@ def make_wsgi_app(
     *,
     routes: Mapping[str, Route] | None = None,
     token: str | None = None,
+    otlp: bool = False,
 ) -> WSGIApp:
     """The exporter's WSGI app, for mounting in an existing web application.
 
     ``token``: when set, every endpoint but ``/-/healthy`` asks for ``Authorization: Bearer <token>``.
+    ``otlp``: also receive Claude Code's telemetry (OTLP ``/v1/metrics``, ``/v1/logs``, ``/v1/traces``;
+    ``/v1/hooks``).
     """
     metrics_app = prometheus_client.make_wsgi_app(REGISTRY if registry is None else registry)
-    table: dict[str, Route] = {"/metrics": metrics_app, **default_routes(), **(routes or {})}
+    table: dict[str, Route] = {"/metrics": metrics_app, **default_routes(otlp), **(routes or {})}
     expected = token.encode() if token else None
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -111,15 +114,30 @@ def read_token(server: ServerConfig, environ: Mapping[str, str] | None = None) -
     return env.get(server.token_env) or None if server.token_env else None
 
 
-def default_routes() -> dict[str, Route]:
-    """The health and ingestion endpoints, reading whichever recorder is active when asked."""
+def default_routes(otlp: bool = False) -> dict[str, Route]:
+    """The health and ingestion endpoints (with ``otlp``, Claude Code's too), reading whichever recorder
+    is active when asked."""
     from claude_exporter.exposition.health import health_route
     from claude_exporter.ingest.events import events_route
 
     def active() -> Any:
         return ACTIVE.recorder
 
-    return {"/health/claude-agent": health_route(active), "/v1/events": events_route(active)}
+    routes: dict[str, Route] = {
+        "/health/claude-agent": health_route(active),
+        "/v1/events": events_route(active),
+    }
+    if otlp:
+        from claude_exporter.ingest.otlp_http import hooks_route, otlp_route
+
+        def claude_code() -> Any:
+            rec = ACTIVE.recorder
+            return None if rec is None else rec.claude_code
+
+        for signal in ("metrics", "logs", "traces"):
+            routes[f"/v1/{signal}"] = otlp_route(signal, claude_code)
+        routes["/v1/hooks"] = hooks_route(claude_code)
+    return routes
 
 
 def start_http_server(
@@ -132,13 +150,15 @@ def start_http_server(
     certfile: str | None = None,
     keyfile: str | None = None,
     routes: Mapping[str, Route] | None = None,
+    otlp: bool | None = None,
 ) -> MetricsServer:
     """Serve ``/metrics``, ``/health/claude-agent``, ``/v1/events`` and ``/-/healthy`` from a daemon thread.
 
     Binds to loopback unless told otherwise. ``config`` (a Config or a path; by default the active
     instrumentation's, else ``CLAUDE_EXPORTER_CONFIG``'s, else the built-in one) supplies the bearer token
     (``exporter.server.token_file``, else the variable named by ``token_env``, by default
-    ``CLAUDE_EXPORTER_TOKEN``) and the TLS files; explicit arguments win over it.
+    ``CLAUDE_EXPORTER_TOKEN``) and the TLS files; explicit arguments win over it. ``otlp`` (default:
+    ``exporter.otlp.enabled``, off unless set) adds the OTLP receiver and hooks endpoint for Claude Code.
     """
     # Without a config: the active instrumentation's, else CLAUDE_EXPORTER_CONFIG's, else the defaults,
     # so a token in CLAUDE_EXPORTER_TOKEN protects the endpoints however the server was started.
@@ -147,11 +167,13 @@ def start_http_server(
         config = active
     from claude_exporter.settings import as_config
 
-    server_config = as_config(config).server
+    resolved = as_config(config)
+    server_config = resolved.server
     token = token if token is not None else read_token(server_config)
     certfile = certfile or server_config.tls_cert_file
     keyfile = keyfile or server_config.tls_key_file
-    app = make_wsgi_app(registry, routes=routes, token=token)
+    otlp = resolved.otlp.enabled is True if otlp is None else otlp
+    app = make_wsgi_app(registry, routes=routes, token=token, otlp=otlp)
     server = make_server(addr, port, app, _ThreadingServer, handler_class=_QuietHandler)
     scheme = "http"
     if certfile is not None:

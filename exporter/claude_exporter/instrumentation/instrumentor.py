@@ -30,7 +30,7 @@ SEAMS: tuple[tuple[str, str, str, seams.Factory], ...] = (
     ("httpx2", "Client", "send", seams.sync_send),
     ("httpx2", "AsyncClient", "send", seams.async_send),
     ("anthropic._streaming", "Stream", "close", seams.stream_close),
-    ("anthropic._streaming", "AsyncStream", "close", seams.stream_close),
+    ("anthropic._streaming", "AsyncStream", "close", seams.async_stream_close),
 )
 _MARK = "__claude_exporter_original__"
 

@@ -17,6 +17,7 @@ raised; the shim's own work sits in ``try`` blocks that count faults and carry o
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -36,7 +37,7 @@ from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.state import CURRENT_CALL, CURRENT_EXECUTION
 from claude_exporter.recording.usage import Usage
 
-__all__ = ["async_request", "async_send", "stream_close", "sync_request", "sync_send"]
+__all__ = ["async_request", "async_send", "async_stream_close", "stream_close", "sync_request", "sync_send"]
 
 Factory = Callable[[Callable[..., Any], Recorder], Callable[..., Any]]
 
@@ -53,12 +54,12 @@ def _messages_options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return None
 
 
-def _opener(rec: Recorder) -> Callable[[Any], Call | None]:
+def _opener(rec: Recorder) -> Callable[[Any, Any], Call | None]:
     default_agent = rec.options.default_agent
     known = rec._requests
     resolve = rec.request_labels
 
-    def open_call(options: Any) -> Call | None:
+    def open_call(client: Any, options: Any) -> Call | None:
         try:
             body = options.json_data
             model = body.get("model") if isinstance(body, dict) else None
@@ -72,10 +73,13 @@ def _opener(rec: Recorder) -> Callable[[Any], Call | None]:
                 if ex.rec is not rec:  # opened before instrument(): the request stands alone
                     ex = None
             labels = known.get((agent, model)) or resolve(agent, model)
-            call = Call(rec, labels, ex, model)
-            if labels.code_tools:
-                call.client_blocks = list(client_code_blocks(body.get("messages"), labels.code_tools))
-            return call
+            blocks = (
+                list(client_code_blocks(body.get("messages"), labels.code_tools))
+                if labels.code_tools
+                else None
+            )
+            # Everything that can fail is done: a Call registers itself as running.
+            return Call(rec, labels, ex, model, client._client, blocks)
         except Exception:
             rec.fault("request_start")
             return None
@@ -119,9 +123,19 @@ def _settle(call: Call, result: Any) -> Any:
             call.finish(Usage())
     except Exception:
         call.rec.fault("request_result")
+        _finish_bare(call)
+    return None
+
+
+def _finish_bare(call: Call) -> None:
+    """Count the request, without what could not be read from its result."""
+    try:
+        call.finish(Usage())
+    except Exception:
+        call.rec.fault("request_finish")
+    finally:
         call.done = True
         call.rec.running_calls.pop(id(call), None)
-    return None
 
 
 # -- the request seam -----------------------------------------------------------------------------------
@@ -133,7 +147,7 @@ def sync_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., A
     @functools.wraps(original)
     def request(self: Any, *args: Any, **kwargs: Any) -> Any:
         options = _messages_options(args, kwargs)
-        call = open_call(options) if options is not None else None
+        call = open_call(self, options) if options is not None else None
         if call is None:
             return original(self, *args, **kwargs)
         token = CURRENT_CALL.set(call)
@@ -153,8 +167,12 @@ def sync_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., A
 def async_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
     open_call = _opener(rec)
 
-    async def measured(options: Any, self: Any, args: Any, kwargs: Any) -> Any:
-        call = open_call(options)  # opened when awaited, so a coroutine never awaited leaves nothing running
+    # A coroutine function like the method it replaces, so inspect.iscoroutinefunction and
+    # unittest.mock (AsyncMock) still see one.
+    @functools.wraps(original)
+    async def request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        options = _messages_options(args, kwargs)
+        call = open_call(self, options) if options is not None else None
         if call is None:
             return await original(self, *args, **kwargs)
         token = CURRENT_CALL.set(call)
@@ -171,16 +189,8 @@ def async_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., 
                 _settle(call, await pending)
             except Exception:
                 rec.fault("request_result")
-                call.done = True
-                rec.running_calls.pop(id(call), None)
+                _finish_bare(call)
         return result
-
-    @functools.wraps(original)
-    def request(self: Any, *args: Any, **kwargs: Any) -> Any:
-        options = _messages_options(args, kwargs)
-        if options is None:
-            return original(self, *args, **kwargs)  # the SDK's own coroutine, untouched
-        return measured(options, self, args, kwargs)
 
     return request
 
@@ -221,7 +231,7 @@ def sync_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]
     @functools.wraps(original)
     def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         call = CURRENT_CALL.get()
-        if call is None:  # not a measured request (or not the SDK at all): nothing to do
+        if call is None or self is not call.http:  # not an attempt of the measured request
             return original(self, request, *args, **kwargs)
         _attempt(call)
         try:
@@ -236,7 +246,11 @@ def sync_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]
 
 
 def async_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
-    async def measured(call: Call, self: Any, request: Any, args: Any, kwargs: Any) -> Any:
+    @functools.wraps(original)
+    async def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        call = CURRENT_CALL.get()
+        if call is None or self is not call.http:
+            return await original(self, request, *args, **kwargs)
         _attempt(call)
         try:
             response = await original(self, request, *args, **kwargs)
@@ -245,13 +259,6 @@ def async_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any
             raise
         _responded(call, response)
         return response
-
-    @functools.wraps(original)
-    def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        call = CURRENT_CALL.get()
-        if call is None:
-            return original(self, request, *args, **kwargs)  # httpx2's own coroutine, untouched
-        return measured(call, self, request, args, kwargs)
 
     return send
 
@@ -270,8 +277,20 @@ def stream_close(original: Callable[..., Any], rec: Recorder) -> Callable[..., A
     return close
 
 
+def async_stream_close(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def close(self: Any, *args: Any, **kwargs: Any) -> Any:
+        watch = self.__dict__.get(WATCH_ATTR)
+        if watch is not None:
+            watch.finish()
+        return await original(self, *args, **kwargs)
+
+    return close
+
+
 class _Pending:
-    """A streaming-response body not parsed yet: finished by parse() or close()."""
+    """A streaming-response body not parsed yet: finished by parse() or close(), or, for a response
+    dropped unclosed, by the recorder after its finaliser handed it over."""
 
     __slots__ = ("call",)
 
@@ -282,17 +301,30 @@ class _Pending:
         if not self.call.done:
             self.call.finish(Usage())
 
+    def __del__(self) -> None:
+        if not self.call.done:
+            self.call.rec.orphans.append(self.finish)
+
+
+def _guarded(call: Call, finish: Callable[[], None]) -> None:
+    try:
+        finish()
+    except Exception:
+        call.rec.fault("response_close")
+
 
 def _hook_streaming_response(call: Call, response: Any) -> None:
     """with_streaming_response: the body is the caller's to read, so the request finishes when the
     caller parses it (a message, or a stream that is then watched) or closes the response.
 
     The hooks sit on this one response object, not on the class: the SDK parses every response it
-    handles, and only these few should pay for a look.
+    handles, and only these few should pay for a look. They reach the response through a weak
+    reference, so the response is freed (and a dropped one finished) when the caller lets it go.
     """
     finisher: list[Any] = [_Pending(call)]
     cls: Any = type(response)
-    target: Any = response
+    target: Any = response  # methods are set on this one object
+    ref = weakref.ref(response)
 
     def seen(parsed: Any, to: Any) -> None:
         if to is None and not call.done:
@@ -304,24 +336,28 @@ def _hook_streaming_response(call: Call, response: Any) -> None:
     if isinstance(response, AsyncAPIResponse):
 
         async def aparse(*, to: Any = None) -> Any:
-            parsed = await cls.parse(response, to=to)
+            parsed = await cls.parse(ref(), to=to)
             seen(parsed, to)
             return parsed
 
         async def aclose() -> None:
-            finisher[0].finish()
-            await cls.close(response)
+            try:
+                _guarded(call, finisher[0].finish)
+            finally:
+                await cls.close(ref())
 
         target.parse, target.close = aparse, aclose
     else:
 
         def parse(*, to: Any = None) -> Any:
-            parsed = cls.parse(response, to=to)
+            parsed = cls.parse(ref(), to=to)
             seen(parsed, to)
             return parsed
 
         def close() -> None:
-            finisher[0].finish()
-            cls.close(response)
+            try:
+                _guarded(call, finisher[0].finish)
+            finally:
+                cls.close(ref())
 
         target.parse, target.close = parse, close

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from claude_exporter.recording.records import Totals
 
@@ -25,6 +25,7 @@ class Call:
         "client_blocks",
         "done",
         "execution",
+        "http",
         "labels",
         "last_reason",
         "raw_model",
@@ -33,7 +34,13 @@ class Call:
     )
 
     def __init__(
-        self, rec: Recorder, labels: RequestLabels, execution: Execution | None, raw_model: str
+        self,
+        rec: Recorder,
+        labels: RequestLabels,
+        execution: Execution | None,
+        raw_model: str,
+        http: Any = None,
+        client_blocks: list[tuple[str, str]] | None = None,
     ) -> None:
         self.rec = rec
         self.labels = labels
@@ -42,7 +49,8 @@ class Call:
         self.attempts = 0
         self.last_reason = "unknown"
         self.done = False
-        self.client_blocks: list[tuple[str, str]] | None = None  # results of client code tools sent in
+        self.client_blocks = client_blocks  # results of client code tools sent in
+        self.http = http  # the transport client whose sends are this request's attempts
         self.start = time.perf_counter()
         rec.running_calls[id(self)] = self
 
@@ -61,8 +69,15 @@ class Call:
         """The one way a request ends, successful (``error_type`` None) or not; later calls do nothing."""
         if self.done:
             return
-        self.done = True
         rec = self.rec
+        busy = rec.busy
+        if busy.on:
+            # Reached from a finaliser (the garbage collector closing a caller's stream) while this
+            # thread is recording: it may hold a series lock, so leave the finish to the next call.
+            rec.orphans.append(lambda: self.finish(usage, stop_reason, blocks, error_type, error_message))
+            return
+        self.done = True
+        busy.on = True
         try:
             seconds = time.perf_counter() - self.start
             labels = self.labels
@@ -74,10 +89,10 @@ class Call:
             if ex is not None:
                 ex.totals.add(usage, cost, len(blocks), labels.model, stop_reason)
             else:  # outside any execution the request is an execution of its own
-                totals = Totals()
-                totals.add(usage, cost, len(blocks), labels.model, stop_reason)
+                totals = Totals.of_request(usage, cost, len(blocks), labels.model, stop_reason)
                 rec.finish_execution(labels.default_exec(), seconds, totals, error_type, error_message)
         finally:  # even after a fault: a request left "in flight" would look like a hung agent
+            busy.on = False
             rec.running_calls.pop(id(self), None)
             if rec.orphans:
                 rec.settle_orphans()

@@ -60,8 +60,21 @@ class Execution:
         rec = self.rec
         if rec is None:
             return
+        seconds = time.perf_counter() - self.start
+        busy = rec.busy
+        if busy.on:
+            # A finaliser (a caller's generator closed by the garbage collector) while this thread is
+            # recording and may hold a series lock: leave the finish to the next ordinary call.
+            rec.orphans.append(lambda: self._finish(rec, seconds, error))
+            return
+        busy.on = True
         try:
-            seconds = time.perf_counter() - self.start
+            self._finish(rec, seconds, error)
+        finally:
+            busy.on = False
+
+    def _finish(self, rec: Recorder, seconds: float, error: BaseException | None) -> None:
+        try:
             rec.running_executions.pop(id(self), None)
             error_type = None if error is None else type(error).__name__
             message = None if error is None else rec.describe_error(error)

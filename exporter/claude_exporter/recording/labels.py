@@ -86,6 +86,14 @@ class RequestLabels:
             stop_reason, error_type, blocks = self._admit_new(stop_reason, error_type, blocks)
         series.finish(ok, seconds, usage, cost, stop_reason, error_type, blocks)
 
+    def add_blocks(self, blocks: Sequence[tuple[str, str]]) -> None:
+        """Code-block results reported apart from their request (Claude Code's tool results)."""
+        series = self.series
+        if any(key not in series.code for key in blocks):
+            _, _, blocks = self._admit_new(None, None, blocks)
+        if blocks:
+            series.finish(True, 0.0, None, 0.0, None, None, blocks, count=False)
+
     def retry(self, reason: str) -> None:
         series = self.series
         if reason not in series.retries:

@@ -24,6 +24,7 @@ from claude_exporter.recording.records import ExecutionRecord, Totals
 from claude_exporter.recording.series import ExecSeries, LabelledCounter, RequestSeries
 
 if TYPE_CHECKING:
+    from claude_exporter.exposition.multiprocess import MultiprocessBackend
     from claude_exporter.recording.call import Call
     from claude_exporter.recording.execution import Execution
     from claude_exporter.recording.usage import Usage
@@ -38,6 +39,10 @@ CostFunction = Callable[[Any, "Usage"], float]
 
 def _no_message(exc: BaseException) -> str | None:
     return None
+
+
+class _Busy(threading.local):
+    on = False
 
 
 @dataclass(frozen=True)
@@ -61,8 +66,19 @@ class RecorderOptions:
 class Recorder:
     """Records requests and executions; :mod:`claude_exporter.exposition` exposes what it keeps."""
 
-    def __init__(self, options: RecorderOptions, price_lookup: PriceLookup, cost: CostFunction) -> None:
+    def __init__(
+        self,
+        options: RecorderOptions,
+        price_lookup: PriceLookup,
+        cost: CostFunction,
+        backend: MultiprocessBackend | None = None,
+    ) -> None:
         self.options = options
+        # Multiprocess mode is decided here, once: the backend's series classes, counters and running-work
+        # maps also write through per-process files. Without one, nothing on the request path differs.
+        self.backend = backend
+        self._request_series = RequestSeries if backend is None else backend.request_series
+        self._exec_series = ExecSeries if backend is None else backend.exec_series
         self.duration_bounds = duration_buckets(options.timeout_seconds)
         self.caps = {
             "agent": LabelCap("agent", options.agent_cap, self.count_overflow),
@@ -77,21 +93,25 @@ class Recorder:
         self.price_lookup = price_lookup
         self.cost = cost
         # The exporter's own counters (claude_exporter_*_total).
-        self.overflow = LabelledCounter()
-        self.unpriced = LabelledCounter()
-        self.internal_errors = LabelledCounter()
-        self.events = LabelledCounter()
+        self.overflow = LabelledCounter() if backend is None else backend.overflow
+        self.unpriced = LabelledCounter() if backend is None else backend.unpriced
+        self.internal_errors = LabelledCounter() if backend is None else backend.internal_errors
+        self.events = LabelledCounter() if backend is None else backend.events
         self._requests: dict[tuple[str, str], RequestLabels] = {}
         self.exec_series: dict[tuple[str, str], ExecSeries] = {}
         self._lock = threading.RLock()
         # Running work, keyed by id(); read at scrape time for the in-flight gauges.
-        self.running_calls: dict[int, Call] = {}
-        self.running_executions: dict[int, Execution] = {}
+        self.running_calls: dict[int, Call] = {} if backend is None else backend.running_calls
+        self.running_executions: dict[int, Execution] = {} if backend is None else backend.running_executions
         # (model, response headers) not parsed yet, oldest first; bounded, since only the newest matter.
-        self.recent_headers: deque[tuple[str, Any]] = deque(maxlen=64)
+        # In multiprocess mode, a sink that parses them on arrival into the files.
+        self.recent_headers: deque[tuple[str, Any]] = (
+            deque(maxlen=64) if backend is None else backend.rate_limit_sink(self.fault)
+        )
         # Requests a finaliser (garbage collection) ended: finished by the next ordinary call or scrape,
         # never inside the finaliser, which may run while this thread holds a series lock.
         self.orphans: deque[Callable[[], None]] = deque()
+        self.busy = _Busy()  # per thread: is this thread inside a recording section right now?
         self.listeners: list[Callable[[ExecutionRecord], None]] = []
         # Each listener's gate: a record is built only when some gate says a listener would use it.
         self.gates: list[Callable[[], bool]] = []
@@ -99,6 +119,7 @@ class Recorder:
         self.describe_error: Callable[[BaseException], str | None] = _no_message
         self.config: Any = None  # the Config it was made from, for the endpoints that read it
         self.health: Any = None  # the HealthWindow, when a listener set one
+        self.claude_code: Any = None  # the ClaudeCodeIngest that OTLP and hooks feed (ingest.claude_code)
 
     @property
     def request_series(self) -> list[RequestSeries]:
@@ -134,7 +155,7 @@ class Recorder:
     def _new_request_labels(self, agent: str, model: str) -> RequestLabels:
         # A folded model has no one price: its requests are priced by the model each one names.
         price = None if model == OVERFLOW else self.price_lookup(model)
-        series = RequestSeries(agent, model, self.duration_bounds, TTFT_BUCKETS)
+        series = self._request_series(agent, model, self.duration_bounds, TTFT_BUCKETS)
         labels = RequestLabels(self, series, price, self.options.code_tools_for(agent))
         self._requests[(agent, model)] = labels
         return labels
@@ -159,7 +180,7 @@ class Recorder:
                 fagent = ftask = OVERFLOW
                 found = self.exec_series.get((fagent, ftask))
             if found is None:
-                found = ExecSeries(fagent, ftask, self.duration_bounds, TOKEN_BUCKETS, REQUEST_BUCKETS)
+                found = self._exec_series(fagent, ftask, self.duration_bounds, TOKEN_BUCKETS, REQUEST_BUCKETS)
                 self.exec_series[(fagent, ftask)] = found
             return found
 

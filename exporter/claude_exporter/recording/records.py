@@ -39,6 +39,26 @@ class Totals:
         self.stop_reason: str | None = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def of_request(
+        cls, usage: Usage | None, cost: float, blocks: int, model: str, stop_reason: str | None
+    ) -> Totals:
+        """The totals of a request that is an execution of its own: filled at once, never added to."""
+        totals = cls.__new__(cls)
+        if usage is None:
+            totals.input = totals.output = totals.cache_creation = totals.cache_read = 0
+        else:
+            totals.input = usage.input
+            totals.output = usage.output
+            totals.cache_creation = usage.cache_creation
+            totals.cache_read = usage.cache_read
+        totals.cost_usd = cost
+        totals.code_blocks = blocks
+        totals.requests = 1
+        totals.model = model
+        totals.stop_reason = stop_reason
+        return totals
+
     def add(self, usage: Usage | None, cost: float, blocks: int, model: str, stop_reason: str | None) -> None:
         with self._lock:
             if usage is not None:

@@ -124,11 +124,12 @@ def execution_timeout(ctx: Ctx, a: AlertConfig) -> list[Rule]:
     count = f"claude_execution_duration_seconds_count{sel}"
     by = f"{BY}, task"
     # count - bucket{le=threshold} is exact because the exporter adds the threshold to the buckets. The
-    # second branch covers a series born with its first (slow) execution, where increase() sees nothing.
+    # second branch covers a series born with its first (slow) execution, where increase() sees nothing:
+    # judged per series (a new pod of an agent whose other pods are old), then summed over the agent.
     finished = (
         f"sum by ({by}) (\n  increase({count}[{w}])\n  - ignoring(le)\n  increase({bucket}[{w}])\n) > 0\n"
-        f"or\n(\n  sum by ({by}) (\n    {count}\n    - ignoring(le)\n    {bucket}\n  ) > 0\n"
-        f"  unless on ({by})\n  {count} offset {w}\n)"
+        f"or\nsum by ({by}) (\n  (\n    {count}\n    - ignoring(le)\n    {bucket}\n  ) > 0\n"
+        f"  unless\n  {count} offset {w}\n)"
     )
     running = f"max by ({BY}) (claude_execution_longest_running_seconds{sel}) > {num(t_s)}"
     limit = duration(t_s)
@@ -140,7 +141,7 @@ def execution_timeout(ctx: Ctx, a: AlertConfig) -> list[Rule]:
             expr=finished,
             summary="Agent executions finished over the timeout.",
             description=_fmt(
-                "Agent {{ $labels.agent }} on {{ $labels.instance }}: "
+                "Agent {{ $labels.agent }}: "
                 '{{ printf "%.0f" $value }} execution(s) of task {{ $labels.task }} took longer than <limit> '
                 "in the last <w>.",
                 limit=limit,
@@ -155,7 +156,7 @@ def execution_timeout(ctx: Ctx, a: AlertConfig) -> list[Rule]:
             expr=running,
             summary="An agent execution is running past the timeout.",
             description=_fmt(
-                "Agent {{ $labels.agent }} on {{ $labels.instance }}: an execution has been running for "
+                "Agent {{ $labels.agent }}: an execution has been running for "
                 "{{ $value | humanizeDuration }}, past the <limit> timeout.",
                 limit=limit,
             ),
@@ -179,7 +180,7 @@ def _versus_baseline(
         f"and on ({BY}) {ctx.rec('executions', b, w)} * {num(b)} >= {n}"
     )
     description = _fmt(
-        "Agent {{ $labels.agent }} on {{ $labels.instance }}: <what> is up "
+        "Agent {{ $labels.agent }}: <what> is up "
         '{{ printf "%.0f" $value }}% over the last <w> against the <b> before (threshold <t>%).',
         what=what,
         w=duration(w),
@@ -207,7 +208,7 @@ def _ratio(
     threshold = num(a.threshold if a.threshold is not None else 5)
     expr = f"{ctx.rec(family, w)} > {threshold}\nand on ({BY}) {ctx.rec(volume, w)} * {num(w)} >= {n}"
     description = _fmt(
-        'Agent {{ $labels.agent }} on {{ $labels.instance }}: {{ printf "%.1f" $value }}% of <what> '
+        'Agent {{ $labels.agent }}: {{ printf "%.1f" $value }}% of <what> '
         "over the last <w> (threshold <t>%, at least <n> <unit>).",
         what=what,
         w=duration(w),
@@ -222,7 +223,7 @@ def rate_limited(ctx: Ctx, a: AlertConfig) -> list[Rule]:
     w = seconds(_p(a, "window", 300))
     per_minute = num(a.threshold if a.threshold is not None else 1)
     description = _fmt(
-        'Agent {{ $labels.agent }} on {{ $labels.instance }} got {{ printf "%.1f" $value }} 429 responses '
+        'Agent {{ $labels.agent }} got {{ printf "%.1f" $value }} 429 responses '
         "per minute over the last <w> (threshold <t>).",
         w=duration(w),
         t=per_minute,
@@ -242,16 +243,19 @@ def rate_limited(ctx: Ctx, a: AlertConfig) -> list[Rule]:
 
 
 def ratelimit_remaining(ctx: Ctx, a: AlertConfig) -> list[Rule]:
-    """The rate-limit headers belong to the API key, not to an agent: one rule for the whole job."""
+    """The rate-limit headers belong to the API key, not to an agent: one rule for the whole job, one alert
+    per model class and resource however many processes share the key (the lowest figure reported)."""
     remaining = num(_p(a, "remaining_percent", 10))
-    # A reset time in the past means the limit has refilled since the last response: the gauge is stale.
+    # A reset time in the past means the limit has refilled since that process's last response: its
+    # gauge is stale, so it is left out before taking the minimum.
     expr = (
-        f"{REMAINING_RECORD} < {remaining}\nunless on (job, instance, resource)\n"
-        f"claude_ratelimit_reset_timestamp_seconds{selector(ctx.job)} < time()"
+        f"min by (job, model, resource) (\n  {REMAINING_RECORD} < {remaining}\n"
+        f"  unless on (job, instance, model, resource)\n"
+        f"  claude_ratelimit_reset_timestamp_seconds{selector(ctx.job)} < time()\n)"
     )
     description = _fmt(
-        'Only {{ printf "%.1f" $value }}% of the {{ $labels.resource }} rate limit is left on '
-        "{{ $labels.instance }} (threshold <t>%).",
+        'Only {{ printf "%.1f" $value }}% of the {{ $labels.resource }} rate limit is left'
+        "{{ with $labels.model }} for {{ . }}{{ end }} (threshold <t>%).",
         t=remaining,
     )
     return [
@@ -273,7 +277,7 @@ def cost_budget(ctx: Ctx, a: AlertConfig) -> list[Rule]:
     w = seconds(_p(a, "window", 3600))
     budget = num(a.threshold)
     description = _fmt(
-        'Agent {{ $labels.agent }} on {{ $labels.instance }} is spending {{ printf "%.2f" $value }} USD per '
+        'Agent {{ $labels.agent }} is spending {{ printf "%.2f" $value }} USD per '
         "hour over the last <w> (budget <b> USD per hour).",
         w=duration(w),
         b=budget,

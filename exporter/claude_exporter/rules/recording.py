@@ -1,8 +1,11 @@
 """Recording rules (``level:metric:operations``) and the PromQL helpers the alert rules share.
 
-Every recording rule keeps ``job``, ``instance`` and ``agent``: alerts then name the agent and the
-process, and Alertmanager can inhibit per instance when the exporter itself is down. One rule is rendered
-per window in use, so per-agent windows in the config only add the windows they need.
+Every recording rule aggregates ``by (job, agent)``: an agent is judged across all its processes and pods,
+however many Prometheus servers scraped them. ``instance`` and the external labels that tell Prometheus
+replicas or shards apart are summed away, so an error rate spread thin over many pods still adds up, one
+pod's restart (a counter reset, handled per series by ``rate``) moves the agent's figures by that pod's
+share only, and a rule evaluated over remote-written data from several Prometheus fires once per agent.
+One rule is rendered per window in use, so per-agent windows in the config only add the windows they need.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ __all__ = [
     "selector",
 ]
 
-# Kept on every aggregation: the agent's process, so ExporterDown can inhibit alerts of the same instance.
-BY = "job, instance, agent"
+# Kept on every aggregation: the question is about the agent, never one of its processes (see above).
+BY = "job, agent"
 # Always rendered, whatever the alerts use: the window the dashboards and the health figures use.
 DASHBOARD_WINDOW = 300.0
 
@@ -165,7 +168,7 @@ def _families() -> dict[str, Family]:
             "p95_rate",
             "95th percentile of execution wall time, seconds.",
             lambda j, r: (
-                "histogram_quantile(0.95,\n  sum by (job, instance, agent, le) "
+                f"histogram_quantile(0.95,\n  sum by ({BY}, le) "
                 f"(rate(claude_execution_duration_seconds_bucket{selector(j)}{r}))\n)"
             ),
         ),
@@ -174,7 +177,7 @@ def _families() -> dict[str, Family]:
             "p95_rate",
             "95th percentile of request wall time, seconds.",
             lambda j, r: (
-                "histogram_quantile(0.95,\n  sum by (job, instance, agent, le) "
+                f"histogram_quantile(0.95,\n  sum by ({BY}, le) "
                 f"(rate(claude_request_duration_seconds_bucket{selector(j)}{r}))\n)"
             ),
         ),
