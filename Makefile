@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint debs tools venv claude-code generate check-generated bench-anomaly clean
+.PHONY: demo test lint debs tools venv claude-code generate check-generated bench-anomaly clean bench-peers bench-scrape
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,5 +77,21 @@ test: venv debs tools claude-code lint check-generated
 bench-anomaly: venv debs
 	$(BIN)/python benchmarks/anomaly/evaluate.py
 
+# Benchmarks (not part of `make test`): figures for docs/benchmarks.md. The peers get a venv of their own,
+# so their dependencies never enter the project's; --no-deps because openlit declares anthropic<1.
+PEERS := benchmarks/.venv-peers
+$(PEERS)/.installed: benchmarks/peers-requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q --upgrade pip
+	$(PEERS)/bin/pip install -q --no-deps -r benchmarks/peers-requirements.txt
+	$(PEERS)/bin/pip install -q --no-deps -e .
+	touch $@
+
+bench-peers: $(PEERS)/.installed
+	$(PEERS)/bin/python benchmarks/peers.py $(ARGS)
+
+bench-scrape: venv
+	$(BIN)/python benchmarks/scrape.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info exporter/*.egg-info
+	rm -rf $(VENV) $(PEERS) build *.egg-info exporter/*.egg-info

@@ -57,6 +57,7 @@ CONTRACT: dict[str, set[str]] = {
     "claude_execution_longest_running_seconds": {"agent"},
     "claude_exporter_build_info": {"version", "anthropic_version"},
     "claude_exporter_label_overflow_total": {"label"},
+    "claude_exporter_label_changes_total": {"label", "change"},
     "claude_exporter_unpriced_tokens_total": {"model"},
     "claude_exporter_internal_errors_total": {"stage"},
     "claude_exporter_events_total": {"source", "result"},
