@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import gc
 import math
+import os
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -226,3 +230,60 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     import anthropic._base_client as base
 
     monkeypatch.setattr(base, "INITIAL_RETRY_DELAY", 0.01)
+
+
+# -- isolation: no test writes outside its temporary directories ------------------------------------------
+
+# The data flag of each server binary a test may start, which must point into a temporary directory (each
+# of them defaults to /var/lib/prometheus/..., shared with a real installation).
+DATA_FLAGS = {
+    "prometheus": "--storage.tsdb.path",
+    "prometheus-alertmanager": "--storage.path",
+    "alertmanager": "--storage.path",
+    "prometheus-pushgateway": "--persistence.file",
+    "pushgateway": "--persistence.file",
+}
+STARTED: list[tuple[list[str], str]] = []  # (argv, cwd) of every server binary a test started
+_popen_init = subprocess.Popen.__init__
+
+
+def _recording_init(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
+    argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else [str(args)]
+    if Path(argv[0]).name in DATA_FLAGS:
+        STARTED.append((argv, str(kwargs.get("cwd") or os.getcwd())))
+    _popen_init(self, args, *rest, **kwargs)
+
+
+def _untracked() -> set[str]:
+    done = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return set(done.stdout.splitlines()) if done.returncode == 0 else set()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SESSION: dict[str, Any] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    subprocess.Popen.__init__ = _recording_init  # type: ignore[method-assign]
+    SESSION["repo"] = _untracked()
+    # Every temporary file of the tests and of the processes they start lands under one directory.
+    SESSION["tmp"] = Path(tempfile.mkdtemp(prefix="claude-exporter-tests-"))
+    os.environ["TMPDIR"] = str(SESSION["tmp"])
+    tempfile.tempdir = None  # re-read TMPDIR
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    subprocess.Popen.__init__ = _popen_init  # type: ignore[method-assign]
+    shutil.rmtree(SESSION.get("tmp", ""), ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``last`` run after every other test (they check what the others left behind)."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "last: run after every other test of the session")

@@ -46,13 +46,13 @@ def test_check_config_prints_every_problem_with_its_path(tmp_path: Path) -> None
         "    sampling_rate: 2\n"
     )
     done = cli("check-config", str(bad))
-    assert done.returncode == 1
+    assert done.returncode == 2  # a configuration that cannot be used, as for every command
     assert done.stdout == ""
     lines = done.stderr.splitlines()
-    assert lines[0] == f"{bad}: 3 problem(s)"
+    assert lines[0] == f"claude-exporter check-config: {bad}: 3 problems in the configuration:"
     assert any(line.startswith("  monitoring.claude_code_executor.metrics[1]:") for line in lines)
     path = "monitoring.claude_code_executor.alerts[0].threshold_ms"
-    assert f'  {path}: must be a positive number, got "soon"' in lines
+    assert f'  {path}: must be a number from 1 to 86400000, got "soon"' in lines
     assert any(line.startswith("  monitoring.claude_code_executor.sampling_rate:") for line in lines)
 
 

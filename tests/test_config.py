@@ -74,8 +74,12 @@ def test_seed_file_loads_exactly_as_written() -> None:
     assert spike.params == {
         "threshold_change_percent": 150,
         "window": "10m",
-        "baseline_window": "1h",
+        "baseline_window": "1d",
         "min_executions": 5,
+        "sensitivity": 3,
+        "seasonality": "daily_weekly",
+        "min_history": "6h",
+        "floor_percent": 10,
     }
 
     assert tuple(agent.alerts) == ALERT_NAMES
@@ -164,7 +168,7 @@ def test_fleet_file_uses_every_extension() -> None:
         "/etc/claude-exporter/tls.crt",
         "/etc/claude-exporter/tls.key",
     )
-    assert dataclasses.astuple(cfg.label_caps) == (50, 500, 20, 5000)
+    assert dataclasses.astuple(cfg.label_caps) == (50, 500, 20, 5000, 128)
     assert cfg.pricing_overrides["claude-custom-1"] == {
         "input": 3.0,
         "output": 15.0,
@@ -200,7 +204,7 @@ def test_default_config() -> None:
     assert cfg.defaults.retention_days == 15
     assert cfg.server == type(cfg.server)()
     assert cfg.server.token_env == "CLAUDE_EXPORTER_TOKEN"
-    assert dataclasses.astuple(cfg.label_caps) == (200, 200, 200, 2000)
+    assert dataclasses.astuple(cfg.label_caps) == (200, 200, 200, 2000, 128)
     assert (cfg.event_log.destination, cfg.event_log.path) == ("stderr", None)
     assert (cfg.health_window_seconds, cfg.rules_evaluation_interval, cfg.rules_job) == (
         300.0,
@@ -267,7 +271,7 @@ def test_many_problems_are_all_reported_with_their_paths(tmp_path: Path) -> None
                 timeout: 5
               - name: token_spike
                 threshold_change_percent: -3
-                window: 2h
+                window: 2d
               - name: token_spike
               - name: error_budget
               - severity: high
@@ -308,23 +312,24 @@ def test_many_problems_are_all_reported_with_their_paths(tmp_path: Path) -> None
         at + "metrics[1]: must be one of " + ", ".join(METRIC_NAMES) + ', got "tokens_used"',
         at + "alerts[0].timeout: unknown key for alert execution_timeout; "
         "valid keys: enabled, for, name, severity, threshold_ms",
-        at + 'alerts[0].threshold_ms: must be a positive number, got "soon"',
+        at + 'alerts[0].threshold_ms: must be a number from 1 to 86400000, got "soon"',
         at + 'alerts[0].severity: must be a non-empty string, got ""',
-        at + "alerts[1].threshold_change_percent: must be a positive number, got -3",
-        at + 'alerts[1].window: must be shorter than baseline_window (1h), got "2h"',
+        at + "alerts[1].threshold_change_percent: must be a number above 0 and at most 100000, got -3",
+        at + 'alerts[1].window: must be shorter than baseline_window (1d), got "2d"',
         at + 'alerts[2].name: duplicate alert "token_spike", already configured at alerts[1]',
         at + "alerts[3].name: must be one of " + ", ".join(ALERT_NAMES) + ', got "error_budget"',
         at + 'alerts[4]: missing required key "name" (one of ' + ", ".join(ALERT_NAMES) + ")",
-        at + 'alerts[5].for: must be a duration like "30s", "5m" or "1h", got "5 minutes"',
+        at + 'alerts[5].for: must be a duration like "30s", "5m" or "1h", from 0s to 1y, got "5 minutes"',
         at + "alerts[5]: cost_budget needs threshold_usd_per_hour to be enabled (or set enabled: false)",
         at + "alerts[6].min_requests: unknown key for alert rate_limited; "
         "valid keys: enabled, for, name, remaining_percent, severity, threshold_per_minute, window",
         at + "alerts[6].remaining_percent: must be a number above 0 and at most 100, got 150",
-        at + "alerts[7].min_requests: must be a non-negative integer, got 2.5",
+        at + "alerts[7].min_requests: must be an integer from 0 to 1000000000, got 2.5",
         at + 'alerts[7].enabled: must be true or false, got "no"',
-        at + 'alerts[7].window: must be a positive duration like "30s", "5m" or "1h", got "0s"',
+        at
+        + 'alerts[7].window: must be a duration like "30s", "5m" or "1h", above 0s and at most 1y, got "0s"',
         at + "sampling_rate: must be a number from 0 to 1, got 1.5",
-        at + "retention_days: must be a positive integer, got 0",
+        at + "retention_days: must be an integer from 1 to 3650, got 0",
         at + 'code_tools: must be a list, got "run_python"',
         'monitoring["team.b"].alerts: must be a list, got {"name": "error_rate"}',
         "monitoring: agent names must be non-empty strings, got 7",
@@ -332,13 +337,14 @@ def test_many_problems_are_all_reported_with_their_paths(tmp_path: Path) -> None
         "exporter.server.port: must be an integer from 0 to 65535, got 70000",
         "exporter.server.token_env: must be a non-empty string or null, got 5",
         "exporter.server.tls_key_file: is required when tls_cert_file is set (TLS needs both files)",
-        "exporter.label_caps.tasks: unknown key; valid keys: agent, combinations, model, task",
-        "exporter.label_caps.agent: must be a positive integer, got 0",
-        'exporter.pricing_overrides.claude-custom-1.input: must be a non-negative number, got "free"',
+        "exporter.label_caps.tasks: unknown key; valid keys: agent, combinations, length, model, task",
+        "exporter.label_caps.agent: must be an integer from 1 to 100000, got 0",
+        'exporter.pricing_overrides.claude-custom-1.input: must be a number from 0 to 1000000, got "free"',
         'exporter.pricing_overrides.claude-custom-1: missing required key "output" (USD per million tokens)',
         'exporter.event_log.destination: must be one of stderr, stdout, file, got "syslog"',
-        'exporter.health.window_seconds: must be a positive number, got "5m"',
-        'exporter.rules.evaluation_interval: must be a positive duration like "30s", "5m" or "1h", got 30',
+        'exporter.health.window_seconds: must be a number from 1 to 86400, got "5m"',
+        'exporter.rules.evaluation_interval: must be a duration like "30s", "5m" or "1h", from 1s to 1h, '
+        "got 30",
         'exporter.rules.job: must be a non-empty string, got ""',
     ]
     assert info.value.problems == expected
@@ -356,7 +362,8 @@ def test_contract_example_message() -> None:
         }
     }
     assert problems(data) == [
-        'monitoring.claude_code_executor.alerts[0].threshold_ms: must be a positive number, got "soon"'
+        "monitoring.claude_code_executor.alerts[0].threshold_ms: "
+        'must be a number from 1 to 86400000, got "soon"'
     ]
 
 
@@ -447,15 +454,15 @@ def test_tls_cert_and_key_both_given() -> None:
         ),
         (
             agent_with(retention_days=True),
-            "monitoring.a.retention_days: must be a positive integer, got true",
+            "monitoring.a.retention_days: must be an integer from 1 to 3650, got true",
         ),
         (
             agent_with(alerts=[{"name": "execution_timeout", "threshold_ms": True}]),
-            "monitoring.a.alerts[0].threshold_ms: must be a positive number, got true",
+            "monitoring.a.alerts[0].threshold_ms: must be a number from 1 to 86400000, got true",
         ),
         (
             agent_with(alerts=[{"name": "token_spike", "min_executions": False}]),
-            "monitoring.a.alerts[0].min_executions: must be a non-negative integer, got false",
+            "monitoring.a.alerts[0].min_executions: must be an integer from 0 to 1000000000, got false",
         ),
         (
             agent_with(alerts=[{"name": "error_rate", "threshold_percent": True}]),
@@ -467,15 +474,15 @@ def test_tls_cert_and_key_both_given() -> None:
         ),
         (
             {"monitoring": {}, "exporter": {"label_caps": {"model": True}}},
-            "exporter.label_caps.model: must be a positive integer, got true",
+            "exporter.label_caps.model: must be an integer from 1 to 100000, got true",
         ),
         (
             {"monitoring": {}, "exporter": {"health": {"window_seconds": False}}},
-            "exporter.health.window_seconds: must be a positive number, got false",
+            "exporter.health.window_seconds: must be a number from 1 to 86400, got false",
         ),
         (
             {"monitoring": {}, "exporter": {"pricing_overrides": {"m": {"input": True, "output": 1}}}},
-            "exporter.pricing_overrides.m.input: must be a non-negative number, got true",
+            "exporter.pricing_overrides.m.input: must be a number from 0 to 1000000, got true",
         ),
     ],
 )
@@ -486,7 +493,7 @@ def test_bools_are_not_numbers(data: object, line: str) -> None:
 @pytest.mark.parametrize("value", [float("inf"), float("nan"), "30000", None, [30000]])
 def test_threshold_must_be_a_finite_number(value: object) -> None:
     (line,) = problems(agent_with(alerts=[{"name": "execution_timeout", "threshold_ms": value}]))
-    assert line.startswith("monitoring.a.alerts[0].threshold_ms: must be a positive number, got ")
+    assert line.startswith("monitoring.a.alerts[0].threshold_ms: must be a number from 1 to 86400000, got ")
 
 
 def test_numbers_in_range_are_kept() -> None:
@@ -496,7 +503,7 @@ def test_numbers_in_range_are_kept() -> None:
             retention_days=1,
             alerts=[
                 {"name": "error_rate", "threshold_percent": 100, "min_requests": 0},
-                {"name": "execution_timeout", "threshold_ms": 0.5, "severity": "P1 - wake someone"},
+                {"name": "execution_timeout", "threshold_ms": 1, "severity": "P1 - wake someone"},
             ],
         )
     )
@@ -504,7 +511,7 @@ def test_numbers_in_range_are_kept() -> None:
     assert (agent.sampling_rate, agent.retention_days) == (0.0, 1)
     assert agent.alert("error_rate").threshold == 100.0
     assert agent.alert("error_rate").params["min_requests"] == 0
-    assert agent.execution_timeout_seconds == 0.0005
+    assert agent.execution_timeout_seconds == 0.001  # the lowest a threshold may be
     assert agent.alert("execution_timeout").severity == "P1 - wake someone"  # kept exactly as written
 
 
@@ -517,7 +524,7 @@ def test_durations_accepted(good: str) -> None:
 @pytest.mark.parametrize("bad", ["5", "5 m", "5min", "-5m", "1.5h", "", "m"])
 def test_durations_rejected(bad: str) -> None:
     assert problems(agent_with(alerts=[{"name": "error_rate", "for": bad}])) == [
-        f'monitoring.a.alerts[0].for: must be a duration like "30s", "5m" or "1h", got "{bad}"'
+        f'monitoring.a.alerts[0].for: must be a duration like "30s", "5m" or "1h", from 0s to 1y, got "{bad}"'
     ]
 
 
@@ -696,3 +703,27 @@ def test_format_problems_single() -> None:
     assert err.problems == ["x: bad"]
     assert format_problems(err) == "1 problem in the configuration:\n  x: bad"
     assert isinstance(err, ValueError)
+
+
+def test_band_keys_are_checked() -> None:
+    assert problems(
+        agent_with(
+            alerts=[
+                {"name": "anomaly", "seasonality": "hourly", "sensitivity": 0, "floor_percent": 150},
+                {"name": "latency_drift", "min_history": "2d"},
+                {"name": "token_spike", "min_history": "soon"},
+            ]
+        )
+    ) == [
+        'monitoring.a.alerts[0].seasonality: must be one of daily_weekly, daily, weekly, none, got "hourly"',
+        "monitoring.a.alerts[0].sensitivity: must be a number above 0 and at most 100, got 0",
+        "monitoring.a.alerts[0].floor_percent: must be a number above 0 and at most 100, got 150",
+        'monitoring.a.alerts[1].min_history: must not be longer than baseline_window (1d), got "2d"',
+        "monitoring.a.alerts[2].min_history: "
+        'must be a duration like "30s", "5m" or "1h", above 0s and at most 1y, got "soon"',
+    ]
+    # A short baseline_window written before min_history existed stays valid: the band needs less then.
+    ok = parse_config(agent_with(alerts=[{"name": "token_spike", "baseline_window": "2h"}]))
+    spike = ok.agent("a").alert("token_spike")
+    assert (spike.params["baseline_window"], spike.params["min_history"]) == ("2h", "6h")
+    assert ok.agent("a").alert("anomaly").params["seasonality"] == "daily_weekly"

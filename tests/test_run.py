@@ -76,7 +76,13 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"], stdout=out, stderr=subprocess.STDOUT
+            [
+                PUSHGATEWAY,
+                f"--web.listen-address=127.0.0.1:{port}",
+                f"--persistence.file={log.parent / 'pushgateway.data'}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -138,6 +138,10 @@ FAMILIES: tuple[Family, ...] = (
            ("version", "anthropic_version"), multiprocess_mode="max"),
     Family("claude_exporter_label_overflow_total", "counter", "Label values folded into __overflow__.",
            ("label",)),
+    Family("claude_exporter_label_changes_total", "counter",
+           "Label values the admission rule changed: not_a_string, replaced, control_stripped, truncated, "
+           "empty.", ("label", "change"),
+           "label values changed by the admission rule (docs/reliability.md)"),
     Family("claude_exporter_unpriced_tokens_total", "counter",
            "Tokens of models missing from the pricing table.", ("model",)),
     Family("claude_exporter_internal_errors_total", "counter",

@@ -87,6 +87,7 @@ def resolve_settings(config: Any, listeners: tuple[Callable[[Recorder], None], .
         task_cap=caps.task,
         model_cap=caps.model,
         combination_cap=caps.combinations,
+        label_length=caps.length,
         timeout_seconds=cfg.timeout_buckets(),
         code_tools={name: agent.code_tools for name, agent in cfg.agents.items() if agent.code_tools},
         default_code_tools=cfg.defaults.code_tools,

@@ -1,7 +1,11 @@
 """The ``claude-exporter`` command: demo, serve, run, rules, check-config.
 
-Exit status: 0 done; 1 a problem found (check-config) or a failure while running; 2 bad usage or a
-configuration that cannot be used (nothing was started). ``run`` exits with the program's own status.
+Errors go to standard error as one line, ``claude-exporter CMD: FILE: problem`` (a configuration's
+problems follow it, one indented line each), never as a traceback for a user's mistake.
+
+Exit status: 0 done; 1 a failure while running (a port taken, a file that cannot be read or written);
+2 bad usage or a configuration that cannot be used, ``check-config`` included (nothing was started);
+130 stopped by Ctrl-C. ``run`` exits with the program's own status.
 """
 
 from __future__ import annotations
@@ -23,44 +27,31 @@ __all__ = ["main"]
 Command = Callable[[argparse.Namespace], int]
 
 
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit status 2)."""
+
+
 def _demo(args: argparse.Namespace) -> int:
     from claude_exporter.cli.demo import run
 
     return run(port=args.port, addr=args.addr, duration=args.duration, config=args.config)
 
 
-def _load(path: str | None, command: str) -> Config | None:
-    """The configuration (``path``, else ``$CLAUDE_EXPORTER_CONFIG``, else the defaults), or None after
-    printing its problems."""
+def _load(path: str | None) -> Config:
+    """The configuration: ``path``, else ``$CLAUDE_EXPORTER_CONFIG``, else the defaults."""
     # Not settings.as_config: that imports the SDK, a second of start-up that `run` would pay twice.
-    from claude_exporter.config import (
-        ConfigError,
-        config_from_env,
-        default_config,
-        format_problems,
-        load_config,
-    )
+    from claude_exporter.config import config_from_env, default_config, load_config
 
-    try:
-        return load_config(path) if path else config_from_env() or default_config()
-    except ConfigError as err:
-        print(f"claude-exporter {command}: " + format_problems(err), file=sys.stderr)
-        return None
+    return load_config(path) if path else config_from_env() or default_config()
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = _load(args.config, "serve")
-    if config is None:
-        return 2
+    config = _load(args.config)
     from claude_exporter.cli.serve import serve
 
-    try:
-        return serve(
-            config, tails=args.tail, tail_from_start=args.tail_from_start, port=args.port, addr=args.addr
-        )
-    except (OSError, ValueError) as err:  # the port is taken, the token file is missing or empty
-        print(f"claude-exporter serve: {err}", file=sys.stderr)
-        return 1
+    return serve(
+        config, tails=args.tail, tail_from_start=args.tail_from_start, port=args.port, addr=args.addr
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -70,14 +61,8 @@ def _run(args: argparse.Namespace) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
-        print(
-            "claude-exporter run: no command; usage: claude-exporter run [options] -- python app.py",
-            file=sys.stderr,
-        )
-        return 2
-    config = _load(args.config, "run")
-    if config is None:
-        return 2
+        raise UsageError("no command; usage: claude-exporter run [options] -- python app.py")
+    config = _load(args.config)
     pushgateway = args.pushgateway
     port = args.port
     if port is None:
@@ -95,29 +80,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from claude_exporter.config import ConfigError, load_config
+    from claude_exporter.config import load_config
 
-    try:
-        config = load_config(args.file)
-    except ConfigError as err:
-        print(f"{args.file}: {len(err.problems)} problem(s)", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
+    config = load_config(args.file)
     agents = ", ".join(config.agents) or "none"
     print(f"{args.file}: valid ({len(config.agents)} agent(s): {agents})")
     return 0
 
 
 def _rules(args: argparse.Namespace) -> int:
-    from claude_exporter.config import ConfigError, default_config, load_config
+    from claude_exporter.config import default_config, load_config
     from claude_exporter.rules import render_rules
 
-    try:
-        config = load_config(args.config) if args.config else default_config()
-    except ConfigError as err:
-        print(str(err), file=sys.stderr)
-        return 1
+    config = load_config(args.config) if args.config else default_config()
     text = render_rules(config, runbook_url=args.runbook_url) if args.runbook_url else render_rules(config)
     if args.output:
         Path(args.output).write_text(text)
@@ -231,10 +206,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(command: str, message: str) -> None:
+    print(f"claude-exporter {command}: {message}", file=sys.stderr, flush=True)
+
+
+def _os_problem(err: OSError) -> str:
+    """``FILE: problem`` when the error names a file, else the problem alone."""
+    what = err.strerror or str(err)
+    return f"{err.filename}: {what}" if err.filename else what
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # bad usage: argparse prints it and exits 2
     command: Command = args.run
-    return command(args)
+    from claude_exporter.config import ConfigError, format_problems
+
+    try:
+        return command(args)
+    except ConfigError as err:
+        _error(args.command, format_problems(err))
+        return 2
+    except UsageError as err:
+        _error(args.command, str(err))
+        return 2
+    except OSError as err:  # a port taken, a file that cannot be read or written
+        _error(args.command, _os_problem(err))
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

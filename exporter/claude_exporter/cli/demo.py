@@ -11,14 +11,17 @@ Four agents, each a thread running agent loops (executions of one to three reque
 
 from __future__ import annotations
 
+import contextlib
 import random
+import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import anthropic
@@ -192,6 +195,37 @@ def _print_alert(alert: dict[str, Any]) -> None:
     )
 
 
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, service managers) stops the demo the way Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGTERM and SIGINT ignored for the duration (cleanup is bounded: each child gets 5 s)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(
     port: int = 9466, addr: str = "127.0.0.1", duration: float | None = None, config: str | None = None
 ) -> int:
@@ -201,19 +235,16 @@ def run(
     from claude_exporter.exposition.server import start_http_server
     from claude_exporter.instrumentation.instrumentor import instrument, uninstrument
 
-    with tempfile.TemporaryDirectory(prefix="claude-exporter-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="claude-exporter-demo-") as tmp, _stopped_by_sigterm():
         workdir = Path(tmp)
         cfg = demo_config(workdir, config)
+        server = fleet = stack = None
         instrument(config=cfg)
-        server = start_http_server(port, addr)
-        fleet = Fleet().start()
-        stack = (
-            LocalStack(cfg, f"{_loopback(addr)}:{server.port}", workdir, _print_alert)
-            if binaries_present()
-            else None
-        )
         try:
-            if stack is not None:
+            server = start_http_server(port, addr)
+            fleet = Fleet().start()
+            if binaries_present():
+                stack = LocalStack(cfg, f"{_loopback(addr)}:{server.port}", workdir, _print_alert)
                 stack.start()
             print(f"claude-exporter demo: {len(fleet.agents)} simulated agents ({', '.join(fleet.agents)})")
             print(f"  against a fake Anthropic API at {fleet.fake.url}, real SDK calls, instrumented")
@@ -229,12 +260,17 @@ def run(
             deadline = None if duration is None else time.monotonic() + duration
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(0.2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see _stopped_by_sigterm)
             print()
         finally:
-            fleet.stop()
-            if stack is not None:
-                stack.stop()
-            server.close()
-            uninstrument()
+            # Whatever stopped the demo, a second signal must not cut this short: the children and the
+            # temporary directory go with it.
+            with _signals_held():
+                if fleet is not None:
+                    fleet.stop()
+                if stack is not None:
+                    stack.stop()
+                if server is not None:
+                    server.close()
+                uninstrument()
     return 0

@@ -133,6 +133,7 @@ class LocalStack:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(timeout=5)
         if self._webhook is not None:
             self._webhook.shutdown()
             self._webhook.server_close()

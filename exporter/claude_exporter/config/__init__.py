@@ -40,11 +40,15 @@ from claude_exporter.config.schema import (
     ALERT_DEFAULTS,
     ALERT_NAMES,
     ALERT_THRESHOLD_KEYS,
+    LIMITS,
+    MAX_CONFIG_BYTES,
     METRIC_NAMES,
     PRICE_COLUMNS,
     Problems,
+    YAMLTooBig,
     child,
     duration_seconds,
+    label_problem,
     parse_yaml,
     render,
     yaml_error_line,
@@ -197,6 +201,19 @@ def _alert(pb: Problems, name: str, path: str | None, entry: Mapping[str, Any] |
                         given["window"],
                         f"must be shorter than baseline_window ({baseline}), got {render(window)}",
                     )
+        # A min_history given longer than the baseline_window could never be met. (The default one is
+        # shortened to a shorter baseline_window instead, so configs written before it stay valid.)
+        if (
+            "min_history" in given
+            and "baseline_window" in merged
+            and "baseline_window" not in set(fields) - set(given)
+        ):
+            history, baseline = merged["min_history"], merged["baseline_window"]
+            if duration_seconds(history) > duration_seconds(baseline):
+                pb.add(
+                    given["min_history"],
+                    f"must not be longer than baseline_window ({baseline}), got {render(history)}",
+                )
     threshold = merged[ALERT_THRESHOLD_KEYS[name]]
     return AlertConfig(
         name=name,
@@ -250,12 +267,18 @@ def _agent(pb: Problems, path: str, name: str, value: object) -> AgentConfig:
     if "alerts" in fields:
         alerts = _alerts(pb, *fields["alerts"])
     if "sampling_rate" in fields:
-        rate = pb.number(*fields["sampling_rate"], high=1.0, zero=True)
+        rate = pb.limited(*fields["sampling_rate"], "monitoring.AGENT.sampling_rate")
         sampling_rate = 1.0 if rate is None else float(rate)
     if "retention_days" in fields:
-        retention_days = pb.integer(*fields["retention_days"]) or retention_days
+        retention_days = (
+            pb.limited(*fields["retention_days"], "monitoring.AGENT.retention_days") or retention_days
+        )
     if "code_tools" in fields:
-        code_tools = frozenset(pb.string_list(*fields["code_tools"], pb.string))
+        code_tools = frozenset(
+            pb.string_list(
+                *fields["code_tools"], lambda p, v: pb.limited(p, v, "monitoring.AGENT.code_tools[]")
+            )
+        )
     return AgentConfig(name, metrics, alerts, sampling_rate, retention_days, code_tools)
 
 
@@ -277,12 +300,18 @@ def parse_config(data: object, source: str = "<config>") -> Config:
             )
         else:
             for name, block in monitoring.items():
-                if isinstance(name, str) and name.strip():
-                    agents[name] = _agent(pb, child("monitoring", name), name, block)
-                else:
+                if not isinstance(name, str) or not name.strip():
                     pb.add("monitoring", f"agent names must be non-empty strings, got {render(name)}")
+                elif (problem := label_problem(name, int(LIMITS["monitoring.AGENT"].high))) is not None:
+                    pb.add(child("monitoring", name), f"is not a usable agent name: it {problem}")
+                else:
+                    agents[name] = _agent(pb, child("monitoring", name), name, block)
         if "exporter" in top:
             exporter = parse_exporter(pb, top["exporter"][1])
+        length = exporter.get("label_caps", LabelCaps()).length
+        for name in agents:
+            if len(name) > length:  # its series would carry a cut name, and its rules match nothing
+                pb.add(child("monitoring", name), f"is longer than exporter.label_caps.length ({length})")
     if pb.lines:
         raise ConfigError(pb.lines, source)
     return Config(
@@ -295,15 +324,19 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     source = os.fspath(path)
     try:
         with open(source, "rb") as f:
-            text = f.read()
+            text = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{source}: no such file", source) from None
     except OSError as e:
         raise ConfigError(f"{source}: cannot read: {e.strerror or e}", source) from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: over {MAX_CONFIG_BYTES} bytes, too large for a configuration", source)
     try:
         data, duplicates = parse_yaml(text, source)
     except yaml.YAMLError as e:
         raise ConfigError(yaml_error_line(e, source), source) from None
+    except YAMLTooBig as e:
+        raise ConfigError(f"{source}: the document {e}", source) from None
     try:
         config = parse_config(data, source)
     except ConfigError as e:
@@ -325,8 +358,11 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> Config | None:
 
 
 def format_problems(err: ConfigError) -> str:
-    """The problems as a report for people: a count, then one indented line each."""
+    """The problems as a report for people: ``FILE: N problems in the configuration:``, then one indented
+    line each; a single problem that already names the file is the report itself."""
     count = len(err.problems)
+    if count == 1 and err.source and err.problems[0].startswith(err.source):
+        return err.problems[0]  # "FILE: no such file", "FILE:3:1: invalid YAML: ..."
     head = f"{err.source}: " if err.source else ""
     lines = [f"{head}{count} problem{'s' if count != 1 else ''} in the configuration:"]
     lines.extend(f"  {line}" for line in err.problems)

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from claude_exporter.config.schema import CACHE_MULTIPLIERS, PRICE_COLUMNS, Problems, child, render
+from claude_exporter.config.schema import (
+    CACHE_MULTIPLIERS,
+    PRICE_COLUMNS,
+    Problems,
+    child,
+    label_problem,
+    render,
+)
 
 __all__ = [
     "EVENT_LOG_DESTINATIONS",
@@ -49,6 +56,7 @@ class LabelCaps:
     task: int = 200
     model: int = 200
     combinations: int = 2000
+    length: int = 128  # characters a label value keeps (recording/admission.py)
 
 
 @dataclass(frozen=True)
@@ -85,12 +93,15 @@ def _pricing(pb: Problems, path: str, value: object) -> Mapping[str, Mapping[str
             pb.add(path, f"model names must be non-empty strings, got {render(model)}")
             continue
         model_path = child(path, model)
+        if (problem := label_problem(model)) is not None:
+            pb.add(model_path, f"is not a usable model name: it {problem}")
+            continue
         fields = pb.fields(model_path, row, PRICE_COLUMNS, what=" (prices are USD per million tokens)")
         if fields is None:
             continue
         prices: dict[str, float] = {}
         for column, (column_path, price) in fields.items():
-            if (good := pb.number(column_path, price, zero=True)) is not None:
+            if (good := pb.limited(column_path, price, "exporter.pricing_overrides.MODEL.*")) is not None:
                 prices[column] = float(good)
         for column in ("input", "output"):
             if column not in fields:
@@ -107,12 +118,12 @@ def parse_exporter(pb: Problems, value: object) -> dict[str, Any]:
     out: dict[str, Any] = {}
     fields = pb.fields("exporter", value, _EXPORTER_KEYS, allow_none=True) or {}
     if "default_agent" in fields:
-        out["default_agent"] = pb.string(*fields["default_agent"]) or "default"
+        out["default_agent"] = pb.limited(*fields["default_agent"], "exporter.default_agent") or "default"
     if "server" in fields:
         out["server"] = _server(pb, *fields["server"])
     if "label_caps" in fields:
         caps = pb.fields(*fields["label_caps"], LabelCaps.__dataclass_fields__, allow_none=True) or {}
-        checked = {key: pb.integer(*item) for key, item in caps.items()}
+        checked = {key: pb.limited(*item, f"exporter.label_caps.{key}") for key, item in caps.items()}
         out["label_caps"] = LabelCaps(**{key: cap for key, cap in checked.items() if cap is not None})
     if "pricing_overrides" in fields:
         out["pricing_overrides"] = _pricing(pb, *fields["pricing_overrides"])
@@ -121,15 +132,15 @@ def parse_exporter(pb: Problems, value: object) -> dict[str, Any]:
     if "health" in fields:
         health = pb.fields(*fields["health"], ("window_seconds",), allow_none=True) or {}
         if "window_seconds" in health:
-            out["health_window_seconds"] = float(pb.number(*health["window_seconds"]) or 300.0)
+            window = pb.limited(*health["window_seconds"], "exporter.health.window_seconds")
+            out["health_window_seconds"] = float(window or 300.0)
     if "rules" in fields:
         rules = pb.fields(*fields["rules"], ("evaluation_interval", "job"), allow_none=True) or {}
         if "evaluation_interval" in rules:
-            out["rules_evaluation_interval"] = (
-                pb.duration(*rules["evaluation_interval"], positive=True) or "30s"
-            )
+            interval = pb.limited(*rules["evaluation_interval"], "exporter.rules.evaluation_interval")
+            out["rules_evaluation_interval"] = interval or "30s"
         if "job" in rules:
-            out["rules_job"] = pb.string(*rules["job"]) or "claude-exporter"
+            out["rules_job"] = pb.limited(*rules["job"], "exporter.rules.job") or "claude-exporter"
     if "otlp" in fields:
         out["otlp"] = _otlp(pb, *fields["otlp"])
     return out
@@ -142,18 +153,22 @@ def _otlp(pb: Problems, path: str, value: object) -> OtlpConfig:
     kwargs: dict[str, Any] = {}
     if "enabled" in fields:
         kwargs["enabled"] = pb.boolean(*fields["enabled"])
-    for key in ("default_agent", "agent_attribute", "task_attribute"):
+    if "default_agent" in fields and (
+        agent := pb.limited(*fields["default_agent"], "exporter.otlp.default_agent")
+    ):
+        kwargs["default_agent"] = agent
+    for key in ("agent_attribute", "task_attribute"):
         if key in fields and (text := pb.string(*fields[key])) is not None:
             kwargs[key] = text
     if "usage_from" in fields and (source := pb.choice(*fields["usage_from"], USAGE_SOURCES)) is not None:
         kwargs["usage_from"] = source
     if "code_tools" in fields:
-        kwargs["code_tools"] = frozenset(pb.string_list(*fields["code_tools"], pb.string))
-    for key in ("turn_idle_seconds", "hook_join_seconds"):
-        if key in fields and (seconds := pb.number(*fields[key])) is not None:
-            kwargs[key] = float(seconds)
-    if "memory" in fields and (memory := pb.integer(*fields["memory"], low=1000)) is not None:
-        kwargs["memory"] = memory
+        kwargs["code_tools"] = frozenset(
+            pb.string_list(*fields["code_tools"], lambda p, v: pb.limited(p, v, "exporter.otlp.code_tools[]"))
+        )
+    for key in ("turn_idle_seconds", "hook_join_seconds", "memory"):
+        if key in fields and (good := pb.limited(*fields[key], f"exporter.otlp.{key}")) is not None:
+            kwargs[key] = good if key == "memory" else float(good)
     return OtlpConfig(**kwargs)
 
 
@@ -163,7 +178,7 @@ def _server(pb: Problems, path: str, value: object) -> ServerConfig:
     if "address" in fields:
         kwargs["address"] = pb.string(*fields["address"]) or "127.0.0.1"
     if "port" in fields:
-        port = pb.integer(*fields["port"], low=0, high=65535)
+        port = pb.limited(*fields["port"], "exporter.server.port")
         kwargs["port"] = 9466 if port is None else port
     bad: set[str] = set()
     for key in ("token_env", "token_file", "tls_cert_file", "tls_key_file"):

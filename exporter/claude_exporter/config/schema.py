@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -22,15 +24,41 @@ __all__ = [
     "ALERT_KEY_KINDS",
     "ALERT_NAMES",
     "ALERT_THRESHOLD_KEYS",
+    "LIMITS",
+    "MAX_CONFIG_BYTES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
     "METRIC_NAMES",
     "PRICE_COLUMNS",
+    "SEASONALITIES",
+    "Limit",
     "Problems",
+    "YAMLTooBig",
     "duration_seconds",
+    "label_problem",
+    "limits_table",
     "render",
 ]
 
 # The names the ``metrics:`` list takes, from the family declarations.
 METRIC_NAMES: tuple[str, ...] = METRIC_GROUPS
+
+# The adaptive band of an agent's signal (alerting-rules/RUNBOOK.md, "Adaptive bands"), shared by the alerts
+# that judge a signal against it: the band is the signal's mean over ``baseline_window`` plus or minus
+# ``sensitivity`` standard deviations (at least ``floor_percent`` of the mean), widened where the same hour
+# yesterday or last week (``seasonality``) was higher; it exists once the signal has ``min_history`` of
+# windows with at least ``min_executions`` executions.
+SEASONALITIES: tuple[str, ...] = ("daily_weekly", "daily", "weekly", "none")
+_BAND: Mapping[str, object] = MappingProxyType(
+    {
+        "baseline_window": "1d",
+        "min_executions": 5,
+        "sensitivity": 3,
+        "seasonality": "daily_weekly",
+        "min_history": "6h",
+        "floor_percent": 10,
+    }
+)
 
 # Per-alert defaults: every key an alert entry accepts (besides ``name``) with its default value. The one
 # key starting with ``threshold_`` is the alert's threshold; ``None`` means "no default" (cost_budget is off
@@ -46,13 +74,12 @@ ALERT_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
                 "for": "5m",
                 "threshold_change_percent": 150,
                 "window": "10m",
-                "baseline_window": "1h",
-                "min_executions": 5,
+                **_BAND,
             },
             "error_rate": {
                 "enabled": True,
                 "severity": "high",
-                "for": "5m",
+                "for": "10m",
                 "threshold_percent": 5,
                 "window": "5m",
                 "min_requests": 10,
@@ -63,8 +90,7 @@ ALERT_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
                 "for": "10m",
                 "threshold_change_percent": 50,
                 "window": "10m",
-                "baseline_window": "1h",
-                "min_executions": 5,
+                **_BAND,
             },
             "rate_limited": {
                 "enabled": True,
@@ -90,6 +116,21 @@ ALERT_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
                 "window": "15m",
                 "min_requests": 10,
             },
+            "anomaly": {
+                "enabled": True,
+                "severity": "medium",
+                "for": "15m",
+                "threshold_change_percent": 25,
+                "window": "10m",
+                **_BAND,
+            },
+            "slow_creep": {
+                "enabled": True,
+                "severity": "medium",
+                "for": "30m",
+                "threshold_change_percent": 15,
+                "window": "6h",
+            },
             "cost_budget": {
                 "enabled": False,
                 "severity": "high",
@@ -108,7 +149,8 @@ ALERT_THRESHOLD_KEYS: Mapping[str, str] = MappingProxyType(
 )
 
 # How each alert key is checked: "bool", "severity", "duration" (0s allowed), "window" (positive duration),
-# "positive" (number > 0), "percent" (0 < number <= 100), "count" (integer >= 0).
+# "positive" (number > 0), "percent" (0 < number <= 100), "count" (integer >= 0), "seasonality" (one of
+# SEASONALITIES).
 ALERT_KEY_KINDS: Mapping[str, str] = MappingProxyType(
     {
         "enabled": "bool",
@@ -125,6 +167,10 @@ ALERT_KEY_KINDS: Mapping[str, str] = MappingProxyType(
         "min_executions": "count",
         "min_requests": "count",
         "min_blocks": "count",
+        "sensitivity": "positive",
+        "seasonality": "seasonality",
+        "min_history": "window",
+        "floor_percent": "percent",
     }
 )
 
@@ -135,11 +181,132 @@ CACHE_MULTIPLIERS: Mapping[str, float] = MappingProxyType(
     {"cache_write_5m": 1.25, "cache_write_1h": 2.0, "cache_read": 0.1}
 )
 
-_DURATION_RE = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+@dataclass(frozen=True)
+class Limit:
+    """The accepted range of one key. ``kind``: number, integer, duration (bounds in seconds), or label (a
+    label-safe string, bounds in characters). ``low_open``: ``low`` itself is refused."""
+
+    kind: str
+    low: float
+    high: float
+    low_open: bool = False
+    note: str = ""
+
+    def accepts(self, value: float) -> bool:
+        return (value > self.low if self.low_open else value >= self.low) and value <= self.high
+
+    def describe(self) -> str:
+        def num(x: float) -> str:
+            if self.kind == "duration":
+                return _show_duration(x)
+            return f"{int(x)}" if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+        if self.kind == "label":
+            return f"a string of {num(self.low)} to {num(self.high)} characters, no control characters"
+        what = {"number": "a number", "integer": "an integer", "duration": DURATION_HINT + ","}[self.kind]
+        low = f"above {num(self.low)}" if self.low_open else f"from {num(self.low)}"
+        joiner = " and at most " if self.low_open else " to "
+        return f"{what} {low}{joiner}{num(self.high)}"
+
+
+_DAY = 86400.0
+# Every bounded key, by its path (AGENT: an agent name, MODEL: a model name, [] any list item). Values past
+# these bounds are mistakes, or would break something downstream (a 0 s bucket, an infinite price, a
+# window that never forgets, PromQL that promtool refuses): each is a ConfigError naming its path.
+LIMITS: Mapping[str, Limit] = MappingProxyType(
+    {
+        "monitoring.AGENT": Limit("label", 1, 128, note="the agent's name, a label value"),
+        "monitoring.AGENT.sampling_rate": Limit("number", 0, 1),
+        "monitoring.AGENT.retention_days": Limit("integer", 1, 3650),
+        "monitoring.AGENT.code_tools[]": Limit("label", 1, 128, note="a tool name, a label value"),
+        "monitoring.AGENT.alerts[].severity": Limit(
+            "label", 1, 32, note="kept as written; deploy/alertmanager.yml routes any value"
+        ),
+        "monitoring.AGENT.alerts[].for": Limit("duration", 0, 365 * _DAY),
+        "monitoring.AGENT.alerts[].window": Limit("duration", 0, 365 * _DAY, low_open=True),
+        "monitoring.AGENT.alerts[].baseline_window": Limit("duration", 0, 365 * _DAY, low_open=True),
+        "monitoring.AGENT.alerts[].threshold_ms": Limit("number", 1, 86_400_000, note="1 ms to one day"),
+        "monitoring.AGENT.alerts[].threshold_change_percent": Limit("number", 0, 100_000, low_open=True),
+        "monitoring.AGENT.alerts[].threshold_per_minute": Limit("number", 0, 1_000_000, low_open=True),
+        "monitoring.AGENT.alerts[].threshold_usd_per_hour": Limit("number", 0, 1e9, low_open=True),
+        "monitoring.AGENT.alerts[].threshold_percent": Limit("number", 0, 100, low_open=True),
+        "monitoring.AGENT.alerts[].remaining_percent": Limit("number", 0, 100, low_open=True),
+        "monitoring.AGENT.alerts[].min_executions": Limit("integer", 0, 1e9),
+        "monitoring.AGENT.alerts[].min_requests": Limit("integer", 0, 1e9),
+        "monitoring.AGENT.alerts[].min_blocks": Limit("integer", 0, 1e9),
+        "monitoring.AGENT.alerts[].sensitivity": Limit(
+            "number", 0, 100, low_open=True, note="standard deviations"
+        ),
+        "monitoring.AGENT.alerts[].min_history": Limit("duration", 0, 365 * _DAY, low_open=True),
+        "monitoring.AGENT.alerts[].floor_percent": Limit("number", 0, 100, low_open=True),
+        "exporter.default_agent": Limit("label", 1, 128),
+        "exporter.server.port": Limit("integer", 0, 65535, note="0: any free port"),
+        "exporter.label_caps.agent": Limit("integer", 1, 100_000),
+        "exporter.label_caps.task": Limit("integer", 1, 100_000),
+        "exporter.label_caps.model": Limit("integer", 1, 100_000),
+        "exporter.label_caps.combinations": Limit("integer", 1, 1_000_000),
+        "exporter.label_caps.length": Limit("integer", 16, 4096, note="characters a label value keeps"),
+        "exporter.pricing_overrides.MODEL": Limit("label", 1, 128, note="a model name, a label value"),
+        "exporter.pricing_overrides.MODEL.*": Limit("number", 0, 1_000_000, note="USD per million tokens"),
+        "exporter.health.window_seconds": Limit("number", 1, _DAY),
+        "exporter.rules.evaluation_interval": Limit("duration", 1, 3600),
+        "exporter.rules.job": Limit("label", 1, 128),
+        "exporter.otlp.default_agent": Limit("label", 1, 128),
+        "exporter.otlp.code_tools[]": Limit("label", 1, 128, note="a tool name, a label value"),
+        "exporter.otlp.turn_idle_seconds": Limit("number", 0, _DAY, low_open=True),
+        "exporter.otlp.hook_join_seconds": Limit("number", 0, 3600, low_open=True),
+        "exporter.otlp.memory": Limit("integer", 1000, 10_000_000, note="ids remembered, each"),
+    }
+)
+# Which limit each alert key obeys.
+ALERT_KEY_LIMITS: Mapping[str, str] = MappingProxyType(
+    {
+        key: f"monitoring.AGENT.alerts[].{key}"
+        for key in ALERT_KEY_KINDS
+        if key not in ("enabled", "seasonality")
+    }
+)
+
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000  # after aliases are expanded: a 500-byte alias bomb is billions
+MAX_YAML_DEPTH = 64
+
+
+def limits_table() -> str:
+    """The Markdown table of :data:`LIMITS`, for the docs (a test keeps the docs in step)."""
+    rows = ["| key | accepts |", "|---|---|"]
+    for key, limit in LIMITS.items():
+        note = f" ({limit.note})" if limit.note else ""
+        rows.append(f"| `{key}` | {limit.describe()}{note} |")
+    return "\n".join(rows) + "\n"
+
+
+def label_problem(value: str, high: int = 128) -> str | None:
+    """What makes ``value`` unfit to be a label value (and a PromQL string), or ``None``."""
+    if not value.strip():
+        return "must not be empty or blank"
+    if len(value) > high:
+        return f"must be at most {high} characters, got {len(value)}"
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in value):
+        return f"must not contain control characters or line breaks, got {render(value)}"
+    return None
+
+
+# At most 12 digits a part: a duration past that is refused by its range, not by float overflow.
+_DURATION_RE = re.compile(r"^([0-9]{1,12}(ms|s|m|h|d|w|y))+$")
 _DURATION_PART_RE = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_*-]+$")
 DURATION_HINT = 'a duration like "30s", "5m" or "1h"'
+
+
+def _show_duration(seconds: float) -> str:
+    for unit in ("y", "d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def duration_seconds(text: str) -> float:
@@ -151,10 +318,15 @@ def duration_seconds(text: str) -> float:
 
 def render(value: object) -> str:
     """A value as quoted in a problem line: JSON for YAML scalars and collections, repr otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of {len(str(value)) if value.bit_length() < 10_000 else 'thousands of'} digits"
     try:
         text = json.dumps(value, default=str, ensure_ascii=False)
-    except (TypeError, ValueError):  # e.g. non-string mapping keys nested in lists
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):  # e.g. non-string mapping keys nested in lists
+        try:
+            text = repr(value)
+        except (ValueError, RecursionError):  # a huge integer deep inside
+            text = f"a {type(value).__name__}"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -260,20 +432,38 @@ class Problems:
                 out.append(good)
         return out
 
+    def limited(self, path: str, value: object, key: str) -> Any:
+        """Check ``value`` against ``LIMITS[key]``: its type first (plain wording), then its range."""
+        limit = LIMITS[key]
+        good: Any
+        if limit.kind == "label":
+            good = self.string(path, value)
+            if good is None:
+                return None
+            problem = label_problem(good, int(limit.high))
+            if problem is not None:
+                self.add(path, problem)
+                return None
+            return good
+        amount: float | None = None
+        if limit.kind == "number" and _is_number(value):
+            amount = value  # type: ignore[assignment]
+        elif limit.kind == "integer" and isinstance(value, int) and not isinstance(value, bool):
+            amount = value
+        elif limit.kind == "duration" and isinstance(value, str) and _DURATION_RE.match(value):
+            amount = duration_seconds(value)
+        if amount is None or not limit.accepts(amount):
+            self.add(path, f"must be {limit.describe()}, got {render(value)}")
+            return None
+        return value
+
     def alert_key(self, path: str, key: str, value: object) -> object:
-        """Check one alert key by its kind in :data:`ALERT_KEY_KINDS`."""
-        kind = ALERT_KEY_KINDS[key]
-        if kind == "bool":
+        """Check one alert key by its kind in :data:`ALERT_KEY_KINDS` and its range in :data:`LIMITS`."""
+        if ALERT_KEY_KINDS[key] == "bool":
             return self.boolean(path, value)
-        if kind == "severity":
-            return self.string(path, value)
-        if kind in ("duration", "window"):
-            return self.duration(path, value, positive=kind == "window")
-        if kind == "percent":
-            return self.number(path, value, high=100)
-        if kind == "count":
-            return self.integer(path, value, low=0)
-        return self.number(path, value)
+        if ALERT_KEY_KINDS[key] == "seasonality":
+            return self.choice(path, value, SEASONALITIES)
+        return self.limited(path, value, ALERT_KEY_LIMITS[key])
 
 
 class _Loader(yaml.SafeLoader):
@@ -303,11 +493,62 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+class YAMLTooBig(ValueError):
+    """A document that is too large, too deep, or refers to itself once its aliases are expanded."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse an alias bomb before anything is built from it: count the nodes with every alias expanded
+    (memoised, so the count costs one visit per distinct node), and bound the depth."""
+    size: dict[int, int] = {}
+    ancestors: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            ancestors.discard(key)
+            size[key] = total = 1 + sum(size[id(c)] for c in _children(node))
+            if total > MAX_YAML_NODES:
+                raise YAMLTooBig(f"expands to over {MAX_YAML_NODES} values through its aliases")
+            continue
+        if key in size:
+            continue
+        if key in ancestors:
+            raise YAMLTooBig("an alias refers to a value that contains it")
+        if depth > MAX_YAML_DEPTH:
+            raise YAMLTooBig(f"is nested over {MAX_YAML_DEPTH} levels deep")
+        ancestors.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in _children(node) if id(c) not in size)
+
+
 def parse_yaml(text: bytes, source: str) -> tuple[object, list[str]]:
-    """Parse YAML; return the document and duplicate-key problems. Raises ``yaml.YAMLError``."""
+    """Parse YAML; return the document and duplicate-key problems.
+
+    Raises ``yaml.YAMLError`` for bad syntax and :class:`YAMLTooBig` for a document over the limits.
+    """
     loader = _Loader(text, source)
     try:
-        data = loader.get_single_data()
+        try:
+            node = loader.get_single_node()
+        except RecursionError:  # PyYAML composes recursively: a few hundred levels exhaust the stack
+            raise YAMLTooBig(f"is nested over {MAX_YAML_DEPTH} levels deep") from None
+        if node is None:
+            return None, []
+        _check_expansion(node)
+        try:
+            data = loader.construct_document(node)
+        except ValueError as err:  # an integer over Python's conversion limit, a date out of range
+            raise YAMLTooBig(f"holds a value that cannot be read ({str(err)[:60]})") from None
         return data, [problem for _, problem in sorted(loader.duplicates)]
     finally:
         loader.dispose()

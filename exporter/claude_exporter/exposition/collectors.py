@@ -11,6 +11,7 @@ the request path never touches them.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from importlib import metadata
@@ -136,8 +137,12 @@ def family_flags(enabled: Callable[[str, str], bool]) -> Callable[[str], dict[st
 
 
 def _parse(field: str, raw: str) -> float:
+    """A header's value; ``ValueError`` for anything but a finite count (or an ISO 8601 time)."""
     if field != "reset":
-        return float(raw)
+        value = float(raw)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"not a finite count: {raw[:40]}")
+        return value
     return datetime.fromisoformat(raw.strip().replace("Z", "+00:00")).timestamp()
 
 
@@ -147,6 +152,31 @@ def _sdk_version() -> str:
         return metadata.version("anthropic")
     except metadata.PackageNotFoundError:
         return "none"
+
+
+class _Guarded:
+    """One family being built: every value made a float and every label checked to be a string here, so
+    rendering cannot fail on a stored value; a sample that cannot be added marks the family broken."""
+
+    __slots__ = ("broken", "family")
+
+    def __init__(self, family: Metric) -> None:
+        self.family = family
+        self.broken = False
+
+    def add_metric(self, labels: tuple[str, ...], value: Any, *rest: Any) -> None:
+        if self.broken:
+            return
+        try:
+            for label in labels:
+                if label.__class__ is not str:
+                    raise TypeError(f"label value {label!r:.40} is not a string")
+            if rest:  # a histogram: (buckets, sum)
+                self.family.add_metric(labels, value, float(rest[0]))  # type: ignore[attr-defined]
+            else:
+                self.family.add_metric(labels, float(value))  # type: ignore[attr-defined]
+        except Exception:
+            self.broken = True
 
 
 class RecorderCollector(Collector):
@@ -169,14 +199,19 @@ class RecorderCollector(Collector):
         rec = self._rec
         if rec.orphans:
             rec.settle_orphans()
-        out = {family.name: _family(family.name) for family in FAMILIES}
+        out = {family.name: _Guarded(_family(family.name)) for family in FAMILIES}
         # Claude Code first: it ends the turns that went quiet, before the executions are read.
         for step in (self._claude_code, self._requests, self._executions, self._live, self._exporter):
             try:
                 step(out)
             except Exception:  # one broken part must not cost the whole scrape
                 rec.fault("scrape")
-        return list(out.values())
+        # A family with a sample that could not be added is left out whole (a partial family would be a
+        # wrong one) and counted; the others are served.
+        for guarded in out.values():
+            if guarded.broken:
+                rec.fault("scrape")
+        return [guarded.family for guarded in out.values() if not guarded.broken]
 
     def _flags(self) -> Callable[[str], dict[str, bool]]:
         return family_flags(self._enabled)
@@ -239,12 +274,15 @@ class RecorderCollector(Collector):
     def _live(self, out: dict[str, Any]) -> None:
         rec = self._rec
         for name, samples in (
-            ("claude_requests_in_flight", rec.gauge_requests_in_flight()),
-            ("claude_executions_in_flight", rec.gauge_executions_in_flight()),
-            ("claude_execution_longest_running_seconds", rec.gauge_longest_running()),
+            ("claude_requests_in_flight", rec.gauge_requests_in_flight),
+            ("claude_executions_in_flight", rec.gauge_executions_in_flight),
+            ("claude_execution_longest_running_seconds", rec.gauge_longest_running),
         ):
-            for values, value in samples:
-                out[name].add_metric(values, value)
+            try:  # each gauge on its own: one that fails is left out, the others are served
+                for values, value in samples():
+                    out[name].add_metric(values, value)
+            except Exception:
+                out[name].broken = True
         self._limits.refresh()
         for name, field in _GAUGE_FIELD.items():
             for values, value in self._limits.samples(field):
@@ -279,6 +317,7 @@ class RecorderCollector(Collector):
         rec = self._rec
         for name, counter in (
             ("claude_exporter_label_overflow_total", rec.overflow),
+            ("claude_exporter_label_changes_total", rec.changes),
             ("claude_exporter_unpriced_tokens_total", rec.unpriced),
             ("claude_exporter_internal_errors_total", rec.internal_errors),
             ("claude_exporter_events_total", rec.events),

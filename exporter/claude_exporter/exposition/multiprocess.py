@@ -462,6 +462,7 @@ class MultiprocessBackend:
         self.running_calls: dict[int, Any] = _RunningCalls(live)
         self.running_executions: dict[int, Any] = _RunningExecutions(live)
         self.overflow = MultiprocessCounter(files, "claude_exporter_label_overflow_total")
+        self.changes = MultiprocessCounter(files, "claude_exporter_label_changes_total")
         self.unpriced = MultiprocessCounter(files, "claude_exporter_unpriced_tokens_total")
         self.internal_errors = MultiprocessCounter(files, "claude_exporter_internal_errors_total")
         self.events = MultiprocessCounter(files, "claude_exporter_events_total")

@@ -22,7 +22,16 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from claude_exporter.config import ServerConfig
 from claude_exporter.recording.state import ACTIVE
 
-__all__ = ["MetricsServer", "Route", "default_routes", "make_wsgi_app", "read_token", "start_http_server"]
+__all__ = [
+    "BACKLOG",
+    "MAX_WORKERS",
+    "MetricsServer",
+    "Route",
+    "default_routes",
+    "make_wsgi_app",
+    "read_token",
+    "start_http_server",
+]
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -52,16 +61,21 @@ def make_wsgi_app(
     """
     metrics_app = prometheus_client.make_wsgi_app(REGISTRY if registry is None else registry)
     table: dict[str, Route] = {"/metrics": metrics_app, **default_routes(otlp), **(routes or {})}
-    expected = token.encode() if token else None
+    # Header values reach WSGI as latin-1 text (PEP 3333): encoding back to latin-1 recovers the client's
+    # bytes, which match a token's UTF-8 bytes whatever its characters.
+    expected = token.encode("utf-8") if token else None
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/-/healthy":
             return respond(start_response, "200 OK", b"OK\n")
         if expected is not None:
-            scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+            # Only HTTP's own blanks are stripped: str.strip() would also eat "\xa0" and "\x85", bytes of
+            # UTF-8 characters seen through latin-1.
+            header = environ.get("HTTP_AUTHORIZATION", "").strip(" \t")
+            scheme, _, given = header.partition(" ")
             # The scheme is case-insensitive (RFC 7235); the token is compared in constant time.
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(_raw(given.strip(" \t")), expected):
                 start_response(
                     "401 Unauthorized",
                     [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Bearer realm="claude-exporter"')],
@@ -75,12 +89,56 @@ def make_wsgi_app(
     return app
 
 
+def _raw(header: str) -> bytes:
+    try:
+        return header.encode("latin-1")
+    except UnicodeEncodeError:  # not from a socket (a WSGI host that decoded otherwise): compare as UTF-8
+        return header.encode("utf-8", "replace")
+
+
+# Sized for Prometheus (one or two scrapes at a time) plus a burst of ingesting clients: connections past
+# the workers wait in the listen backlog instead of being reset, and threads stay bounded.
+MAX_WORKERS = 32
+BACKLOG = 256
+
+
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    request_queue_size = BACKLOG
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_WORKERS)
+        self._closing = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Wait for a free worker here, in the accepting thread: meanwhile new connections queue in the
+        # kernel's backlog, which is what bounds the threads.
+        while not self._slots.acquire(timeout=0.1):
+            if self._closing.is_set():
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def shutdown(self) -> None:
+        self._closing.set()
+        super().shutdown()
 
 
 class _QuietHandler(WSGIRequestHandler):
-    timeout = 30  # seconds a client may stall mid-request before its connection is dropped
+    # Seconds a client may stall on any one read or write before its connection is dropped: a stalled
+    # client holds one of MAX_WORKERS workers at most this long.
+    timeout = 10
 
     def log_message(self, format: str, *args: Any) -> None:
         """Access logs would flood stderr at one scrape a second."""
@@ -108,7 +166,9 @@ def read_token(server: ServerConfig, environ: Mapping[str, str] | None = None) -
     if server.token_file:
         token = Path(server.token_file).read_text(encoding="utf-8").strip()
         if not token:
-            raise ValueError(f"exporter.server.token_file: {server.token_file} is empty")
+            from claude_exporter.config import ConfigError
+
+            raise ConfigError(f"exporter.server.token_file: {server.token_file} is empty")
         return token
     env = os.environ if environ is None else environ
     return env.get(server.token_env) or None if server.token_env else None
@@ -174,7 +234,10 @@ def start_http_server(
     keyfile = keyfile or server_config.tls_key_file
     otlp = resolved.otlp.enabled is True if otlp is None else otlp
     app = make_wsgi_app(registry, routes=routes, token=token, otlp=otlp)
-    server = make_server(addr, port, app, _ThreadingServer, handler_class=_QuietHandler)
+    try:
+        server = make_server(addr, port, app, _ThreadingServer, handler_class=_QuietHandler)
+    except OSError as err:  # say where: "Address already in use" alone does not
+        raise OSError(err.errno, f"cannot listen on {addr}:{port}: {err.strerror or err}") from err
     scheme = "http"
     if certfile is not None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

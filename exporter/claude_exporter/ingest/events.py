@@ -1,10 +1,14 @@
 """Events from agents in other languages: the event-log shape in, the same metrics out.
 
-``POST /v1/events`` takes one JSON object or NDJSON lines. The whole body is checked first: one bad line
-and the answer is 400 naming every bad line by number, with nothing applied, so a client can fix and
-resend without double counting. Bodies over 1 MiB get 413. ``claude-exporter serve --tail`` feeds the
+``POST /v1/events`` takes one JSON object or NDJSON lines (split on ``\n`` only; a ``\r`` before it is
+dropped). The whole body is read and checked first: one bad line and the answer is 400 naming the bad
+lines by number (the first :data:`MAX_PROBLEMS` problems, then a count), with nothing applied, so a client
+can fix and resend without double counting. A body is at most :data:`MAX_BODY` bytes and must say so in
+``Content-Length``: a larger, negative, missing or chunked length gets 413, a body that ends before its
+``Content-Length`` gets 400; nothing of either is applied. ``claude-exporter serve --tail`` feeds the
 same :func:`parse_event` / :func:`apply_events` line by line.
 
+Every number is checked at this edge (see :data:`LIMITS`), so nothing stored can make a scrape fail.
 An event counts as one request and one execution of its agent (default: the configured default agent),
 task (``default``) and model (``unknown``, which is unpriced, when the event names none).
 """
@@ -13,19 +17,42 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.usage import Usage
 
-__all__ = ["MAX_BODY", "Event", "apply_events", "events_route", "parse_body", "parse_event"]
+__all__ = [
+    "LIMITS",
+    "MAX_BODY",
+    "MAX_PROBLEMS",
+    "BodyError",
+    "Event",
+    "Parsed",
+    "apply_events",
+    "events_route",
+    "parse_body",
+    "parse_event",
+    "parse_line",
+    "read_body",
+]
 
 MAX_BODY = 1 << 20
+MAX_PROBLEMS = 20  # problems listed in a 400; the rest are counted, so the answer stays small
 KINDS = ("claude_execution_complete", "claude_execution_error")
 _COUNTS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 _TEXT = ("agent", "task", "model", "stop_reason", "error_type", "error_message", "execution_id", "timestamp")
+# Inclusive ranges of the numbers an event may carry. Far above anything real (a trillion tokens, 30
+# days, a million turns), far below what a float counter cannot add exactly enough to matter.
+LIMITS: dict[str, tuple[int, int]] = {
+    **{key: (0, 10**12) for key in _COUNTS},
+    "duration_ms": (0, 30 * 86_400_000),
+    "requests": (1, 10**6),
+}
+_SHOW = 80  # characters of a bad value quoted back
 
 
 @dataclass(frozen=True)
@@ -42,8 +69,66 @@ class Event:
     requests: int
 
 
+@dataclass
+class Parsed:
+    """A body's events, or its problems: the first :data:`MAX_PROBLEMS` lines of them, and a count."""
+
+    events: list[Event] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    bad_lines: int = 0
+    more_problems: int = 0  # problems not listed
+
+    def add(self, where: str, problems: Iterable[str]) -> None:
+        self.bad_lines += 1
+        for problem in problems:
+            if len(self.problems) < MAX_PROBLEMS:
+                self.problems.append(f"{where}: {problem}")
+            else:
+                self.more_problems += 1
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad_lines
+
+
 def _show(value: object) -> str:
-    return json.dumps(value)[:80]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**_SHOW:
+        return f"an integer of {len(str(abs(value) // 10**_SHOW)) + _SHOW} digits"
+    try:
+        text = json.dumps(value)
+    except (ValueError, TypeError, RecursionError):
+        text = repr(type(value))
+    return text if len(text) <= _SHOW else text[: _SHOW - 3] + "..."
+
+
+def _missing(obj: dict[str, Any], key: str) -> str:
+    return "missing" if key not in obj else f"got {_show(obj[key])}"
+
+
+def _number(obj: dict[str, Any], key: str, default: int | None, *, whole: bool) -> tuple[float, str | None]:
+    """A number within :data:`LIMITS`, or the problem with it."""
+    low, high = LIMITS[key]
+    value = obj.get(key, default)
+    if value is None and default is not None:
+        value = default
+    kind = "an integer" if whole else "a number"
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, int if whole else (int, float))
+        and (not isinstance(value, float) or math.isfinite(value))
+        and low <= value <= high
+    )
+    if ok:
+        return float(value), None  # type: ignore[arg-type]
+    return 0.0, f"must be {kind} from {low} to {high}, {_missing(obj, key)}"
+
+
+def _text_ok(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON \ud800 escape: no exposition can write it
+        return False
+    return True
 
 
 def parse_event(obj: object) -> Event | list[str]:
@@ -53,42 +138,34 @@ def parse_event(obj: object) -> Event | list[str]:
     problems: list[str] = []
     kind = obj.get("event")
     if kind not in KINDS:
-        problems.append(f"event: must be one of {', '.join(KINDS)}, got {_show(kind)}")
-    duration = obj.get("duration_ms")
-    if (
-        isinstance(duration, bool)
-        or not isinstance(duration, (int, float))
-        or not math.isfinite(duration)
-        or duration < 0
-    ):
-        problems.append(f"duration_ms: must be a non-negative number, got {_show(duration)}")
+        problems.append(f"event: must be one of {', '.join(KINDS)}, {_missing(obj, 'event')}")
+    duration, problem = _number(obj, "duration_ms", None, whole=False)
+    if problem:
+        problems.append(f"duration_ms: {problem}")
     counts = []
     for key in _COUNTS:
-        value = obj.get(key, 0)
-        if value is None:
-            value = 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            problems.append(f"{key}: must be a non-negative integer, got {_show(value)}")
-            value = 0
-        counts.append(value)
-    requests = obj.get("requests", 1)
-    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
-        problems.append(f"requests: must be a positive integer, got {_show(requests)}")
+        value, problem = _number(obj, key, 0, whole=True)
+        if problem:
+            problems.append(f"{key}: {problem}")
+        counts.append(int(value))
+    requests, problem = _number(obj, "requests", 1, whole=True)
+    if problem:
+        problems.append(f"requests: {problem}")
     for key in _TEXT:
-        value = obj.get(key)
-        if value is not None and (
-            not isinstance(value, str) or (key in ("agent", "task", "model") and not value)
-        ):
-            problems.append(f"{key}: must be a non-empty string, got {_show(value)}")
+        text = obj.get(key)
+        if text is None:
+            continue
+        if not isinstance(text, str) or (key in ("agent", "task", "model") and not text):
+            problems.append(f"{key}: must be a non-empty string, got {_show(text)}")
+        elif not _text_ok(text):
+            problems.append(f"{key}: must be valid Unicode text (a lone surrogate is not)")
     if kind == "claude_execution_error" and not isinstance(obj.get("error_type"), str):
-        problems.append(
-            f"error_type: required for claude_execution_error, got {_show(obj.get('error_type'))}"
-        )
+        problems.append(f"error_type: required for claude_execution_error, {_missing(obj, 'error_type')}")
     if problems:
         return problems
     return Event(
         ok=kind == "claude_execution_complete",
-        seconds=float(duration) / 1000.0,  # type: ignore[arg-type]
+        seconds=float(duration) / 1000.0,
         agent=obj.get("agent"),
         task=obj.get("task") or "default",
         model=obj.get("model") or "unknown",
@@ -96,61 +173,136 @@ def parse_event(obj: object) -> Event | list[str]:
         stop_reason=obj.get("stop_reason"),
         error_type=obj.get("error_type"),
         error_message=obj.get("error_message"),
-        requests=requests,
+        requests=int(requests),
     )
 
 
-def parse_body(body: bytes) -> tuple[list[Event], list[str]]:
-    """Every event of a body (one object, or NDJSON), or every problem as ``line N: ...``."""
-    events: list[Event] = []
-    problems: list[str] = []
+def parse_line(line: str) -> Event | list[str]:
+    """One line of text: an :class:`Event`, or what is wrong with it. Never raises for any input."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        return [f"not JSON ({err.msg} at column {err.colno})"]
+    except RecursionError:
+        return ["not JSON we accept (nested too deeply)"]
+    except ValueError as err:  # e.g. an integer over Python's 4300-digit conversion limit
+        return [f"not JSON we accept ({str(err)[:_SHOW]})"]
+    return parse_event(obj)
+
+
+def parse_body(body: bytes) -> Parsed:
+    """Every event of a body (one object, or NDJSON), or its problems as ``line N: ...``."""
+    parsed = Parsed()
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
-        return [], [f"body: not UTF-8 ({err.reason} at byte {err.start})"]
-    lines = text.splitlines()
-    for number, line in enumerate(lines, 1):
+        parsed.add("body", [f"not UTF-8 ({err.reason} at byte {err.start})"])
+        return parsed
+    # NDJSON lines end at \n alone: U+2028 and friends are legal inside a JSON string.
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            problems.append(f"line {number}: not JSON ({err.msg} at column {err.colno})")
-            continue
-        found = parse_event(obj)
+        found = parse_line(line)
         if isinstance(found, Event):
-            events.append(found)
+            parsed.events.append(found)
         else:
-            problems.extend(f"line {number}: {problem}" for problem in found)
-    if not events and not problems:
-        problems.append("body: no events")
-    return events, problems
+            parsed.add(f"line {number}", found)
+    if not parsed.events and parsed.ok:
+        parsed.add("body", ["no events"])
+    return parsed
+
+
+# Bodies and tail polls apply one at a time: two bodies never interleave their events.
+_APPLY_LOCK = threading.Lock()
 
 
 def apply_events(rec: Recorder, events: Iterable[Event]) -> int:
-    """Record ``events`` as requests and executions; returns how many."""
+    """Record ``events`` (already checked) as requests and executions; returns how many.
+
+    A fault inside the recorder costs that one event, is counted in
+    ``claude_exporter_internal_errors_total{stage="ingest"}``, and never reaches the sender.
+    """
     count = 0
-    for event in events:
-        agent = event.agent or rec.options.default_agent
-        labels = rec.request_labels(agent, event.model)
-        usage = Usage(*event.usage)
-        cost = labels.cost(usage, event.model)
-        labels.finish(event.ok, event.seconds, usage, cost, event.stop_reason, event.error_type, ())
-        rec.exec_labels(agent, event.task).record(
-            event.ok, event.seconds, usage.all_input, usage.output, event.requests
-        )
-        count += 1
+    with _APPLY_LOCK:
+        for event in events:
+            try:
+                _apply(rec, event)
+            except Exception:
+                rec.fault("ingest")
+                continue
+            count += 1
     return count
+
+
+def _apply(rec: Recorder, event: Event) -> None:
+    agent = event.agent or rec.options.default_agent
+    labels = rec.request_labels(agent, event.model)
+    usage = Usage(*event.usage)
+    cost = labels.cost(usage, event.model)
+    labels.finish(event.ok, event.seconds, usage, cost, event.stop_reason, event.error_type, ())
+    rec.exec_labels(agent, event.task).record(
+        event.ok, event.seconds, usage.all_input, usage.output, event.requests
+    )
+
+
+class BodyError(Exception):
+    """A body refused before parsing: the status line and the message."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+_TOO_LARGE = "413 Content Too Large"
+
+
+def read_body(environ: dict[str, Any], limit: int = MAX_BODY) -> bytes:
+    """The request body, exactly ``Content-Length`` bytes of at most ``limit``; raises :class:`BodyError`."""
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        # wsgiref hands the chunk framing through undecoded; refusing is clearer than guessing.
+        raise BodyError(_TOO_LARGE, f"chunked bodies are not accepted: send Content-Length (at most {limit})")
+    raw = str(environ.get("CONTENT_LENGTH") or "").strip()
+    if not raw:
+        raise BodyError(_TOO_LARGE, f"Content-Length is required (a body of at most {limit} bytes)")
+    if not raw.isdigit() or len(raw) > 12:
+        raise BodyError(
+            _TOO_LARGE, f"Content-Length must be a byte count from 0 to {limit}, got {_show(raw[:20])}"
+        )
+    length = int(raw)
+    stream = environ["wsgi.input"]
+    if length > limit:
+        _drain(stream, length)
+        raise BodyError(_TOO_LARGE, f"body of {length} bytes is over the limit of {limit}")
+    chunks: list[bytes] = []
+    left = length
+    try:
+        while left > 0:
+            chunk = stream.read(min(left, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError:  # the client stalled past the server's timeout, or went away
+        pass
+    if left > 0:
+        raise BodyError(
+            "400 Bad Request",
+            f"body ended after {length - left} of the {length} bytes its Content-Length announced",
+        )
+    return b"".join(chunks)
 
 
 def _drain(stream: Any, length: int, cap: int = 16 * MAX_BODY) -> None:
     """Read and drop an oversized body, so the client gets the 413 instead of a broken pipe."""
     left = min(length, cap)
-    while left > 0:
-        chunk = stream.read(min(left, 65536))
-        if not chunk:
-            return
-        left -= len(chunk)
+    try:
+        while left > 0:
+            chunk = stream.read(min(left, 65536))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except OSError:
+        return
 
 
 def _json(start_response: Callable[..., Any], status: str, payload: dict[str, Any]) -> list[bytes]:
@@ -172,21 +324,18 @@ def events_route(
         if rec is None:
             return _json(start_response, "503 Service Unavailable", {"error": "not instrumented"})
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return _json(start_response, "400 Bad Request", {"error": "Content-Length is not a number"})
-        if length > MAX_BODY:
-            _drain(environ["wsgi.input"], length)
-            return _json(start_response, "413 Content Too Large", {"error": f"body over {MAX_BODY} bytes"})
-        body = environ["wsgi.input"].read(length) if length else b""
-        events, problems = parse_body(body)
-        if problems:
-            bad_lines = {p.split(":", 1)[0] for p in problems if p.startswith("line")}
-            rec.events.inc((source, "rejected"), max(1, len(bad_lines)))
-            return _json(
-                start_response, "400 Bad Request", {"error": "no event applied", "problems": problems}
-            )
-        applied = apply_events(rec, events)
+            body = read_body(environ)
+        except BodyError as err:
+            return _json(start_response, err.status, {"error": f"{err}; no event applied"})
+        parsed = parse_body(body)
+        if not parsed.ok:
+            rec.events.inc((source, "rejected"), parsed.bad_lines)
+            answer: dict[str, Any] = {"error": "no event applied", "problems": parsed.problems}
+            if parsed.more_problems:
+                answer["more_problems"] = parsed.more_problems
+            answer["bad_lines"] = parsed.bad_lines
+            return _json(start_response, "400 Bad Request", answer)
+        applied = apply_events(rec, parsed.events)
         rec.events.inc((source, "accepted"), applied)
         return _json(start_response, "200 OK", {"accepted": applied})
 

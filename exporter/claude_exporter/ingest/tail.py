@@ -9,11 +9,15 @@ Following survives what log rotation does to a file:
 
 - rename and re-create (logrotate's default, or a new container log): the path names another inode; the old
   file is read to its end, then the new one from its start;
-- truncation (``copytruncate``, ``: > file``): the file is shorter than the read position; reading
-  restarts at 0;
+- truncation (``copytruncate``, ``: > file``): the file is shorter than the read position, or the bytes
+  just before it are no longer the ones read there (rewritten past the old size within one poll); reading
+  restarts at 0. NUL bytes at the start of a line (the hole a writer without ``O_APPEND`` leaves after
+  ``copytruncate``) are dropped;
 - a file that does not exist yet, or disappears for a while: it is read from its start once it appears.
 
-A last line without its newline waits for it: a writer may be half-way through it.
+A last line without its newline waits for it: a writer may be half-way through it. Lines are UTF-8 (as
+``POST /v1/events`` requires); a line that is not, or is not JSON, is someone else's and skipped. A bad
+event is counted as rejected and costs no other line.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ _CHUNK = 1 << 16
 _MAX_READ = 8 << 20  # bytes per poll
 # A line longer than the HTTP body limit is no event of ours; dropping it bounds the buffer.
 MAX_LINE = MAX_BODY
+_MARK = 64  # bytes before the read position remembered, to notice a file rewritten between two polls
 
 
 class LogFollower:
@@ -58,6 +63,7 @@ class LogFollower:
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
         self._buffer = b""
         self._skipping = False  # inside an over-long line: drop bytes until its newline
+        self._mark = b""  # the bytes just before the read position, as read
         self._lock = threading.Lock()  # poll_once from a test and from the thread never interleave
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -79,7 +85,27 @@ class LogFollower:
             handle.seek(0, os.SEEK_END)
         self._file, self._identity = handle, (info.st_dev, info.st_ino)
         self._buffer, self._skipping = b"", False
+        self._remember()
         return True
+
+    def _remember(self) -> None:
+        assert self._file is not None
+        end = self._file.tell()
+        start = max(0, end - _MARK)
+        self._mark = os.pread(self._file.fileno(), end - start, start)
+
+    def _rewritten(self) -> bool:
+        """Whether the bytes before the read position changed: truncated, maybe regrown past it since."""
+        assert self._file is not None
+        end = self._file.tell()
+        if not self._mark:
+            return False
+        return os.pread(self._file.fileno(), len(self._mark), end - len(self._mark)) != self._mark
+
+    def _restart(self) -> None:
+        assert self._file is not None
+        self._file.seek(0)
+        self._buffer, self._skipping, self._mark = b"", False, b""
 
     def _close(self) -> None:
         if self._file is not None:
@@ -94,8 +120,10 @@ class LogFollower:
         self.behind = False
         while chunk := self._file.read(min(_CHUNK, budget)):
             budget -= len(chunk)
-            data = self._buffer + chunk
+            # A NUL hole (copytruncate under a writer without O_APPEND) is no part of the line after it.
+            data = (self._buffer + chunk).lstrip(b"\0") if not self._buffer else self._buffer + chunk
             *complete, self._buffer = data.split(b"\n")
+            self._buffer = self._buffer.lstrip(b"\0")
             if complete and self._skipping:  # the rest of an over-long line ends here
                 complete, self._skipping = complete[1:], False
             lines.extend(complete)
@@ -104,6 +132,7 @@ class LogFollower:
             if budget <= 0:  # a big file read from its start: the next poll goes on, memory stays bounded
                 self.behind = True
                 break
+        self._remember()
         return lines
 
     def poll_once(self) -> int:
@@ -116,6 +145,8 @@ class LogFollower:
     def _poll_lines(self) -> list[bytes]:
         if self._file is None:
             return self._read_available() if self._open(at_end=False) else []
+        if self._rewritten():  # judged before reading, or the new content would be read from mid-file
+            self._restart()
         lines = self._read_available()
         if self.behind:  # not at the end yet: rotation and truncation are judged there
             return lines
@@ -133,8 +164,7 @@ class LogFollower:
                 lines.extend(self._read_available())
         elif self._file is not None and info.st_size < self._file.tell():
             # Truncated in place: what follows the new end is new content, from offset 0.
-            self._file.seek(0)
-            self._buffer, self._skipping = b"", False
+            self._restart()
             lines.extend(self._read_available())
         return lines
 
@@ -143,12 +173,14 @@ class LogFollower:
     def _ingest(self, lines: list[bytes]) -> int:
         events: list[Event] = []
         rejected = 0
-        for line in lines:
+        for raw in lines:
+            line = raw.lstrip(b"\0")
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except ValueError:  # console output, a stack trace, bad UTF-8: not ours
+                # UTF-8 decoded first: json.loads(bytes) would also take UTF-16 and UTF-32.
+                obj = json.loads(line.decode("utf-8"))
+            except (ValueError, RecursionError):  # console output, a stack trace, not UTF-8: not ours
                 continue
             if not isinstance(obj, dict) or obj.get("event") not in KINDS:
                 continue  # somebody else's JSON

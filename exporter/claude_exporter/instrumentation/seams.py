@@ -144,10 +144,16 @@ def _finish_bare(call: Call) -> None:
 def sync_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
     open_call = _opener(rec)
 
+    # Every call out of a replacement sits in its own try: a fault in anything it calls is counted and
+    # the caller still gets exactly the SDK's result or exception (tests/test_fault_matrix.py).
     @functools.wraps(original)
     def request(self: Any, *args: Any, **kwargs: Any) -> Any:
-        options = _messages_options(args, kwargs)
-        call = open_call(self, options) if options is not None else None
+        try:
+            options = _messages_options(args, kwargs)
+            call = open_call(self, options) if options is not None else None
+        except Exception:
+            rec.fault("request_start")
+            call = None
         if call is None:
             return original(self, *args, **kwargs)
         token = CURRENT_CALL.set(call)
@@ -155,10 +161,16 @@ def sync_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., A
             result = original(self, *args, **kwargs)
         except BaseException as exc:
             CURRENT_CALL.reset(token)
-            _failed(call, exc)
+            try:
+                _failed(call, exc)
+            except Exception:
+                rec.fault("request_error")
             raise
         CURRENT_CALL.reset(token)
-        _settle(call, result)
+        try:
+            _settle(call, result)
+        except Exception:
+            rec.fault("request_result")
         return result
 
     return request
@@ -171,8 +183,12 @@ def async_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., 
     # unittest.mock (AsyncMock) still see one.
     @functools.wraps(original)
     async def request(self: Any, *args: Any, **kwargs: Any) -> Any:
-        options = _messages_options(args, kwargs)
-        call = open_call(self, options) if options is not None else None
+        try:
+            options = _messages_options(args, kwargs)
+            call = open_call(self, options) if options is not None else None
+        except Exception:
+            rec.fault("request_start")
+            call = None
         if call is None:
             return await original(self, *args, **kwargs)
         token = CURRENT_CALL.set(call)
@@ -180,16 +196,26 @@ def async_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., 
             result = await original(self, *args, **kwargs)
         except BaseException as exc:
             CURRENT_CALL.reset(token)
-            _failed(call, exc)
+            try:
+                _failed(call, exc)
+            except Exception:
+                rec.fault("request_error")
             raise
         CURRENT_CALL.reset(token)
-        pending = _settle(call, result)
+        try:
+            pending = _settle(call, result)
+        except Exception:
+            rec.fault("request_result")
+            pending = None
         if pending is not None:
             try:
                 _settle(call, await pending)
             except Exception:
                 rec.fault("request_result")
-                _finish_bare(call)
+                try:
+                    _finish_bare(call)
+                except Exception:
+                    rec.fault("request_finish")
         return result
 
     return request
@@ -233,13 +259,22 @@ def sync_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]
         call = CURRENT_CALL.get()
         if call is None or self is not call.http:  # not an attempt of the measured request
             return original(self, request, *args, **kwargs)
-        _attempt(call)
+        try:
+            _attempt(call)
+        except Exception:
+            rec.fault("attempt")
         try:
             response = original(self, request, *args, **kwargs)
         except BaseException as exc:
-            _attempt_failed(call, exc)
+            try:
+                _attempt_failed(call, exc)
+            except Exception:
+                rec.fault("attempt_error")
             raise
-        _responded(call, response)
+        try:
+            _responded(call, response)
+        except Exception:
+            rec.fault("attempt_response")
         return response
 
     return send
@@ -251,13 +286,22 @@ def async_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any
         call = CURRENT_CALL.get()
         if call is None or self is not call.http:
             return await original(self, request, *args, **kwargs)
-        _attempt(call)
+        try:
+            _attempt(call)
+        except Exception:
+            rec.fault("attempt")
         try:
             response = await original(self, request, *args, **kwargs)
         except BaseException as exc:
-            _attempt_failed(call, exc)
+            try:
+                _attempt_failed(call, exc)
+            except Exception:
+                rec.fault("attempt_error")
             raise
-        _responded(call, response)
+        try:
+            _responded(call, response)
+        except Exception:
+            rec.fault("attempt_response")
         return response
 
     return send
@@ -271,7 +315,10 @@ def stream_close(original: Callable[..., Any], rec: Recorder) -> Callable[..., A
     def close(self: Any, *args: Any, **kwargs: Any) -> Any:
         watch = self.__dict__.get(WATCH_ATTR)
         if watch is not None:
-            watch.finish()
+            try:
+                watch.finish()
+            except Exception:
+                rec.fault("stream_finish")
         return original(self, *args, **kwargs)
 
     return close
@@ -282,7 +329,10 @@ def async_stream_close(original: Callable[..., Any], rec: Recorder) -> Callable[
     async def close(self: Any, *args: Any, **kwargs: Any) -> Any:
         watch = self.__dict__.get(WATCH_ATTR)
         if watch is not None:
-            watch.finish()
+            try:
+                watch.finish()
+            except Exception:
+                rec.fault("stream_finish")
         return await original(self, *args, **kwargs)
 
     return close
@@ -306,13 +356,6 @@ class _Pending:
             self.call.rec.orphans.append(self.finish)
 
 
-def _guarded(call: Call, finish: Callable[[], None]) -> None:
-    try:
-        finish()
-    except Exception:
-        call.rec.fault("response_close")
-
-
 def _hook_streaming_response(call: Call, response: Any) -> None:
     """with_streaming_response: the body is the caller's to read, so the request finishes when the
     caller parses it (a message, or a stream that is then watched) or closes the response.
@@ -327,11 +370,21 @@ def _hook_streaming_response(call: Call, response: Any) -> None:
     ref = weakref.ref(response)
 
     def seen(parsed: Any, to: Any) -> None:
-        if to is None and not call.done:
-            _settle(call, parsed)
-            watch = getattr(parsed, "__dict__", {}).get(WATCH_ATTR)
-            if watch is not None:
-                finisher[0] = watch  # closing the response now finishes with what the stream showed
+        try:
+            if to is None and not call.done:
+                _settle(call, parsed)
+                watch = getattr(parsed, "__dict__", {}).get(WATCH_ATTR)
+                if watch is not None:
+                    finisher[0] = watch  # closing the response now finishes with what the stream showed
+        except Exception:
+            call.rec.fault("request_result")
+
+    def finish() -> None:
+        # Inline, not a module helper: the fault matrix replaces module functions, closures stay.
+        try:
+            finisher[0].finish()
+        except Exception:
+            call.rec.fault("response_close")
 
     if isinstance(response, AsyncAPIResponse):
 
@@ -342,7 +395,7 @@ def _hook_streaming_response(call: Call, response: Any) -> None:
 
         async def aclose() -> None:
             try:
-                _guarded(call, finisher[0].finish)
+                finish()
             finally:
                 await cls.close(ref())
 
@@ -356,7 +409,7 @@ def _hook_streaming_response(call: Call, response: Any) -> None:
 
         def close() -> None:
             try:
-                _guarded(call, finisher[0].finish)
+                finish()
             finally:
                 cls.close(ref())
 

@@ -13,6 +13,7 @@ request to the recorder's ``orphans``, which the next finished request or scrape
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -87,12 +88,21 @@ class StreamWatch:
                         self.call.rec.fault("stream_event")
                 yield event
         except GeneratorExit:  # closed by the garbage collector after an early break
-            self.orphan()
+            try:
+                self.orphan()
+            except Exception:
+                self.call.rec.fault("stream_finish")
             raise
         except BaseException as exc:
-            self.finish(exc)
+            try:
+                self.finish(exc)
+            except Exception:
+                self.call.rec.fault("stream_finish")
             raise
-        self.finish()
+        try:
+            self.finish()
+        except Exception:
+            self.call.rec.fault("stream_finish")
 
     async def aobserve(self, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
         see, waiting = self.see, True  # locals: this loop runs once per event
@@ -107,16 +117,32 @@ class StreamWatch:
                         self.call.rec.fault("stream_event")
                 yield event
         except GeneratorExit:  # closed by the garbage collector after an early break
-            self.orphan()
+            try:
+                self.orphan()
+            except Exception:
+                self.call.rec.fault("stream_finish")
             raise
         except BaseException as exc:
-            self.finish(exc)
+            try:
+                self.finish(exc)
+            except Exception:
+                self.call.rec.fault("stream_finish")
             raise
-        self.finish()
+        try:
+            self.finish()
+        except Exception:
+            self.call.rec.fault("stream_finish")
 
     def __del__(self) -> None:
         # A stream dropped before it was iterated never starts the generator.
-        self.orphan()
+        try:
+            self.orphan()
+        except Exception:
+            # Counted by the recorder's next ordinary call: a finaliser takes no locks. (A watch whose
+            # __init__ failed has no call to count with.)
+            rec = getattr(getattr(self, "call", None), "rec", None)
+            if rec is not None:
+                rec.orphans.append(functools.partial(rec.fault, "stream_finish"))
 
 
 def watch_stream(call: Call, stream: Any, is_async: bool) -> StreamWatch:

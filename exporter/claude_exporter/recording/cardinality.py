@@ -8,12 +8,16 @@ The overflow counter counts observations recorded under a folded value (a family
 ``label`` set to the family's name), so a flood of new names shows as a rate.
 
 Both caps are checked when a label value is first resolved, never per request: callers cache the result.
+A value first passes the admission rule (:mod:`claude_exporter.recording.admission`), so the caps count
+and store only admissible values.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+
+from claude_exporter.recording.admission import LabelGate
 
 __all__ = ["FAMILY_NAMES", "OVERFLOW", "Budget", "LabelCap"]
 
@@ -23,18 +27,26 @@ OVERFLOW = "__overflow__"
 class LabelCap:
     """Admits at most ``cap`` distinct values of one label; later ones fold into ``__overflow__``."""
 
-    __slots__ = ("_lock", "_on_overflow", "_seen", "cap", "name")
+    __slots__ = ("_gate", "_lock", "_on_overflow", "_seen", "cap", "name")
 
-    def __init__(self, name: str, cap: int, on_overflow: Callable[[str], None]) -> None:
+    def __init__(
+        self, name: str, cap: int, on_overflow: Callable[[str], None], gate: LabelGate | None = None
+    ) -> None:
         self.name = name
         self.cap = cap
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self._on_overflow = on_overflow
+        self._gate = gate
 
     def fold(self, value: str) -> str:
-        if value in self._seen:
+        # Only admitted values are ever in _seen, so a value found there needs no admission.
+        if type(value) is str and value in self._seen:
             return value
+        if self._gate is not None:
+            value = self._gate.admit(self.name, value)
+            if value in self._seen:
+                return value
         with self._lock:
             if value in self._seen:
                 return value

@@ -11,7 +11,7 @@ import inspect
 import time
 from collections.abc import Callable
 from contextvars import Token
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any, TypeVar, cast
 
 from claude_exporter.recording.recorder import Recorder
@@ -111,11 +111,31 @@ class execution:  # lower case: it reads like a function, ``with execution("task
     """
 
     def __init__(self, task: str = "default", *, agent: str | None = None) -> None:
+        # Refused here, at the call and before the caller's code runs: a label value is a string.
+        if not isinstance(task, str):
+            raise TypeError(f"execution() task must be a str, got {type(task).__name__}")
+        if agent is not None and not isinstance(agent, str):
+            raise TypeError(f"execution() agent must be a str or None, got {type(agent).__name__}")
         self.task = task
         self.agent = agent
 
     def __enter__(self) -> Execution:
-        ex = _open(self.task, self.agent)
+        try:
+            ex = _open(self.task, self.agent)
+        except Exception:
+            # A fault past _open's own handling: the scope still opens, recording nothing, so the
+            # caller's block runs as it would without the exporter.
+            rec = ACTIVE.recorder
+            if rec is not None:
+                rec.fault("execution_start")
+            # Its shape built inline from SimpleNamespace, so no code of this package runs to make it.
+            ex = cast(
+                Execution,
+                SimpleNamespace(
+                    rec=None, agent=self.agent or "default", task=self.task, series=None, totals=None,
+                    start=0.0, _token=None, input_tokens=0, output_tokens=0, requests=0, cost_usd=0.0,
+                ),
+            )  # fmt: skip
         ex._token = CURRENT_EXECUTION.set(ex)
         return ex
 
@@ -129,7 +149,11 @@ class execution:  # lower case: it reads like a function, ``with execution("task
             return
         CURRENT_EXECUTION.reset(ex._token)
         ex._token = None
-        ex.finish(exc)
+        if ex.rec is not None:
+            try:
+                ex.finish(exc)
+            except Exception:
+                ex.rec.fault("execution_finish")
 
     async def __aenter__(self) -> Execution:
         return self.__enter__()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from claude_exporter.families import REQUEST_BUCKETS, TOKEN_BUCKETS, TTFT_BUCKETS, duration_buckets
+from claude_exporter.recording.admission import MAX_LENGTH, LabelGate
 from claude_exporter.recording.cardinality import FAMILY_NAMES, OVERFLOW, Budget, LabelCap
 from claude_exporter.recording.labels import RequestLabels
 from claude_exporter.recording.records import ExecutionRecord, Totals
@@ -55,6 +56,7 @@ class RecorderOptions:
     model_cap: int = 200
     combination_cap: int = 2000
     open_label_cap: int = 64
+    label_length: int = MAX_LENGTH
     timeout_seconds: tuple[float, ...] = ()
     code_tools: Mapping[str, frozenset[str]] = field(default_factory=dict)
     default_code_tools: frozenset[str] = frozenset()
@@ -80,12 +82,15 @@ class Recorder:
         self._request_series = RequestSeries if backend is None else backend.request_series
         self._exec_series = ExecSeries if backend is None else backend.exec_series
         self.duration_bounds = duration_buckets(options.timeout_seconds)
+        # Every label value passes the admission rule once, where its cap first sees it.
+        self.gate = LabelGate(options.label_length, self.count_change)
+        count, gate = self.count_overflow, self.gate
         self.caps = {
-            "agent": LabelCap("agent", options.agent_cap, self.count_overflow),
-            "task": LabelCap("task", options.task_cap, self.count_overflow),
-            "model": LabelCap("model", options.model_cap, self.count_overflow),
+            "agent": LabelCap("agent", options.agent_cap, count, gate),
+            "task": LabelCap("task", options.task_cap, count, gate),
+            "model": LabelCap("model", options.model_cap, count, gate),
             **{
-                name: LabelCap(name, options.open_label_cap, self.count_overflow)
+                name: LabelCap(name, options.open_label_cap, count, gate)
                 for name in ("stop_reason", "error_type", "reason", "tool")
             },
         }
@@ -94,6 +99,7 @@ class Recorder:
         self.cost = cost
         # The exporter's own counters (claude_exporter_*_total).
         self.overflow = LabelledCounter() if backend is None else backend.overflow
+        self.changes = LabelledCounter() if backend is None else backend.changes
         self.unpriced = LabelledCounter() if backend is None else backend.unpriced
         self.internal_errors = LabelledCounter() if backend is None else backend.internal_errors
         self.events = LabelledCounter() if backend is None else backend.events
@@ -133,11 +139,13 @@ class Recorder:
     # -- label resolution (once per pair) ---------------------------------------------------------------
 
     def request_labels(self, agent: str, model: str) -> RequestLabels:
-        found = self._requests.get((agent, model))
+        # Only strings are looked up as they are: anything else (even unhashable) goes to the gate.
+        plain = type(agent) is str and type(model) is str
+        found = self._requests.get((agent, model)) if plain else None
         if found is not None:
             return found
         with self._lock:
-            found = self._requests.get((agent, model))
+            found = self._requests.get((agent, model)) if plain else None
             if found is not None:
                 return found
             fagent = self.caps["agent"].fold(agent)
@@ -168,7 +176,7 @@ class Recorder:
             return found.series
 
     def exec_labels(self, agent: str, task: str) -> ExecSeries:
-        found = self.exec_series.get((agent, task))
+        found = self.exec_series.get((agent, task)) if type(agent) is str and type(task) is str else None
         if found is not None:
             return found
         with self._lock:
@@ -196,6 +204,9 @@ class Recorder:
 
     def count_overflow(self, label: str) -> None:
         self.overflow.inc((label,))
+
+    def count_change(self, label: str, change: str) -> None:
+        self.changes.inc((label, change))
 
     # -- finishing ------------------------------------------------------------------------------------
 

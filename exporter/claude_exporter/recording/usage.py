@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Usage"]
+__all__ = ["MAX_TOKENS", "Usage"]
 
 _USAGE_FIELDS = (
     "input_tokens",
@@ -31,8 +31,21 @@ def _fields_of(cls: type, usage: Any) -> frozenset[str]:
     return frozenset(name for name in _USAGE_FIELDS if hasattr(usage, name))  # not cached: not a model
 
 
+# The most tokens one request may report: far above any real request, far below where the float sums
+# of the counters lose whole tokens. A count outside [0, MAX_TOKENS] is refused before it is stored.
+MAX_TOKENS = 10**12
+
+
+def _count(value: Any) -> int:
+    if value.__class__ is int and 0 <= value <= MAX_TOKENS:
+        return value
+    raise ValueError(f"token count out of range: {str(value)[:40]}")
+
+
 class Usage:
-    """Token counts of one request; stream events overwrite fields as they arrive."""
+    """Token counts of one request; stream events overwrite fields as they arrive. Counts are checked
+    where they enter (:meth:`update`): one outside 0..:data:`MAX_TOKENS` raises ``ValueError`` (a fault
+    for the caller to count) and is not kept."""
 
     __slots__ = ("cache_1h", "cache_5m", "cache_creation", "cache_read", "input", "output", "service_tier")
 
@@ -54,16 +67,18 @@ class Usage:
         if has is None:
             has = _fields_of(cls, usage)
         if "input_tokens" in has and (value := usage.input_tokens) is not None:
-            self.input = value
+            self.input = _count(value)
         if (value := usage.output_tokens) is not None:
-            self.output = value
+            self.output = _count(value)
         if "cache_creation_input_tokens" in has and (value := usage.cache_creation_input_tokens) is not None:
-            self.cache_creation = value
+            self.cache_creation = _count(value)
         if "cache_read_input_tokens" in has and (value := usage.cache_read_input_tokens) is not None:
-            self.cache_read = value
+            self.cache_read = _count(value)
         if "cache_creation" in has and (split := usage.cache_creation) is not None:
-            self.cache_5m = getattr(split, "ephemeral_5m_input_tokens", None)
-            self.cache_1h = getattr(split, "ephemeral_1h_input_tokens", None)
+            five = getattr(split, "ephemeral_5m_input_tokens", None)
+            hour = getattr(split, "ephemeral_1h_input_tokens", None)
+            self.cache_5m = None if five is None else _count(five)
+            self.cache_1h = None if hour is None else _count(hour)
         if "service_tier" in has and (tier := usage.service_tier) is not None:
             self.service_tier = tier
 
