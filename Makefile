@@ -72,7 +72,6 @@ check-generated: venv
 test: venv debs tools claude-code lint check-generated
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-<<<<<<< HEAD
 # The SDK's own tests (from its sdist), bare and with instrument() on, for the oldest anthropic that
 # pyproject.toml allows and the newest; fails if a test fails only with the shim. Venvs, sdists and the
 # bare results are cached in .sdk-suite/ (SDK_SUITE_VERSIONS="2.12.0" picks versions). The project's venv
@@ -80,9 +79,6 @@ test: venv debs tools claude-code lint check-generated
 sdk-suite: venv
 	$(BIN)/python tools/sdk_suite/run.py $(ARGS)
 
-clean:
-	rm -rf $(VENV) build *.egg-info exporter/*.egg-info .sdk-suite
-=======
 # The labelled fleet week of benchmarks/anomaly: the rules before and after the adaptive bands, evaluated in
 # a real Prometheus (about 15 minutes on an idle machine); the figures belong in docs/anomaly.md.
 # `make test` runs the one-day version (tests/test_anomaly_benchmark.py).
@@ -106,5 +102,4 @@ bench-scrape: venv
 	$(BIN)/python benchmarks/scrape.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(PEERS) build *.egg-info exporter/*.egg-info
->>>>>>> main
+	rm -rf $(VENV) $(PEERS) build *.egg-info exporter/*.egg-info .sdk-suite
