@@ -6,7 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint debs tools venv claude-code generate check-generated clean
+.PHONY: demo test lint debs tools venv claude-code generate check-generated sdk-suite clean
+.PHONY: demo test lint debs tools venv claude-code generate check-generated bench-anomaly clean bench-peers bench-scrape
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,5 +72,34 @@ check-generated: venv
 test: venv debs tools claude-code lint check-generated
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The SDK's own tests (from its sdist), bare and with instrument() on, for the oldest anthropic that
+# pyproject.toml allows and the newest; fails if a test fails only with the shim. Venvs, sdists and the
+# bare results are cached in .sdk-suite/ (SDK_SUITE_VERSIONS="2.12.0" picks versions). The project's venv
+# only lends its pip (a Debian python3 may have none); each version gets a venv of its own.
+sdk-suite: venv
+	$(BIN)/python tools/sdk_suite/run.py $(ARGS)
+
+# The labelled fleet week of benchmarks/anomaly: the rules before and after the adaptive bands, evaluated in
+# a real Prometheus (about 15 minutes on an idle machine); the figures belong in docs/anomaly.md.
+# `make test` runs the one-day version (tests/test_anomaly_benchmark.py).
+bench-anomaly: venv debs
+	$(BIN)/python benchmarks/anomaly/evaluate.py
+
+# Benchmarks (not part of `make test`): figures for docs/benchmarks.md. The peers get a venv of their own,
+# so their dependencies never enter the project's; --no-deps because openlit declares anthropic<1.
+PEERS := benchmarks/.venv-peers
+$(PEERS)/.installed: benchmarks/peers-requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q --upgrade pip
+	$(PEERS)/bin/pip install -q --no-deps -r benchmarks/peers-requirements.txt
+	$(PEERS)/bin/pip install -q --no-deps -e .
+	touch $@
+
+bench-peers: $(PEERS)/.installed
+	$(PEERS)/bin/python benchmarks/peers.py $(ARGS)
+
+bench-scrape: venv
+	$(BIN)/python benchmarks/scrape.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info exporter/*.egg-info
+	rm -rf $(VENV) $(PEERS) build *.egg-info exporter/*.egg-info .sdk-suite

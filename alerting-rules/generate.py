@@ -21,6 +21,9 @@ BUNDLED: dict[str, str | None] = {
     "alerting-rules/seed/claude-exporter.rules.yml": "tests/data/seed.yaml",
     # Fixture of the promtool tests: named agents with their own thresholds, and a cost budget.
     "alerting-rules/tests/fleet.rules.yml": "alerting-rules/tests/fleet.yaml",
+    # Fixtures of the promtool tests that walk days: the defaults evaluated every 5 and 15 minutes.
+    "alerting-rules/tests/bands.rules.yml": "alerting-rules/tests/bands.yaml",
+    "alerting-rules/tests/weekly.rules.yml": "alerting-rules/tests/weekly.yaml",
 }
 
 

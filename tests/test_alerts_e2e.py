@@ -37,8 +37,23 @@ TIMEOUT_S = 2.0
 # Every agent gets the same shrunk settings, so "nothing fires for healthy" is a real check.
 ALERTS: list[dict[str, Any]] = [
     {"name": "execution_timeout", "threshold_ms": int(TIMEOUT_S * 1000)},
-    {"name": "token_spike", "window": "5s", "baseline_window": "20s", "min_executions": 3, "for": "2s"},
-    {"name": "latency_drift", "window": "5s", "baseline_window": "20s", "min_executions": 3, "for": "2s"},
+    # The band learns from 20 s ending 5 s ago, once 10 s of it were recorded.
+    {
+        "name": "token_spike",
+        "window": "5s",
+        "baseline_window": "20s",
+        "min_executions": 3,
+        "for": "2s",
+        "min_history": "10s",
+    },
+    {
+        "name": "latency_drift",
+        "window": "5s",
+        "baseline_window": "20s",
+        "min_executions": 3,
+        "for": "2s",
+        "min_history": "10s",
+    },
     {"name": "error_rate", "window": "5s", "min_requests": 3, "for": "2s"},
     {"name": "rate_limited", "window": "5s", "for": "2s"},
     {"name": "code_execution_failures", "window": "5s", "min_blocks": 3, "for": "2s"},

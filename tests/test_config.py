@@ -74,8 +74,12 @@ def test_seed_file_loads_exactly_as_written() -> None:
     assert spike.params == {
         "threshold_change_percent": 150,
         "window": "10m",
-        "baseline_window": "1h",
+        "baseline_window": "1d",
         "min_executions": 5,
+        "sensitivity": 3,
+        "seasonality": "daily_weekly",
+        "min_history": "6h",
+        "floor_percent": 10,
     }
 
     assert tuple(agent.alerts) == ALERT_NAMES
@@ -267,7 +271,7 @@ def test_many_problems_are_all_reported_with_their_paths(tmp_path: Path) -> None
                 timeout: 5
               - name: token_spike
                 threshold_change_percent: -3
-                window: 2h
+                window: 2d
               - name: token_spike
               - name: error_budget
               - severity: high
@@ -311,7 +315,7 @@ def test_many_problems_are_all_reported_with_their_paths(tmp_path: Path) -> None
         at + 'alerts[0].threshold_ms: must be a number from 1 to 86400000, got "soon"',
         at + 'alerts[0].severity: must be a non-empty string, got ""',
         at + "alerts[1].threshold_change_percent: must be a number above 0 and at most 100000, got -3",
-        at + 'alerts[1].window: must be shorter than baseline_window (1h), got "2h"',
+        at + 'alerts[1].window: must be shorter than baseline_window (1d), got "2d"',
         at + 'alerts[2].name: duplicate alert "token_spike", already configured at alerts[1]',
         at + "alerts[3].name: must be one of " + ", ".join(ALERT_NAMES) + ', got "error_budget"',
         at + 'alerts[4]: missing required key "name" (one of ' + ", ".join(ALERT_NAMES) + ")",
@@ -699,3 +703,27 @@ def test_format_problems_single() -> None:
     assert err.problems == ["x: bad"]
     assert format_problems(err) == "1 problem in the configuration:\n  x: bad"
     assert isinstance(err, ValueError)
+
+
+def test_band_keys_are_checked() -> None:
+    assert problems(
+        agent_with(
+            alerts=[
+                {"name": "anomaly", "seasonality": "hourly", "sensitivity": 0, "floor_percent": 150},
+                {"name": "latency_drift", "min_history": "2d"},
+                {"name": "token_spike", "min_history": "soon"},
+            ]
+        )
+    ) == [
+        'monitoring.a.alerts[0].seasonality: must be one of daily_weekly, daily, weekly, none, got "hourly"',
+        "monitoring.a.alerts[0].sensitivity: must be a number above 0 and at most 100, got 0",
+        "monitoring.a.alerts[0].floor_percent: must be a number above 0 and at most 100, got 150",
+        'monitoring.a.alerts[1].min_history: must not be longer than baseline_window (1d), got "2d"',
+        "monitoring.a.alerts[2].min_history: "
+        'must be a duration like "30s", "5m" or "1h", above 0s and at most 1y, got "soon"',
+    ]
+    # A short baseline_window written before min_history existed stays valid: the band needs less then.
+    ok = parse_config(agent_with(alerts=[{"name": "token_spike", "baseline_window": "2h"}]))
+    spike = ok.agent("a").alert("token_spike")
+    assert (spike.params["baseline_window"], spike.params["min_history"]) == ("2h", "6h")
+    assert ok.agent("a").alert("anomaly").params["seasonality"] == "daily_weekly"

@@ -84,6 +84,14 @@ HISTOGRAMS = {
     "claude_execution_requests",
 }
 TARGET_LABELS = {"job", "instance"}
+# Recording rules of the bundled rules that dashboards may read (the adaptive bands), with their labels.
+RECORDED = {
+    rule["record"]
+    for group in yaml.safe_load((ROOT / "alerting-rules" / "claude-exporter.rules.yml").read_text())["groups"]
+    for rule in group["rules"]
+    if "record" in rule
+}
+RECORDED_LABELS = {"agent", "signal", "band"}  # and job: the rules aggregate by (job, agent)
 # ALERTS carries the alert's own labels; the dashboards only rely on these.
 ALERT_LABELS = {"alertname", "alertstate", "agent", "severity"}
 
@@ -313,12 +321,16 @@ def test_every_metric_and_label_is_in_the_contract(name: str) -> None:
     exprs = list(queries(dashboard)) + list(variable_queries(dashboard))
     for where, expr in exprs:
         bare = STRING.sub('""', expr)
-        named = set(re.findall(r"\b(claude_\w+)", bare))
+        named = set(re.findall(r"(?<![\w:])(claude_\w+)", bare))
         found = list(selectors(expr))
         assert found, f"{where}: no selector in {expr}"
         for metric, matchers in found:
             if metric == "ALERTS":
                 assert set(matchers) <= ALERT_LABELS, f"{where}: {matchers}"
+                continue
+            if ":" in metric:
+                assert metric in RECORDED, f"{where}: {metric} is not recorded by the bundled rules"
+                assert set(matchers) <= RECORDED_LABELS | TARGET_LABELS, f"{where}: {matchers}"
                 continue
             base = family(metric)
             assert base in CONTRACT, f"{where}: {metric} is not a contract metric"
@@ -337,7 +349,10 @@ def test_contract_copy_matches_the_exporter() -> None:
 def test_every_selector_is_filtered_by_job_and_instance(name: str) -> None:
     for where, expr in queries(load(name)):
         for metric, matchers in selectors(expr):
-            if metric != "ALERTS":
+            if metric in RECORDED:  # an agent across all its instances: no instance label to filter
+                assert matchers.get("job") == "=~" and "instance" not in matchers, f"{where}: {metric}"
+                assert 'job=~"$job"' in expr, where
+            elif metric != "ALERTS":
                 assert matchers.get("job") == "=~" and matchers.get("instance") == "=~", f"{where}: {metric}"
                 assert 'job=~"$job"' in expr and 'instance=~"$instance"' in expr, where
 

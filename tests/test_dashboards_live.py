@@ -22,6 +22,9 @@ from typing import Any
 import anthropic
 import claude_exporter as ce
 import pytest
+import yaml
+from claude_exporter.config import parse_config
+from claude_exporter.rules import render_rules
 from claude_exporter.testing import FakeAnthropic, Reply, code_execution_blocks
 from otlp_payloads import event, logs_request, resource, sums_request
 from prometheus_client import CollectorRegistry
@@ -53,6 +56,23 @@ groups:
         expr: sum by (agent) (claude_requests_total) > 0
         labels: {severity: info}
 """
+
+
+def band_rules() -> str:
+    """The bundled rules' adaptive bands for the test agent, learning from seconds of traffic: the real
+    expressions of the default window (the dashboards read ``rate10m``), evaluated every second, with a
+    band that needs one recorded window and ends a second ago instead of minutes ago."""
+    band = {"baseline_window": "20m", "min_history": "1s", "min_executions": 1, "seasonality": "none"}
+    alerts = [{"name": name, **band} for name in ("latency_drift", "token_spike", "anomaly")]
+    config = parse_config({"monitoring": {AGENT: {"alerts": alerts}}, "exporter": {"rules": {"job": JOB}}})
+    groups = [
+        {**g, "interval": "1s"}
+        for g in yaml.safe_load(render_rules(config))["groups"]
+        if g["name"] in ("claude-exporter-anomaly-signals", "claude-exporter-anomaly-bands")
+    ]
+    text = yaml.safe_dump({"groups": groups}, sort_keys=False)
+    assert text.count("[20m] offset 5m") >= 10
+    return text.replace("[20m] offset 5m", "[20m] offset 1s")
 
 
 def ratelimits() -> dict[str, tuple[int, int, str]]:
@@ -190,6 +210,8 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promethe
     tmp = tmp_path_factory.mktemp("dashboards-live")
     rules = tmp / "alerts.yml"
     rules.write_text(RULES)
+    bands = tmp / "bands.yml"
+    bands.write_text(band_rules())
     registry = CollectorRegistry()
     if ce.is_instrumented():  # a test that failed half-way must not leak into this one
         ce.uninstrument()
@@ -201,7 +223,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promethe
     try:
         with (
             FakeAnthropic() as fake,
-            Prometheus(SCRAPE.format(job=JOB, target=target), [rules], tmp=tmp) as prom,
+            Prometheus(SCRAPE.format(job=JOB, target=target), [rules, bands], tmp=tmp) as prom,
         ):
             prom.wait_for(f'up{{job="{JOB}"}} == 1', timeout=15)
             # Twice, a scrape apart: a series' first sample is not an increase, so rates need a second round.
@@ -213,6 +235,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Promethe
             assert started.wait(timeout=5)
             prom.wait_for(f'claude_executions_in_flight{{task="long-running", job="{JOB}"}} > 0', timeout=10)
             prom.wait_for('ALERTS{alertname="ClaudeDashboardTest", alertstate="firing"}', timeout=15)
+            prom.wait_for('agent:claude_anomaly_signal:lower{signal="requests_per_execution"}', timeout=15)
             yield prom, target
     finally:
         release.set()

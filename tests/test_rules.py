@@ -98,15 +98,83 @@ def test_named_agents_get_their_thresholds_and_the_rest_the_defaults() -> None:
 
 def test_windows_become_recording_rules_once_each() -> None:
     config = parse_config(
-        {"monitoring": {"a": {"alerts": [{"name": "token_spike", "window": "90s", "baseline_window": "2h"}]}}}
+        {"monitoring": {"a": {"alerts": [{"name": "token_spike", "window": "90s", "baseline_window": "8h"}]}}}
     )
-    records = [r["record"] for r in _rules(config) if "record" in r]
+    rules = _rules(config)
+    records = [(r["record"], tuple(sorted(r.get("labels", {}).items()))) for r in rules if "record" in r]
     assert len(records) == len(set(records))
-    assert "agent:claude_execution_tokens:avg_rate1m30s" in records
-    assert "agent:claude_execution_tokens:avg_rate2h_offset1m30s" in records
-    assert "agent:claude_execution_tokens:avg_rate10m" in records  # the defaults' window
+    names = {name for name, _ in records}
+    assert "agent:claude_anomaly_signal:rate1m30s" in names  # a's tokens signal
+    assert "agent:claude_anomaly_signal:rate10m" in names  # everyone else's
+    (mean_a,) = [
+        r
+        for r in rules
+        if r.get("record") == "agent:claude_anomaly_signal:mean"
+        and r["labels"] == {"signal": "tokens_per_execution", "agent": "a"}
+    ]
+    assert "[8h] offset 1h" in mean_a["expr"] and 'agent="a"' in mean_a["expr"]
+    (signal_a,) = [r for r in rules if r.get("record") == "agent:claude_anomaly_signal:rate1m30s"]
+    assert "[1m30s]" in signal_a["expr"] and "* 90 >= 5" in signal_a["expr"]
     (spike_a,) = [r for r in _alerts(config, "ClaudeTokenSpike") if r["labels"].get("agent") == "a"]
-    assert "agent:claude_executions:rate1m30s{" in spike_a["expr"] and "* 90 >= 5" in spike_a["expr"]
+    assert (
+        'agent:claude_anomaly_signal:rate1m30s{agent="a", signal="tokens_per_execution"}' in spike_a["expr"]
+    )
+
+
+def test_band_settings_shape_the_band() -> None:
+    config = parse_config(
+        {
+            "monitoring": {
+                "a": {
+                    "alerts": [
+                        {
+                            "name": "anomaly",
+                            "sensitivity": 4.5,
+                            "seasonality": "weekly",
+                            "min_history": "3h",
+                            "floor_percent": 20,
+                            "min_executions": 30,
+                        }
+                    ]
+                }
+            },
+            "exporter": {"rules": {"evaluation_interval": "1m"}},
+        }
+    )
+    rules = [r for r in _rules(config) if r.get("labels", {}).get("agent") == "a"]
+    by = {(r["record"], r["labels"]["signal"]): r["expr"] for r in rules if "record" in r}
+    mean = by[("agent:claude_anomaly_signal:mean", "cost_rate")]
+    assert '"band", "weekly"' in mean and '"band", "daily"' not in mean
+    assert ">= 180," in mean  # 3h of 1m evaluations
+    upper = by[("agent:claude_anomaly_signal:upper", "cost_rate")]
+    assert (
+        "4.5 * agent:claude_anomaly_signal:stddev" in upper
+        and "0.2 * agent:claude_anomaly_signal:mean" in upper
+    )
+    assert "* 600 >= 30" in by[("agent:claude_anomaly_signal:rate10m", "cost_rate")]
+    # The error share's band is at least 2 points wide; the others only the floor_percent.
+    assert "+ 2)" in by[("agent:claude_anomaly_signal:upper", "error_ratio")]
+    none = parse_config({"monitoring": {"b": {"alerts": [{"name": "latency_drift", "seasonality": "none"}]}}})
+    (drift_mean,) = [
+        r
+        for r in _rules(none)
+        if r.get("record") == "agent:claude_anomaly_signal:mean"
+        and r["labels"].get("agent") == "b"
+        and r["labels"]["signal"] == "execution_duration"
+    ]
+    assert '"band", "recent"' in drift_mean["expr"] and "offset 23h30m" not in drift_mean["expr"]
+
+
+def test_slow_creep_compares_with_last_week() -> None:
+    config = parse_config({"monitoring": {"a": {"alerts": [{"name": "slow_creep", "window": "12h"}]}}})
+    creeps = [r for r in _alerts(config, "ClaudeSlowCreep") if r["labels"].get("agent") == "a"]
+    assert sorted(r["labels"]["signal"] for r in creeps) == [
+        "execution_duration",
+        "requests_per_execution",
+        "tokens_per_execution",
+    ]
+    for rule in creeps:
+        assert "[12h] offset 1w" in rule["expr"] and "* 100 > 15" in rule["expr"]
 
 
 def test_cost_budget_only_when_configured() -> None:
@@ -167,7 +235,9 @@ def test_evaluation_interval_and_job_come_from_the_config() -> None:
         {"monitoring": {}, "exporter": {"rules": {"evaluation_interval": "1s", "job": "fleet"}}}
     )
     groups = yaml.safe_load(render_rules(config))["groups"]
-    assert {g["interval"] for g in groups} == {"1s"}
+    # The band statistics move slowly: their group runs every 2m, or at the configured interval if longer.
+    assert {g["interval"] for g in groups if g["name"] != "claude-exporter-anomaly-bands"} == {"1s"}
+    assert [g["interval"] for g in groups if g["name"] == "claude-exporter-anomaly-bands"] == ["2m"]
     assert 'job="fleet"' in groups[0]["rules"][0]["expr"]
 
 

@@ -35,6 +35,11 @@ UIDS = {"fleet": "claude-fleet", "agent": "claude-agent", "cost": "claude-cost"}
 # from the family declarations.
 FILTER_LABELS = frozenset({"agent", "model"})
 FAMILY_LABELS: dict[str, frozenset[str]] = {f.name: frozenset(f.labels) & FILTER_LABELS for f in FAMILIES}
+# Recording rules of the bundled rules (default config) that dashboards read: the adaptive bands.
+SIGNAL_RECORD = "agent:claude_anomaly_signal"
+FAMILY_LABELS.update(
+    {f"{SIGNAL_RECORD}:{name}": frozenset({"agent"}) for name in ("rate10m", "upper", "lower")}
+)
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
@@ -69,7 +74,8 @@ class Scope:
     def sel(self, series: str, *matchers: str) -> str:
         """``series{...}`` with the dashboard's filters and ``matchers``."""
         carried = FAMILY_LABELS[family_of(series)]
-        labels = ['job=~"$job"', 'instance=~"$instance"']
+        # Recording rules judge an agent across all its instances: they carry no instance to filter by.
+        labels = ['job=~"$job"'] + ([] if ":" in series else ['instance=~"$instance"'])
         labels += [f'{v}=~"${v}"' for v in self.variables if v in carried]
         return f"{series}{{{', '.join([*labels, *matchers])}}}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from common import (
     ALERTS,
+    SIGNAL_RECORD,
     UIDS,
     Column,
     PanelBuilder,
@@ -26,6 +27,7 @@ from common import (
     zero_filled,
 )
 from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import dashboard as dm
 
 S = Scope(("agent",))
 AGENT = ("agent",)
@@ -157,6 +159,51 @@ def degradation_panels() -> list[PanelBuilder]:
             min_value=None,
         ),
     ]
+
+
+# (signal label, panel title, unit): the signals the bundled rules learn a band for (see the runbook).
+SIGNALS = (
+    ("execution_duration", "Execution time and its band", "s"),
+    ("tokens_per_execution", "Tokens per execution and its band", "short"),
+    ("error_ratio", "Failed requests and their band", "percent"),
+    ("cost_rate", "Spend rate and its band", "currencyUSD"),
+    ("requests_per_execution", "Requests per execution and their band", "short"),
+)
+DASHED = [
+    dm.DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}),
+    dm.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+]
+
+
+def band_panels() -> list[PanelBuilder]:
+    """Each agent's signals against its adaptive band (recording rules of the bundled alert rules)."""
+    panels: list[PanelBuilder] = []
+    for signal, title, unit in SIGNALS:
+        matcher = f'signal="{signal}"'
+        value = S.sel(f"{SIGNAL_RECORD}:rate10m", matcher)
+        # The alerts judge against the highest band (recent, same hour yesterday, same hour last week).
+        upper = f"max by (agent) ({S.sel(f'{SIGNAL_RECORD}:upper', matcher)})"
+        lower = f"max by (agent) ({S.sel(f'{SIGNAL_RECORD}:lower', matcher)})"
+        explain = (
+            "The signal over 10 minutes (solid), and the band the bundled alerts judge it against (dashed): "
+            "the highest upper edge of the agent's recent, daily and weekly bands, and the recent band's "
+            "lower edge. Absent while an agent has too few executions or too little history to judge."
+        )
+        panel = timeseries_panel(
+            title,
+            unit,
+            explain,
+            [
+                query(value, "{{agent}}"),
+                query(upper, "{{agent}} upper"),
+                query(lower, "{{agent}} lower"),
+            ],
+            width=8,
+        )
+        for ref in ("B", "C"):
+            panel = panel.override_by_query(ref, DASHED)
+        panels.append(panel)
+    return panels
 
 
 def trend_panels() -> list[PanelBuilder]:
@@ -306,6 +353,7 @@ def build() -> db.Dashboard:
         ("Fleet now", overview_stats()),
         ("Agents", [agents_table()]),
         ("Degradation against baseline", degradation_panels()),
+        ("Adaptive bands", band_panels()),
         ("Trends", trend_panels()),
         ("Claude Code", claude_code_panels()),
         ("Exporters", exporter_panels()),

@@ -201,6 +201,19 @@ def _alert(pb: Problems, name: str, path: str | None, entry: Mapping[str, Any] |
                         given["window"],
                         f"must be shorter than baseline_window ({baseline}), got {render(window)}",
                     )
+        # A min_history given longer than the baseline_window could never be met. (The default one is
+        # shortened to a shorter baseline_window instead, so configs written before it stay valid.)
+        if (
+            "min_history" in given
+            and "baseline_window" in merged
+            and "baseline_window" not in set(fields) - set(given)
+        ):
+            history, baseline = merged["min_history"], merged["baseline_window"]
+            if duration_seconds(history) > duration_seconds(baseline):
+                pb.add(
+                    given["min_history"],
+                    f"must not be longer than baseline_window ({baseline}), got {render(history)}",
+                )
     threshold = merged[ALERT_THRESHOLD_KEYS[name]]
     return AlertConfig(
         name=name,

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_YAML_NODES",
     "METRIC_NAMES",
     "PRICE_COLUMNS",
+    "SEASONALITIES",
     "Limit",
     "Problems",
     "YAMLTooBig",
@@ -41,6 +42,23 @@ __all__ = [
 
 # The names the ``metrics:`` list takes, from the family declarations.
 METRIC_NAMES: tuple[str, ...] = METRIC_GROUPS
+
+# The adaptive band of an agent's signal (alerting-rules/RUNBOOK.md, "Adaptive bands"), shared by the alerts
+# that judge a signal against it: the band is the signal's mean over ``baseline_window`` plus or minus
+# ``sensitivity`` standard deviations (at least ``floor_percent`` of the mean), widened where the same hour
+# yesterday or last week (``seasonality``) was higher; it exists once the signal has ``min_history`` of
+# windows with at least ``min_executions`` executions.
+SEASONALITIES: tuple[str, ...] = ("daily_weekly", "daily", "weekly", "none")
+_BAND: Mapping[str, object] = MappingProxyType(
+    {
+        "baseline_window": "1d",
+        "min_executions": 5,
+        "sensitivity": 3,
+        "seasonality": "daily_weekly",
+        "min_history": "6h",
+        "floor_percent": 10,
+    }
+)
 
 # Per-alert defaults: every key an alert entry accepts (besides ``name``) with its default value. The one
 # key starting with ``threshold_`` is the alert's threshold; ``None`` means "no default" (cost_budget is off
@@ -56,13 +74,12 @@ ALERT_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
                 "for": "5m",
                 "threshold_change_percent": 150,
                 "window": "10m",
-                "baseline_window": "1h",
-                "min_executions": 5,
+                **_BAND,
             },
             "error_rate": {
                 "enabled": True,
                 "severity": "high",
-                "for": "5m",
+                "for": "10m",
                 "threshold_percent": 5,
                 "window": "5m",
                 "min_requests": 10,
@@ -73,8 +90,7 @@ ALERT_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
                 "for": "10m",
                 "threshold_change_percent": 50,
                 "window": "10m",
-                "baseline_window": "1h",
-                "min_executions": 5,
+                **_BAND,
             },
             "rate_limited": {
                 "enabled": True,
@@ -119,6 +135,21 @@ ALERT_DEFAULTS: Mapping[str, Mapping[str, object]] = MappingProxyType(
                 "min_requests": 10,
                 "min_baseline_percent": 20,
             },
+            "anomaly": {
+                "enabled": True,
+                "severity": "medium",
+                "for": "15m",
+                "threshold_change_percent": 25,
+                "window": "10m",
+                **_BAND,
+            },
+            "slow_creep": {
+                "enabled": True,
+                "severity": "medium",
+                "for": "30m",
+                "threshold_change_percent": 15,
+                "window": "6h",
+            },
             "cost_budget": {
                 "enabled": False,
                 "severity": "high",
@@ -137,7 +168,8 @@ ALERT_THRESHOLD_KEYS: Mapping[str, str] = MappingProxyType(
 )
 
 # How each alert key is checked: "bool", "severity", "duration" (0s allowed), "window" (positive duration),
-# "positive" (number > 0), "percent" (0 < number <= 100), "count" (integer >= 0).
+# "positive" (number > 0), "percent" (0 < number <= 100), "count" (integer >= 0), "seasonality" (one of
+# SEASONALITIES).
 ALERT_KEY_KINDS: Mapping[str, str] = MappingProxyType(
     {
         "enabled": "bool",
@@ -157,6 +189,10 @@ ALERT_KEY_KINDS: Mapping[str, str] = MappingProxyType(
         "min_executions": "count",
         "min_requests": "count",
         "min_blocks": "count",
+        "sensitivity": "positive",
+        "seasonality": "seasonality",
+        "min_history": "window",
+        "floor_percent": "percent",
     }
 )
 
@@ -224,6 +260,11 @@ LIMITS: Mapping[str, Limit] = MappingProxyType(
         "monitoring.AGENT.alerts[].min_executions": Limit("integer", 0, 1e9),
         "monitoring.AGENT.alerts[].min_requests": Limit("integer", 0, 1e9),
         "monitoring.AGENT.alerts[].min_blocks": Limit("integer", 0, 1e9),
+        "monitoring.AGENT.alerts[].sensitivity": Limit(
+            "number", 0, 100, low_open=True, note="standard deviations"
+        ),
+        "monitoring.AGENT.alerts[].min_history": Limit("duration", 0, 365 * _DAY, low_open=True),
+        "monitoring.AGENT.alerts[].floor_percent": Limit("number", 0, 100, low_open=True),
         "exporter.default_agent": Limit("label", 1, 128),
         "exporter.server.port": Limit("integer", 0, 65535, note="0: any free port"),
         "exporter.label_caps.agent": Limit("integer", 1, 100_000),
@@ -245,7 +286,11 @@ LIMITS: Mapping[str, Limit] = MappingProxyType(
 )
 # Which limit each alert key obeys.
 ALERT_KEY_LIMITS: Mapping[str, str] = MappingProxyType(
-    {key: f"monitoring.AGENT.alerts[].{key}" for key in ALERT_KEY_KINDS if key != "enabled"}
+    {
+        key: f"monitoring.AGENT.alerts[].{key}"
+        for key in ALERT_KEY_KINDS
+        if key not in ("enabled", "seasonality")
+    }
 )
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -441,6 +486,8 @@ class Problems:
         """Check one alert key by its kind in :data:`ALERT_KEY_KINDS` and its range in :data:`LIMITS`."""
         if ALERT_KEY_KINDS[key] == "bool":
             return self.boolean(path, value)
+        if ALERT_KEY_KINDS[key] == "seasonality":
+            return self.choice(path, value, SEASONALITIES)
         return self.limited(path, value, ALERT_KEY_LIMITS[key])
 
 

@@ -116,6 +116,15 @@ def _message(call: Call, message: Any) -> None:
     call.finish(usage, message.stop_reason, list(code_blocks(content)) if len(content) > 1 else ())
 
 
+async def _parse_async(call: Call, response: Any) -> Any:
+    """The parsed body of an async raw response, or None (request counted) when the SDK rejects it."""
+    try:
+        return await response.parse()
+    except Exception:  # the SDK rejects the body: its caller sees that when parsing
+        call.finish(Usage())
+        return None
+
+
 def _settle(call: Call, result: Any) -> Any:
     """Account for a successful return. Returns an awaitable when an async raw response must be parsed
     (the SDK caches the parse, so the caller's own ``parse()`` gets the same object)."""
@@ -130,9 +139,14 @@ def _settle(call: Call, result: Any) -> Any:
             if result.http_request.headers.get(RAW_RESPONSE_HEADER) == "stream":
                 _hook_streaming_response(call, result)
             elif isinstance(result, AsyncAPIResponse):
-                return result.parse()
+                return _parse_async(call, result)
             else:
-                _settle(call, cast(Any, result).parse())
+                try:
+                    parsed = cast(Any, result).parse()
+                except Exception:  # the SDK rejects the body: its caller sees that when parsing
+                    call.finish(Usage())
+                    return None
+                _settle(call, parsed)
         else:
             call.finish(Usage())
     except Exception:
@@ -223,7 +237,9 @@ def async_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., 
             pending = None
         if pending is not None:
             try:
-                _settle(call, await pending)
+                parsed = await pending
+                if parsed is not None:
+                    _settle(call, parsed)
             except Exception:
                 rec.fault("request_result")
                 try:

@@ -26,7 +26,15 @@ from claude_exporter.rules.alerts import (
     exporter_down,
     ratelimit_remaining,
 )
-from claude_exporter.rules.recording import families, label_matcher, record_name, recording_rules
+from claude_exporter.rules.anomaly import BAND_INTERVAL, LOWER, SIGNAL_RECORD, SIGNALS, UPPER
+from claude_exporter.rules.recording import (
+    duration,
+    families,
+    label_matcher,
+    record_name,
+    recording_rules,
+    seconds,
+)
 
 __all__ = [
     "EXPORTER_DOWN_FOR",
@@ -58,6 +66,15 @@ def render_rules(config: Config, *, runbook_url: str = DEFAULT_RUNBOOK_URL) -> s
 
     interval = config.rules_evaluation_interval
     groups: list[dict[str, Any]] = []
+    # The agents' band rules by level (signal, its statistics, the band's edges), each rule once.
+    levels: tuple[dict[str, Rule], ...] = ({}, {}, {})
+
+    def records(rules: list[Rule]) -> None:
+        for rule in rules:
+            name = str(rule["record"])
+            level = 2 if name in (UPPER, LOWER) else 0 if name.startswith(SIGNAL_RECORD + ":rate") else 1
+            levels[level].setdefault(repr(rule), rule)
+
     # Named agents first (sorted), then the defaults for everyone else.
     targets = [(name, config.agents[name]) for name in named] + [(None, config.defaults)]
     for alert in ALERT_TITLES:
@@ -66,7 +83,8 @@ def render_rules(config: Config, *, runbook_url: str = DEFAULT_RUNBOOK_URL) -> s
         for agent, settings in targets:
             a = settings.alert(alert)
             if a.enabled:
-                rules += build(Ctx(agent, named, job, runbook_url, need), a)
+                ctx = Ctx(agent, named, job, runbook_url, need, settings, seconds(interval), records)
+                rules += build(ctx, a)
         if alert == "rate_limited":
             rules += _remaining_rule(config, Ctx(None, named, job, runbook_url, need))
         if rules:
@@ -83,8 +101,28 @@ def render_rules(config: Config, *, runbook_url: str = DEFAULT_RUNBOOK_URL) -> s
         "interval": interval,
         "rules": recording_rules(job, needed),
     }
+    anomaly = []
+    if levels[0]:
+        anomaly.append(
+            {"name": _group_name("anomaly-signals"), "interval": interval, "rules": [*levels[0].values()]}
+        )
+    if levels[1]:
+        # Statistics over a day move slowly: every BAND_INTERVAL is enough, a quarter of the cost at 30s
+        # (a tenth of the shortest baseline_window when that is shorter, as in tests).
+        baselines = [
+            seconds(settings.alert(owner).params["baseline_window"])
+            for _, settings in targets
+            for owner in sorted({signal.owner for signal in SIGNALS.values()})
+        ]
+        band_interval = duration(max(seconds(interval), min(BAND_INTERVAL, *(b / 10 for b in baselines))))
+        bands = [*levels[1].values(), *levels[2].values()]
+        anomaly.append({"name": _group_name("anomaly-bands"), "interval": band_interval, "rules": bands})
     return HEADER + yaml.dump(
-        {"groups": [recording, *groups]}, Dumper=_Dumper, sort_keys=False, width=1000, allow_unicode=True
+        {"groups": [recording, *anomaly, *groups]},
+        Dumper=_Dumper,
+        sort_keys=False,
+        width=1000,
+        allow_unicode=True,
     )
 
 

@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from claude_exporter.config import AlertConfig
+from claude_exporter.config import AgentConfig, AlertConfig
+from claude_exporter.rules.anomaly import (
+    CREEP_SIGNALS,
+    GAP,
+    SIGNALS,
+    Signal,
+    band_rules,
+    creep_rule,
+    excursion_rule,
+)
 from claude_exporter.rules.recording import (
     BY,
     REMAINING_RECORD,
@@ -53,19 +62,25 @@ ALERT_TITLES = {
     "truncated_responses": "ClaudeResponsesTruncated",
     "spend_limit": "ClaudeSpendLimitReached",
     "cache_hit_drop": "ClaudeCacheHitRatioDrop",
+    "anomaly": "ClaudeAnomaly",
+    "slow_creep": "ClaudeSlowCreep",
     "cost_budget": "ClaudeCostBudgetBurn",
 }
 
 
 @dataclass
 class Ctx:
-    """Where a builder renders: which agent, the job matcher, the runbook and the recording-rule sink."""
+    """Where a builder renders: which agent (and all its settings), the job matcher, the runbook, the
+    recording-rule sink for shared windows, and the sink for the agent's own band rules."""
 
     agent: str | None
     named: tuple[str, ...]
     job: str
     runbook: str
     need: Callable[[str, float, float], str]
+    settings: AgentConfig | None = None
+    interval: float = 30.0
+    records: Callable[[list[Rule]], None] = lambda rules: None
 
     @property
     def matcher(self) -> str:
@@ -170,29 +185,58 @@ def execution_timeout(ctx: Ctx, a: AlertConfig) -> list[Rule]:
     ]
 
 
-def _versus_baseline(
-    ctx: Ctx, a: AlertConfig, *, family: str, title: str, summary: str, what: str
+def _band_alert(
+    ctx: Ctx, a: AlertConfig, *, signals: tuple[str, ...], title: str, summary: str, what: str
 ) -> list[Rule]:
-    """Spike and drift: the recent window against the baseline, each with enough executions to judge."""
-    w = seconds(_p(a, "window", 600))
-    b = seconds(_p(a, "baseline_window", 3600))
-    n = num(_p(a, "min_executions", 5))
-    threshold = num(a.threshold if a.threshold is not None else 100)
-    # The baseline ends where the recent window starts, so a spike does not dilute its own baseline.
-    expr = (
-        f"(\n  {ctx.rec(family, w)}\n  / {ctx.rec(family, b, w)}\n  - 1\n) * 100 > {threshold}\n"
-        f"and on ({BY}) {ctx.rec('executions', w)} * {num(w)} >= {n}\n"
-        f"and on ({BY}) {ctx.rec('executions', b, w)} * {num(b)} >= {n}"
-    )
+    """Signals above their adaptive band (rules.anomaly) and more than the threshold above normal."""
+    assert ctx.settings is not None
+    judged = [SIGNALS[s] for s in signals]
+    for signal in judged:
+        ctx.records(band_rules(ctx.job, ctx.agent, ctx.named, ctx.settings, signal, ctx.interval, bands=True))
+    threshold = float(a.threshold if a.threshold is not None else 100)
     description = _fmt(
-        "Agent {{ $labels.agent }}: <what> is up "
-        '{{ printf "%.0f" $value }}% over the last <w> against the <b> before (threshold <t>%).',
+        "Agent {{ $labels.agent }}: <what> over the last <w> is "
+        '{{ printf "%.0f" $value }}% above its normal (its mean over the <b> up to <gap> ago) and '
+        "above its {{ $labels.band }} band (threshold <t>%, <k> standard deviations).",
         what=what,
-        w=duration(w),
-        b=duration(b),
-        t=threshold,
+        w=duration(_p(a, "window", 600)),
+        b=duration(_p(a, "baseline_window", 86400)),
+        gap=duration(min(GAP, seconds(_p(a, "baseline_window", 86400)) / 4)),
+        t=num(threshold),
+        k=num(_p(a, "sensitivity", 3)),
     )
+    expr = excursion_rule(ctx.matcher, ctx.settings, judged, threshold)
     return [_rule(ctx, a, title=title, expr=expr, summary=summary, description=description)]
+
+
+def slow_creep(ctx: Ctx, a: AlertConfig) -> list[Rule]:
+    """Each per-execution signal's average over the window against the same hours last week."""
+    assert ctx.settings is not None
+    rules = []
+    for name in CREEP_SIGNALS:
+        signal: Signal = SIGNALS[name]
+        ctx.records(
+            band_rules(ctx.job, ctx.agent, ctx.named, ctx.settings, signal, ctx.interval, bands=False)
+        )
+        description = _fmt(
+            "Agent {{ $labels.agent }}: <what> over the last <w> is "
+            '{{ printf "%.0f" $value }}% above the same hours last week (threshold <t>%).',
+            what=signal.what,
+            w=duration(_p(a, "window", 6 * 3600)),
+            t=num(a.threshold if a.threshold is not None else 15),
+        )
+        rules.append(
+            _rule(
+                ctx,
+                a,
+                title="ClaudeSlowCreep",
+                expr=creep_rule(ctx.matcher, ctx.settings, signal, a, ctx.interval),
+                summary="An agent is slowly drifting from last week.",
+                description=description,
+                signal=name,
+            )
+        )
+    return rules
 
 
 def _ratio(
@@ -367,8 +411,8 @@ def cache_hit_drop(ctx: Ctx, a: AlertConfig) -> list[Rule]:
 BUILDERS: Mapping[str, Callable[[Ctx, AlertConfig], list[Rule]]] = {
     "execution_timeout": execution_timeout,
     "token_spike": partial(
-        _versus_baseline,
-        family="tokens_avg",
+        _band_alert,
+        signals=("tokens_per_execution",),
         title="ClaudeTokenSpike",
         summary="Tokens per execution spiked.",
         what="tokens per execution",
@@ -384,8 +428,8 @@ BUILDERS: Mapping[str, Callable[[Ctx, AlertConfig], list[Rule]]] = {
         unit="requests",
     ),
     "latency_drift": partial(
-        _versus_baseline,
-        family="duration_avg",
+        _band_alert,
+        signals=("execution_duration",),
         title="ClaudeLatencyDrift",
         summary="Execution time drifted up.",
         what="average execution time",
@@ -413,6 +457,14 @@ BUILDERS: Mapping[str, Callable[[Ctx, AlertConfig], list[Rule]]] = {
     ),
     "spend_limit": spend_limit,
     "cache_hit_drop": cache_hit_drop,
+    "anomaly": partial(
+        _band_alert,
+        signals=("error_ratio", "cost_rate", "requests_per_execution"),
+        title="ClaudeAnomaly",
+        summary="An agent left its normal band.",
+        what="{{ $labels.signal }}",
+    ),
+    "slow_creep": slow_creep,
     "cost_budget": cost_budget,
 }
 

@@ -202,6 +202,15 @@ def _families() -> dict[str, Family]:
                 _sum_rate("claude_execution_tokens_count", selector(j, 'type="input"'), r),
             ),
         ),
+        "requests_avg": f(
+            "claude_execution_requests",
+            "avg_rate",
+            "Requests (agent-loop turns) per execution.",
+            lambda j, r: _per(
+                _sum_rate("claude_execution_requests_sum", selector(j), r),
+                _sum_rate("claude_execution_requests_count", selector(j), r),
+            ),
+        ),
         "cost_avg": f(
             "claude_execution_cost_usd",
             "avg_rate",
@@ -279,6 +288,7 @@ _DASHBOARD = (
     "duration_avg",
     "duration_p95",
     "tokens_avg",
+    "requests_avg",
     "cost_avg",
     "cost",
     "rate_limited",

@@ -1,0 +1,146 @@
+"""The `make sdk-suite` harness (tools/sdk_suite) can fail: a test that fails only with the shim on is
+reported as shim-only, one failing in both runs is not, and a shim run that recorded nothing shows.
+
+It drives the harness's own plugins and comparison on a small stand-in for the SDK's tests, in real pytest
+sessions, with the real shim making one request to the fake API; the SDK's suite itself is `make sdk-suite`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools" / "sdk_suite"
+
+
+def _load_runner() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sdk_suite_run", TOOLS / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+run = _load_runner()
+
+STAND_IN = """
+import claude_exporter
+import pytest
+from claude_exporter.testing import FakeAnthropic, Reply
+
+
+def test_a_request():
+    with FakeAnthropic() as fake:
+        fake.script(Reply(text="hi"))
+        message = fake.client(max_retries=0).messages.create(
+            model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert message.content[0].text == "hi"
+
+
+def test_broken_by_the_shim():
+    assert not claude_exporter.is_instrumented()
+
+
+def test_broken_everywhere():
+    assert 1 == 2
+
+
+@pytest.mark.skip(reason="not here")
+def test_skipped():
+    pass
+
+
+@pytest.mark.xfail(strict=True)
+def test_expected_to_fail():
+    assert False
+
+
+@pytest.fixture
+def teardown_broken_by_the_shim():
+    yield
+    assert not claude_exporter.is_instrumented()
+
+
+def test_teardown(teardown_broken_by_the_shim):
+    pass
+"""
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path) -> Path:
+    """A tree shaped like the SDK's sdist: tests/ as a package with its `_alias_httpx` plugin module."""
+    tests = tmp_path / "sdk" / "tests"
+    tests.mkdir(parents=True)
+    (tests / "__init__.py").write_text("")
+    (tests / "_alias_httpx.py").write_text("")  # the SDK's aliases httpx for respx; nothing to alias here
+    (tests / "test_stand_in.py").write_text(textwrap.dedent(STAND_IN))
+    return tmp_path / "sdk"
+
+
+def test_a_failure_only_with_the_shim_is_told_apart_from_the_environments(
+    stand_in: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    python = Path(sys.executable)
+    bare = run.pytest_run(python, stand_in, ["tests"], work, "bare", "0")
+    shim = run.pytest_run(python, stand_in, ["tests"], work, "shim", "0")
+    result = run.compare(bare.outcomes, shim.outcomes)
+
+    prefix = "tests/test_stand_in.py::"
+    assert [nodeid for nodeid, _ in result.shim_only] == [
+        f"{prefix}test_broken_by_the_shim",
+        f"{prefix}test_teardown",
+    ]
+    assert "AssertionError" in result.shim_only[0][1] or "assert not" in result.shim_only[0][1]
+    assert [nodeid for nodeid, _ in result.both] == [f"{prefix}test_broken_everywhere"]
+    assert result.bare_only == [] and result.missing == []
+    assert bare.outcomes[f"{prefix}test_skipped"][0] == "skipped"
+    assert shim.outcomes[f"{prefix}test_expected_to_fail"][0] == "xfailed"
+    assert bare.outcomes[f"{prefix}test_a_request"][0] == "passed"
+    # The shim really was on, and saw the one request (its plugin uninstruments before the report).
+    totals = run.shim_totals(work)
+    assert totals["claude_requests_total"] == 1
+    assert totals.get("workers_not_instrumented", 0) == 0
+
+
+def test_a_test_that_never_reports_with_the_shim_on_is_missing() -> None:
+    bare = {"t::a": ("passed", ""), "t::b": ("passed", "")}
+    shim = {"t::a": ("passed", "")}
+    assert run.compare(bare, shim).missing == ["t::b"]
+
+
+def test_any_failed_phase_fails_the_test_and_a_pass_hides_nothing() -> None:
+    def line(nodeid: str, when: str, outcome: str, message: str = "") -> str:
+        return json.dumps({"nodeid": nodeid, "when": when, "outcome": outcome, "message": message})
+
+    folded = run.outcomes(
+        [
+            line("t::teardown", "setup", "passed"),
+            line("t::teardown", "call", "passed"),
+            line("t::teardown", "teardown", "failed", "E   boom"),
+            line("t::skip", "setup", "skipped", "why"),
+            line("t::skip", "teardown", "passed"),
+            line("t::xpass", "call", "xpassed"),
+        ]
+    )
+    assert folded == {
+        "t::teardown": ("failed", "E   boom"),
+        "t::skip": ("skipped", "why"),
+        "t::xpass": ("xpassed", ""),
+    }
+    bare = dict.fromkeys(folded, ("passed", ""))
+    assert [nodeid for nodeid, _ in run.compare(bare, folded).shim_only] == ["t::teardown", "t::xpass"]
+
+
+def test_a_session_that_is_not_a_test_result_stops_the_harness(stand_in: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="status 4"):  # pytest's usage error: no such path
+        run.pytest_run(Path(sys.executable), stand_in, ["tests/absent.py"], tmp_path, "bare", "0")
