@@ -19,6 +19,7 @@ import pytest
 import yaml
 from claude_exporter.config import load_config
 from claude_exporter.rules import render_rules
+from conftest import repo_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -26,8 +27,9 @@ SCHEMAS = K8S / "schemas"
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 K8S_VERSION = "1.32.0"  # the oldest Kubernetes the manifests are checked against (and the newest below)
 
-sys.path.insert(0, str(ROOT / "deploy"))
-import generate  # noqa: E402  (deploy/generate.py, a script beside the manifests)
+# deploy/generate.py, a script beside the manifests; loaded under its own name (other "generate.py"
+# scripts live beside their outputs too).
+generate = repo_tool("deploy/generate.py")
 
 
 def kubectl() -> str:

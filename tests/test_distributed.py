@@ -37,7 +37,6 @@ import pytest
 import yaml
 from claude_exporter.config import load_config
 from claude_exporter.rules import render_rules
-from claude_exporter.rules.recording import record_name
 from stack import Alertmanager, Prometheus, Webhook, free_port
 
 BIN = Path(sys.executable).parent
@@ -261,10 +260,13 @@ def test_remote_write_fleet_judges_agents_across_pods_and_shards(fleet: dict[str
         assert {s["metric"]["shard"] for s in seen} == {"a", "b"}  # both shards saw alpha
 
         # (b) A2 restarts (its counters start again from zero) once spike and drift can be judged.
-        tokens = record_name("claude_execution_tokens", "avg_rate", WINDOW)
-        baseline = record_name("claude_execution_tokens", "avg_rate", BASELINE, WINDOW)
-        judged = f'{tokens}{{agent="alpha"}} and {baseline}{{agent="alpha"}}'
-        _wait("spike and drift judged for alpha", lambda: receiver.query(judged), 25)
+        # The spike rule judges alpha once its recent value and its adaptive band both exist.
+        signal = '{agent="alpha", signal="tokens_per_execution"}'
+        judged = (
+            f"agent:claude_anomaly_signal:rate{WINDOW:g}s{signal}"
+            f" and on (job, agent, signal) agent:claude_anomaly_signal:upper{signal}"
+        )
+        _wait("spike and drift judged for alpha", lambda: receiver.query(judged), 60)
         a2.stop()
         a2.start()
         a2.wait_ready()
@@ -279,7 +281,7 @@ def test_remote_write_fleet_judges_agents_across_pods_and_shards(fleet: dict[str
 
         # A real spike on alpha (ten times the tokens) does fire: the quiet above was not blindness.
         traffic.tokens = 2000
-        (spike,) = _wait("ClaudeTokenSpike", lambda: _firing(receiver, "ClaudeTokenSpike"), 20)
+        (spike,) = _wait("ClaudeTokenSpike", lambda: _firing(receiver, "ClaudeTokenSpike"), 40)
         assert spike["labels"]["agent"] == "alpha"
     finally:
         traffic.stopped.set()
