@@ -1,21 +1,36 @@
 # Two set-up commands for a new user: `make demo` and `make test`. Each makes its own virtual
-# environment and installs the Debian tools it needs (Prometheus, Alertmanager, Pushgateway, jq, curl,
-# openssl, and Node.js for the test that runs the seed's JavaScript).
+# environment from the committed lock and installs the Debian tools it needs (Prometheus, Alertmanager,
+# Pushgateway, jq, curl, openssl, and Node.js for the seed's JavaScript and the Claude Code CLI).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
+LOCK   := requirements-dev.lock
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint debs tools venv claude-code generate check-generated sdk-suite clean
-.PHONY: demo test lint debs tools venv claude-code generate check-generated bench-anomaly clean bench-peers bench-scrape
+.PHONY: demo test lint debs tools venv lock claude-code generate check-generated clean
+.PHONY: sdk-suite sdk-suite-clean test-newest test-floor bench-anomaly bench-peers bench-scrape
 
-$(BIN)/.installed: pyproject.toml
+# The locked environment: every transitive pin with its hashes in $(LOCK), so a fresh clone installs the
+# same packages on any day (pyproject.toml keeps open ranges for users; `make lock` refreshes the pins).
+# uv installs it in seconds where pip takes minutes; uv itself is pinned and hash-checked by the same lock,
+# and `uv pip sync` leaves nothing in the venv that the lock does not name.
+$(BIN)/.installed: $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	awk '/^uv==/{p=1;print;next} p&&/^[^ ]/{p=0} p' $(LOCK) > $(VENV)/uv-requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes --no-deps -r $(VENV)/uv-requirements.txt
+	$(UV) pip sync -q --python $(BIN)/python --require-hashes $(LOCK)
+	$(UV) pip install -q --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(BIN)/.installed
+
+# Re-resolve every pin to the newest release that pyproject.toml allows, for Python 3.10 and up on every
+# platform; commit the result once `make test` passes on it.
+lock: venv
+	$(UV) pip compile -q --upgrade --universal --python-version 3.10 --generate-hashes --extra dev \
+	  --custom-compile-command "make lock" -o $(LOCK) pyproject.toml
 
 # apt-get only when a tool is missing, so a second run costs nothing.
 debs:
@@ -23,7 +38,8 @@ debs:
 	for t in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
 	         amtool:prometheus-alertmanager prometheus-pushgateway:prometheus-pushgateway jq:jq curl:curl \
 	         openssl:openssl node:nodejs npm:npm; do \
-	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; \
+	  command -v $${t%%:*} >/dev/null 2>&1 || case " $$missing " in *" $${t##*:} "*) ;; \
+	    *) missing="$$missing $${t##*:}";; esac; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -73,11 +89,23 @@ test: venv debs tools claude-code lint check-generated
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The SDK's own tests (from its sdist), bare and with instrument() on, for the oldest anthropic that
-# pyproject.toml allows and the newest; fails if a test fails only with the shim. Venvs, sdists and the
-# bare results are cached in .sdk-suite/ (SDK_SUITE_VERSIONS="2.12.0" picks versions). The project's venv
-# only lends its pip (a Debian python3 may have none); each version gets a venv of its own.
+# pyproject.toml allows, the lock's and the newest on the index (ARGS="2.12.0" or "newest" picks); fails if
+# a test fails only with the shim. Venvs, sdists and the bare results are cached in .sdk-suite/ (versions
+# not run are pruned; `make sdk-suite-clean` removes it all). Prints progress every 30 s.
 sdk-suite: venv
 	$(BIN)/python tools/sdk_suite/run.py $(ARGS)
+
+sdk-suite-clean:
+	rm -rf .sdk-suite
+
+# The newest anthropic that pyproject.toml allows, resolved on the index now, and the oldest: the project's
+# unit and integration tiers, then the SDK's own suite with the shim, each in the locked environment with
+# anthropic moved. The last line names the version and what broke.
+test-newest: venv
+	$(BIN)/python tools/sdk_suite/against.py newest $(ARGS)
+
+test-floor: venv
+	$(BIN)/python tools/sdk_suite/against.py floor $(ARGS)
 
 # The labelled fleet week of benchmarks/anomaly: the rules before and after the adaptive bands, evaluated in
 # a real Prometheus (about 15 minutes on an idle machine); the figures belong in docs/anomaly.md.
