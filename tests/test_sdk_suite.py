@@ -144,3 +144,45 @@ def test_any_failed_phase_fails_the_test_and_a_pass_hides_nothing() -> None:
 def test_a_session_that_is_not_a_test_result_stops_the_harness(stand_in: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="status 4"):  # pytest's usage error: no such path
         run.pytest_run(Path(sys.executable), stand_in, ["tests/absent.py"], tmp_path, "bare", "0")
+
+
+def test_progress_counts_tests_reported_so_far_and_ignores_a_half_written_line(tmp_path: Path) -> None:
+    out = tmp_path / "shim.jsonl"
+    assert run.progress(out) == (0, 0)  # pytest has not opened it yet
+    whole = [
+        {"nodeid": "t::a", "when": "call", "outcome": "passed", "message": ""},
+        {"nodeid": "t::b", "when": "setup", "outcome": "passed", "message": ""},
+        {"nodeid": "t::b", "when": "call", "outcome": "failed", "message": "E boom"},
+    ]
+    out.write_text("".join(json.dumps(e) + "\n" for e in whole) + '{"nodeid": "t::c", "wh')
+    assert run.progress(out) == (2, 1)
+
+
+def test_a_long_run_prints_progress_lines(
+    stand_in: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (stand_in / "tests" / "test_slow.py").write_text("import time\n\ndef test_slow():\n    time.sleep(0.6)\n")
+    run.PROGRESS_EVERY, before = 0.2, run.PROGRESS_EVERY
+    try:
+        result = run.pytest_run(
+            Path(sys.executable), stand_in, ["tests/test_slow.py"], tmp_path, "bare", "0", "stand-in", 1
+        )
+    finally:
+        run.PROGRESS_EVERY = before
+    assert result.outcomes["tests/test_slow.py::test_slow"][0] == "passed"
+    lines = [line for line in capsys.readouterr().out.splitlines() if "stand-in, bare:" in line]
+    assert lines and all(line.startswith("sdk-suite: ") and "/1 tests" in line for line in lines)
+
+
+def test_versions_not_run_are_pruned_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run, "CACHE", tmp_path)
+    monkeypatch.setattr(run, "REPO", tmp_path.parent)
+    for version in ("2.10.0", "2.16.0", "2.17.0"):
+        (tmp_path / f"anthropic-{version}" / "venv").mkdir(parents=True)
+    (tmp_path / "project-2.10.0").mkdir()
+    run.prune(["2.10.0", "2.17.0"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "anthropic-2.10.0",
+        "anthropic-2.17.0",
+        "project-2.10.0",
+    ]

@@ -44,8 +44,9 @@ def _message(report: Any) -> str:
 def _write(nodeid: str, when: str, outcome: str, message: str, seconds: float = 0.0) -> None:
     if _out:
         entry = {"nodeid": nodeid, "when": when, "outcome": outcome, "message": message, "seconds": seconds}
-        _out[0].write(json.dumps(entry))
-        _out[0].write("\n")
+        # One write per line, flushed: the runner reads the file while the run goes on, for progress.
+        _out[0].write(json.dumps(entry) + "\n")
+        _out[0].flush()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

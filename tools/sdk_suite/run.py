@@ -1,10 +1,11 @@
 """`make sdk-suite`: the Anthropic SDK's own tests, bare and with ``claude_exporter.instrument()`` on.
 
-For each anthropic version (by default the oldest that pyproject.toml allows and the newest on the
-index), in a cache under ``.sdk-suite/anthropic-<version>/`` that survives between runs:
+For each anthropic version (by default ``floor locked newest``: the oldest release pyproject.toml allows,
+the one the lock pins and the newest on the index, see ``versions.py``), in a cache under
+``.sdk-suite/anthropic-<version>/`` that survives between runs (versions not run are pruned from it):
 
-1. a venv of its own with that anthropic (and its aiohttp/bedrock/vertex extras), claude-exporter
-   editable from this checkout, and the SDK's pinned test dependencies (its sdist's
+1. a venv of its own, made by uv, with that anthropic (and its aiohttp/bedrock/vertex extras),
+   claude-exporter editable from this checkout, and the SDK's pinned test dependencies (its sdist's
    requirements-dev.lock); installed once, again only when one of those inputs changes;
 2. the version's sdist, unpacked, with ``src/`` moved aside so the installed package is the one tested;
 3. its tests run twice with xdist: bare, then with ``shim_plugin`` (instrument at session start);
@@ -12,7 +13,8 @@ index), in a cache under ``.sdk-suite/anthropic-<version>/`` that survives betwe
    shim run recorded no request at all, which would make it prove nothing); tests failing in both runs
    are the environment's and are listed without failing the target.
 
-Standard library only; the python running it lends its pip (index, download) and makes the venvs.
+Run by the project's venv: its uv makes the venvs (hard links into uv's cache, so a venv costs little
+disk), its pip downloads the sdist. While pytest runs, a line every 30 s says how far it got.
 """
 
 from __future__ import annotations
@@ -35,8 +37,12 @@ from pathlib import Path
 __all__ = ["Comparison", "Outcomes", "compare", "main", "outcomes"]
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+from versions import KEYWORDS, REPO, resolve_all  # noqa: E402 (a sibling script, not a package)
+
 CACHE = REPO / ".sdk-suite"
+UV = Path(sys.executable).parent / "uv"
+PROGRESS_EVERY = 30.0  # seconds between progress lines while pytest runs
 
 # The selection the core v2 issue names, plus client copies (the shim patches `copy`/`with_options`) and
 # the SDK's tracing helpers. Paths missing from a version are reported and skipped. tests/api_resources
@@ -69,42 +75,6 @@ FAILED = {"failed", "xpassed"}
 
 def log(message: str) -> None:
     print(f"sdk-suite: {message}", flush=True)
-
-
-def _version_key(version: str) -> tuple[int, ...] | None:
-    """Final releases only (no rc/dev/post): those are what a `>=` floor and "newest" mean here."""
-    return tuple(int(part) for part in version.split(".")) if re.fullmatch(r"\d+(\.\d+)*", version) else None
-
-
-def floor_version(pyproject: Path) -> str:
-    match = re.search(r'"anthropic>=([0-9.]+)[",;]', pyproject.read_text(encoding="utf-8"))
-    if match is None:
-        raise SystemExit(f"sdk-suite: no `anthropic>=X` requirement found in {pyproject}")
-    return match.group(1)
-
-
-def released_versions() -> list[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "index", "versions", "anthropic"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    for line in result.stdout.splitlines():
-        if line.startswith("Available versions:"):
-            found = [v.strip() for v in line.split(":", 1)[1].split(",")]
-            return sorted((v for v in found if _version_key(v)), key=lambda v: _version_key(v) or ())
-    raise SystemExit(f"sdk-suite: `pip index versions anthropic` listed nothing:\n{result.stdout}")
-
-
-def default_versions() -> list[str]:
-    """The oldest release pyproject.toml allows and the newest release, without duplicates."""
-    floor = _version_key(floor_version(REPO / "pyproject.toml")) or ()
-    released = released_versions()
-    allowed = [v for v in released if (_version_key(v) or ()) >= floor]
-    if not allowed:
-        raise SystemExit(f"sdk-suite: no released anthropic satisfies the floor {floor}")
-    return list(dict.fromkeys([allowed[0], allowed[-1]]))
 
 
 # ---- set-up (cached) -------------------------------------------------------------------------------
@@ -185,10 +155,10 @@ def venv(version: str, home: Path, tree: Path) -> tuple[Path, str]:
         return python, digest
     log(f"installing anthropic {version} and the SDK's test dependencies into {env.relative_to(REPO)}")
     shutil.rmtree(env, ignore_errors=True)
-    _run([sys.executable, "-m", "venv", env], home / "setup.log")
+    _run([UV, "venv", "-q", "--python", sys.executable, env], home / "setup.log")
     (home / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
     _run(
-        [python, "-m", "pip", "install", "-q", "-r", home / "requirements.txt", "-e", REPO],
+        [UV, "pip", "install", "-q", "--python", python, "-r", home / "requirements.txt", "-e", REPO],
         home / "setup.log",
     )
     # The editable install must not have moved anthropic off the version under test.
@@ -263,8 +233,45 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def pytest_run(python: Path, tree: Path, paths: Sequence[str], work: Path, mode: str, workers: str) -> Run:
-    """One pytest session over `paths` in the sdist tree; `mode` is bare or shim (plus a suffix)."""
+def progress(path: Path) -> tuple[int, int]:
+    """(tests reported so far, of which failed) from an outcomes file that is still being written."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return 0, 0
+    # The last line may be half written: fold only whole lines.
+    found = outcomes(line for line in lines if line.endswith("}"))
+    return len(found), sum(1 for outcome, _ in found.values() if outcome in FAILED)
+
+
+def _wait_reporting(process: subprocess.Popen[bytes], out: Path, label: str, expected: int | None) -> int:
+    """Wait for pytest, printing how far it got every PROGRESS_EVERY seconds (a run takes minutes)."""
+    started = time.monotonic()
+    while True:
+        try:
+            return process.wait(timeout=PROGRESS_EVERY)
+        except subprocess.TimeoutExpired:
+            done, failed = progress(out)
+            of = f"/{expected}" if expected else ""
+            log(f"{label}: {done}{of} tests, {failed} failed, {time.monotonic() - started:.0f}s")
+        except BaseException:
+            process.kill()  # Ctrl-C or a fault here: never leave pytest and its workers behind
+            process.wait()
+            raise
+
+
+def pytest_run(
+    python: Path,
+    tree: Path,
+    paths: Sequence[str],
+    work: Path,
+    mode: str,
+    workers: str,
+    label: str = "",
+    expected: int | None = None,
+) -> Run:
+    """One pytest session over `paths` in the sdist tree; `mode` is bare or shim (plus a suffix).
+    `label` and `expected` (the number of tests, when known) only shape the progress lines."""
     out = work / f"{mode}.jsonl"
     out.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_EXPORTER_"))}
@@ -285,9 +292,8 @@ def pytest_run(python: Path, tree: Path, paths: Sequence[str], work: Path, mode:
     cmd += ["--tb=short", "--no-header", "-rN", *paths]
     started, cpu = time.monotonic(), _children_cpu()
     with open(work / f"{mode}.log", "w", encoding="utf-8") as log_file:
-        code = subprocess.run(
-            cmd, check=False, cwd=tree, env=env, stdout=log_file, stderr=subprocess.STDOUT
-        ).returncode
+        process = subprocess.Popen(cmd, cwd=tree, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        code = _wait_reporting(process, out, f"{label}, {mode}", expected)
     seconds, cpu = time.monotonic() - started, _children_cpu() - cpu
     if code not in (0, 1) or not out.exists():
         tail = (work / f"{mode}.log").read_text(encoding="utf-8").splitlines()[-30:]
@@ -297,7 +303,9 @@ def pytest_run(python: Path, tree: Path, paths: Sequence[str], work: Path, mode:
     return Run(outcomes(out.read_text(encoding="utf-8").splitlines()), seconds, cpu)
 
 
-def bare_run(python: Path, tree: Path, paths: Sequence[str], work: Path, workers: str, key: str) -> Run:
+def bare_run(
+    python: Path, tree: Path, paths: Sequence[str], work: Path, workers: str, key: str, label: str
+) -> Run:
     """The bare run depends only on the venv, the selection and our outcomes plugin: reuse it when none
     of those changed. Its failures are re-checked fresh later, so a cached flake cannot hide anything."""
     cache = work / "bare.cached.json"
@@ -306,7 +314,7 @@ def bare_run(python: Path, tree: Path, paths: Sequence[str], work: Path, workers
         if saved.get("key") == key:
             found = {k: (v[0], v[1]) for k, v in saved["outcomes"].items()}
             return Run(found, saved["seconds"], saved["cpu"], cached=True)
-    run = pytest_run(python, tree, paths, work, "bare", workers)
+    run = pytest_run(python, tree, paths, work, "bare", workers, label)
     cache.write_text(
         json.dumps({"key": key, "seconds": run.seconds, "cpu": run.cpu, "outcomes": run.outcomes})
     )
@@ -355,13 +363,14 @@ def suite(version: str, workers: str, selection: Sequence[str]) -> bool:
     if absent:
         log(f"anthropic {version}: not in this version, skipped: {', '.join(absent)}")
     bare_key = f"{venv_digest} {_file_digest(HERE / 'outcomes_plugin.py')} {' '.join(paths)}"
-    bare = bare_run(python, tree, paths, work, workers, bare_key)
-    shim = pytest_run(python, tree, paths, work, "shim", workers)
+    label = f"anthropic {version}"
+    bare = bare_run(python, tree, paths, work, workers, bare_key, label)
+    shim = pytest_run(python, tree, paths, work, "shim", workers, label, len(bare.outcomes))
     result = compare(bare.outcomes, shim.outcomes)
     totals = shim_totals(work)
     if bare.cached and result.both:
         # Failing in both only counts as the environment's if it fails bare now, not just in the cache.
-        again = pytest_run(python, tree, [n for n, _ in result.both], work, "bare-recheck", "0")
+        again = pytest_run(python, tree, [n for n, _ in result.both], work, "bare-recheck", "0", label)
         result = compare({**bare.outcomes, **again.outcomes}, shim.outcomes)
 
     print(f"\n== anthropic {version} ==")
@@ -401,31 +410,44 @@ def suite(version: str, workers: str, selection: Sequence[str]) -> bool:
     return ok
 
 
+def prune(keep: Sequence[str]) -> None:
+    """Drop the cached venvs and trees of versions this run does not use: each is 100-200 MB, and with
+    uv's cache a version run again costs seconds to set up."""
+    for home in sorted(CACHE.glob("anthropic-*")):
+        if home.is_dir() and home.name.removeprefix("anthropic-") not in keep:
+            log(f"removing {home.relative_to(REPO)} (not run this time; --keep keeps it)")
+            shutil.rmtree(home, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "versions",
         nargs="*",
-        help="anthropic versions (default: $SDK_SUITE_VERSIONS, else pyproject.toml's floor and the newest)",
+        help="anthropic versions, or floor, locked, newest (default: $SDK_SUITE_VERSIONS, else all three)",
     )
     parser.add_argument("-n", "--workers", default=os.environ.get("SDK_SUITE_WORKERS", "2"))
     parser.add_argument("--wide", action="store_true", help=f"also run {', '.join(WIDE)}")
+    parser.add_argument("--keep", action="store_true", help="keep the cache of versions not run this time")
     parser.add_argument(
         "--debug-shim",
         action="store_true",
         help="write the shim's swallowed faults with tracebacks to runs/shim-reports/*.faults.log",
     )
     args = parser.parse_args(argv)
-    versions = args.versions or os.environ.get("SDK_SUITE_VERSIONS", "").split() or default_versions()
+    names = args.versions or os.environ.get("SDK_SUITE_VERSIONS", "").split() or list(KEYWORDS)
+    versions = resolve_all(names)
     selection = SELECTION + (WIDE if args.wide else ())
     if args.debug_shim:
         os.environ["SDK_SUITE_SHIM_DEBUG"] = "1"
-    log(f"anthropic versions: {', '.join(versions)}")
+    log(f"anthropic versions: {', '.join(versions)} ({' '.join(names)})")
+    if not args.keep:
+        prune(versions)
     started = time.monotonic()
     failed = [version for version in versions if not suite(version, args.workers, selection)]
     elapsed = time.monotonic() - started
     if failed:
-        print(f"\nsdk-suite: FAILED for anthropic {', '.join(failed)} ({elapsed:.0f}s)")
+        print(f"\nsdk-suite: FAILED: the shim changes SDK test outcomes on anthropic {', '.join(failed)}")
         return 1
     print(
         f"\nsdk-suite: the shim changed no SDK test outcome on anthropic {', '.join(versions)}"
