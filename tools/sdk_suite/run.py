@@ -14,7 +14,7 @@ the one the lock pins and the newest on the index, see ``versions.py``), in a ca
    are the environment's and are listed without failing the target.
 
 Run by the project's venv: its uv makes the venvs (hard links into uv's cache, so a venv costs little
-disk), its pip downloads the sdist. While pytest runs, a line every 30 s says how far it got.
+disk); the sdist comes from the index's JSON API. While pytest runs, a line every 30 s says how far it got.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ from versions import KEYWORDS, REPO, resolve_all  # noqa: E402 (a sibling script
 
 CACHE = REPO / ".sdk-suite"
 UV = Path(sys.executable).parent / "uv"
+PYPI = "https://pypi.org/simple"
 PROGRESS_EVERY = 30.0  # seconds between progress lines while pytest runs
 
 # The selection the core v2 issue names, plus client copies (the shim patches `copy`/`with_options`) and
@@ -91,6 +94,31 @@ def _run(cmd: Sequence[str | Path], log_path: Path) -> None:
         raise SystemExit(f"sdk-suite: `{' '.join(map(str, cmd))}` failed ({code}):\n{tail}")
 
 
+def download_sdist(version: str, archive: Path, index: str | None = None) -> None:
+    """The sdist from the package index's JSON simple API (PEP 691), checked against the index's sha256.
+
+    Not `pip download --no-binary`: that builds the sdist's metadata in an isolated environment first,
+    which installs the SDK's build backend and takes a minute for a file of a few hundred kilobytes."""
+    index = (index or os.environ.get("UV_INDEX_URL") or os.environ.get("PIP_INDEX_URL") or PYPI).rstrip("/")
+    accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{index}/anthropic/", headers=accept), timeout=60
+    ) as r:
+        files = json.load(r)["files"]
+    wanted = f"anthropic-{version}.tar.gz"
+    found = [f for f in files if f["filename"] == wanted]
+    if not found:
+        raise SystemExit(f"sdk-suite: {index} has no {wanted}")
+    digest = found[0]["hashes"].get("sha256")
+    with urllib.request.urlopen(
+        urllib.parse.urljoin(f"{index}/anthropic/", found[0]["url"]), timeout=120
+    ) as r:
+        body = r.read()
+    if digest is None or hashlib.sha256(body).hexdigest() != digest:
+        raise SystemExit(f"sdk-suite: {wanted} from {index} does not match the index's sha256")
+    archive.write_bytes(body)
+
+
 def sdist_tree(version: str, home: Path) -> Path:
     """The unpacked sdist with `src/` moved aside (so `import anthropic` finds the installed one)."""
     tree = home / f"anthropic-{version}"
@@ -100,8 +128,7 @@ def sdist_tree(version: str, home: Path) -> Path:
     downloads.mkdir(parents=True, exist_ok=True)
     archive = downloads / f"anthropic-{version}.tar.gz"
     if not archive.exists():
-        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:"]
-        _run([*pip, "-d", str(downloads), f"anthropic=={version}"], home / "setup.log")
+        download_sdist(version, archive)
     shutil.rmtree(tree, ignore_errors=True)
     with tarfile.open(archive) as tar:
         # The "data" filter (refuses links and paths out of `home`) exists from Python 3.10.12 / 3.11.4.
