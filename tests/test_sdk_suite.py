@@ -186,3 +186,49 @@ def test_versions_not_run_are_pruned_from_the_cache(tmp_path: Path, monkeypatch:
         "anthropic-2.17.0",
         "project-2.10.0",
     ]
+
+
+def test_the_sdist_comes_from_the_simple_index_and_a_wrong_hash_is_refused(tmp_path: Path) -> None:
+    """download_sdist against a real HTTP server on 127.0.0.1 speaking the index's JSON API (PEP 691)."""
+    import hashlib
+    import http.server
+    import threading
+
+    body = b"not really a tarball"
+    served = {"sha256": hashlib.sha256(body).hexdigest()}
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/simple/anthropic/":
+                files = [
+                    {"filename": "anthropic-9.9.9.tar.gz", "url": "../../files/a.tar.gz", "hashes": served}
+                ]
+                reply, kind = json.dumps({"files": files}).encode(), "application/vnd.pypi.simple.v1+json"
+            else:
+                reply, kind = body, "application/octet-stream"
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    index = f"http://127.0.0.1:{server.server_address[1]}/simple"
+    try:
+        run.download_sdist("9.9.9", tmp_path / "a.tar.gz", index)
+        assert (tmp_path / "a.tar.gz").read_bytes() == body
+        with pytest.raises(SystemExit, match=r"has no anthropic-1\.0\.0\.tar\.gz"):
+            run.download_sdist("1.0.0", tmp_path / "b.tar.gz", index)
+        served["sha256"] = "0" * 64
+        with pytest.raises(SystemExit, match="does not match"):
+            run.download_sdist("9.9.9", tmp_path / "c.tar.gz", index)
+        assert not (tmp_path / "c.tar.gz").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
