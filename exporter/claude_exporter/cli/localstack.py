@@ -1,5 +1,7 @@
-"""A local Prometheus and Alertmanager for the demo: the Debian binaries, on loopback, with the rules
-rendered from the demo's configuration and a webhook receiver that prints each alert as it arrives."""
+"""A local Prometheus and Alertmanager for the demo, on loopback, with the demo's rules.
+
+The Debian binaries, the rules rendered from the demo's configuration, and a webhook receiver that prints
+each alert as it arrives."""
 
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
-"""``claude-exporter run -- python app.py``: measure an unchanged Python program, in the spirit of
-``opentelemetry-instrument``.
+"""``claude-exporter run -- python app.py``: measure an unchanged Python program.
 
-``run`` puts the bootstrap directory (``_bootstrap/``, holding a ``sitecustomize.py``) in front of
-``PYTHONPATH``, passes its settings in environment variables, and replaces itself with the command (so
-signals, the process id and the exit status are the program's own). Python imports ``sitecustomize`` at
-start-up; ours runs any ``sitecustomize`` it shadows, then :func:`activate`: ``instrument()`` with the
-configuration, the exporter on the port if one is set, and a push of the final metrics to a Pushgateway at
-exit if one is named.
+In the spirit of ``opentelemetry-instrument``, ``run`` puts the bootstrap directory (``_bootstrap/``,
+holding a ``sitecustomize.py``) in front of ``PYTHONPATH``, passes its settings in environment variables,
+and replaces itself with the command (so signals, the process id and the exit status are the program's
+own). Python imports ``sitecustomize`` at start-up; ours runs any ``sitecustomize`` it shadows, then
+:func:`activate`: ``instrument()`` with the configuration, the exporter on the port if one is set, and a
+push of the final metrics to a Pushgateway at exit if one is named.
 
 Settings (each flag of ``run`` has its variable; the variables alone work too, with ``PYTHONPATH`` set to
 :data:`BOOTSTRAP_DIR`):
