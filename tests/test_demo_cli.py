@@ -3,6 +3,7 @@ Alertmanager it started (the Debian binaries the Makefile installs), and stoppin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -37,9 +38,26 @@ def demo(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()  # its children are then orphans: kill them too, by the pids it printed
+        if proc.poll() is None:  # a failed test: its Prometheus and Alertmanager must not outlive it
+            kids = children(proc.pid)
+            proc.kill()
+            for pid in kids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         proc.communicate(timeout=30)
+
+
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s live child processes, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
 
 
 def status_of(url: str) -> int:
