@@ -76,6 +76,7 @@ generate: venv
 	$(BIN)/python dashboards/src/generate.py
 	$(BIN)/python alerting-rules/generate.py
 	$(BIN)/python tools/readme_metrics.py
+	$(BIN)/python tools/readme_layout.py
 	$(BIN)/python deploy/generate.py
 
 # Fails naming every generated file that is out of date with its source.
@@ -83,6 +84,7 @@ check-generated: venv
 	$(BIN)/python dashboards/src/generate.py --check
 	$(BIN)/python alerting-rules/generate.py --check
 	$(BIN)/python tools/readme_metrics.py --check
+	$(BIN)/python tools/readme_layout.py --check
 	$(BIN)/python deploy/generate.py --check
 
 test: venv debs tools claude-code lint check-generated

@@ -1,6 +1,8 @@
-"""From a configuration to a working recorder: what is decided once (label caps, default agent, timeout
-buckets, prices, client-side code tools, enabled families), the listeners a finished execution is handed
-to (event log, health window), and the collectors that expose it.
+"""From a configuration to a working recorder: what is decided once, all or nothing.
+
+What is decided once: label caps, default agent, timeout buckets, prices, client-side code tools, enabled
+families; the listeners a finished execution is handed to (event log, health window); and the collectors
+that expose it.
 
 :func:`open_recorder` is all or nothing: if any step fails, what the earlier steps registered or started
 is undone before the error propagates, so a retry starts from a clean slate.

@@ -5,7 +5,10 @@ problems follow it, one indented line each), never as a traceback for a user's m
 
 Exit status: 0 done; 1 a failure while running (a port taken, a file that cannot be read or written);
 2 bad usage or a configuration that cannot be used, ``check-config`` included (nothing was started);
-130 stopped by Ctrl-C. ``run`` exits with the program's own status.
+130 stopped by Ctrl-C (SIGINT), the shell's code for an interrupted command, so ``demo && next`` stops
+there; 0 stopped by SIGTERM, which ``serve`` and ``demo`` take as a requested stop (``kill``, ``timeout``,
+systemd and Kubernetes count exit 0 as a clean stop; 143 would read as a failure to them). ``run`` exits
+with the program's own status.
 """
 
 from __future__ import annotations

@@ -156,11 +156,19 @@ class Fleet:
                 pass  # recorded by the exporter; the agent carries on, as real ones do
             self._stop.wait(agent.pause)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 3.0) -> int:
+        """Stop the agents and the fake API; returns how many agent threads were still busy at ``timeout``.
+
+        The fake stops first, so a request waiting out its scripted latency (up to 5 s for code-runner)
+        ends at once instead of being waited for. A thread can still be inside the SDK's retry back-off
+        after that; the threads are daemons, so one still busy at the shared deadline ends with the process.
+        """
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
         self.fake.stop()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        return sum(thread.is_alive() for thread in self._threads)
 
 
 def demo_config(workdir: Path, path: str | None = None) -> Config:
@@ -195,15 +203,21 @@ def _print_alert(alert: dict[str, Any]) -> None:
     )
 
 
+class _Terminated(BaseException):
+    """Raised in the main thread by SIGTERM; a BaseException, like KeyboardInterrupt, so nothing that
+    catches Exception swallows it."""
+
+
 @contextlib.contextmanager
 def _stopped_by_sigterm() -> Iterator[None]:
-    """SIGTERM (``kill``, ``timeout``, service managers) stops the demo the way Ctrl-C does."""
+    """SIGTERM (``kill``, ``timeout``, service managers) stops the demo the way Ctrl-C does, but as a
+    requested stop: exit 0, where Ctrl-C exits 130 (see the cli package's docstring)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
@@ -230,10 +244,20 @@ def run(
     port: int = 9466, addr: str = "127.0.0.1", duration: float | None = None, config: str | None = None
 ) -> int:
     """The ``demo`` command: instrument, serve, drive the fleet; with Prometheus and Alertmanager
-    installed, also run them on the demo's rules and print alerts as they arrive."""
+    installed, also run them on the demo's rules and print alerts as they arrive.
+
+    Returns 0 when it ends by ``duration`` or SIGTERM (a requested stop), 130 on Ctrl-C (SIGINT).
+    """
     from claude_exporter.cli.localstack import LocalStack, binaries_present
     from claude_exporter.exposition.server import start_http_server
     from claude_exporter.instrumentation.instrumentor import instrument, uninstrument
+
+    status, why = 0, "a failure" if duration is None else f"its {duration:g} s are up"
+    started = False  # the stop is narrated once the banner is out; a failed start says why itself
+
+    def say(line: str) -> None:
+        if started:
+            print(line, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="claude-exporter-demo-") as tmp, _stopped_by_sigterm():
         workdir = Path(tmp)
@@ -247,30 +271,45 @@ def run(
                 stack = LocalStack(cfg, f"{_loopback(addr)}:{server.port}", workdir, _print_alert)
                 stack.start()
             print(f"claude-exporter demo: {len(fleet.agents)} simulated agents ({', '.join(fleet.agents)})")
-            print(f"  against a fake Anthropic API at {fleet.fake.url}, real SDK calls, instrumented")
+            # Not printed as a URL: the fake answers the SDK's paths only, and every URL printed opens.
+            print(f"  against a built-in fake Anthropic API (127.0.0.1:{fleet.fake.port}), real SDK calls")
             print(f"  metrics:      {server.url}/metrics")
             print(f"  health:       {server.url}/health/claude-agent")
             if stack is not None:
-                print(f"  prometheus:   {stack.prometheus_url}/alerts (rules from the demo config)")
-                print(f"  alertmanager: {stack.alertmanager_url}")
+                links = stack.links()
+                print(f"  prometheus:   {links['prometheus']} (rules from the demo config)")
+                print(f"  alertmanager: {links['alertmanager']} (the alerts as JSON)")
                 print("  Alerts print below as they fire; the first ones take about a minute.")
             else:
                 print("  (install prometheus and prometheus-alertmanager to watch the alerts fire too)")
             print("Press Ctrl-C to stop." if duration is None else f"Running for {duration:g} s.", flush=True)
+            started = True
             deadline = None if duration is None else time.monotonic() + duration
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(0.2)
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see _stopped_by_sigterm)
+        except KeyboardInterrupt:  # Ctrl-C: the shell's convention for an interrupted command
             print()
+            status, why = 130, "Ctrl-C"
+        except _Terminated:  # a requested stop: a service manager or `timeout` counts it a success
+            status, why = 0, "SIGTERM"
         finally:
             # Whatever stopped the demo, a second signal must not cut this short: the children and the
-            # temporary directory go with it.
+            # temporary directory go with it. Each step is announced before it runs, so a slow one shows.
             with _signals_held():
+                say(f"claude-exporter demo: stopping ({why})")
                 if fleet is not None:
-                    fleet.stop()
+                    say(f"  stopping the {len(fleet.agents)} simulated agents and the fake API")
+                    busy = fleet.stop()
+                    if busy:
+                        say(f"  {busy} agent(s) still inside an SDK retry; they end with the process")
                 if stack is not None:
-                    stack.stop()
+                    names = ", ".join(f"{name} (pid {pid})" for name, pid in stack.pids().items())
+                    say(f"  stopping {names}")
+                    stack.stop(say=lambda line: say(f"  {line}"))  # each process as it ends
                 if server is not None:
+                    say(f"  stopping the exporter at {server.url}")
                     server.close()
                 uninstrument()
-    return 0
+                say(f"  removing {workdir}")
+    say("claude-exporter demo: stopped")
+    return status

@@ -1,5 +1,7 @@
-"""A local Prometheus and Alertmanager for the demo: the Debian binaries, on loopback, with the rules
-rendered from the demo's configuration and a webhook receiver that prints each alert as it arrives."""
+"""A local Prometheus and Alertmanager for the demo, on loopback, with the demo's rules.
+
+The Debian binaries, the rules rendered from the demo's configuration, and a webhook receiver that prints
+each alert as it arrives."""
 
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ __all__ = ["LocalStack", "binaries_present"]
 
 PROMETHEUS = "prometheus"
 ALERTMANAGER = "prometheus-alertmanager"  # the Debian name of the alertmanager binary
+# Where Prometheus shows its alerts, newest UI first: 2.x upstream and 3.x serve /alerts; Debian's 2.42
+# ships only the classic UI, at /classic/alerts (its /alerts is a 404). The first that answers is printed.
+ALERTS_PAGES = ("/alerts", "/classic/alerts")
+# Debian's Alertmanager has no web UI (its / is a page saying so); the API answers on every build.
+ALERTMANAGER_PAGE = "/api/v2/alerts"
 
 
 def binaries_present() -> bool:
@@ -54,6 +61,18 @@ class _Webhook(BaseHTTPRequestHandler):
         """Quiet: the alerts themselves are printed."""
 
 
+def _first_answering(base: str, paths: tuple[str, ...]) -> str:
+    """``base + path`` for the first of ``paths`` that answers 200 (redirects followed), else ``base``."""
+    for path in paths:
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as response:
+                if response.status == 200:
+                    return base + path
+        except OSError:  # HTTPError (the 404) and connection errors alike: try the next
+            continue
+    return base
+
+
 class LocalStack:
     """Prometheus scraping ``target`` with the config's rules, Alertmanager routing to a printing webhook."""
 
@@ -64,10 +83,12 @@ class LocalStack:
         self.target = target
         self.workdir = workdir
         self.on_alert = on_alert
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self._webhook: ThreadingHTTPServer | None = None
         self.prometheus_url = ""
         self.alertmanager_url = ""
+        self.alerts_page = ""
+        """The URL of Prometheus's alerts page, as the running Prometheus serves it (see ALERTS_PAGES)."""
 
     def start(self) -> LocalStack:
         handler = type("Webhook", (_Webhook,), {"on_alert": staticmethod(self.on_alert)})
@@ -90,16 +111,29 @@ class LocalStack:
             f" static_configs: [{{targets: ['{self.target}']}}]}}]\n"
         )
         self._spawn(
+            "alertmanager",
             [ALERTMANAGER, "--config.file=alertmanager.yml", "--storage.path=am-data",
              f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
             "alertmanager.log",
         )  # fmt: skip
-        self._spawn(self.prometheus_argv(prom_port), "prometheus.log")
+        self._spawn("prometheus", self.prometheus_argv(prom_port), "prometheus.log")
         self.alertmanager_url = f"http://127.0.0.1:{am_port}"
         self.prometheus_url = f"http://127.0.0.1:{prom_port}"
         for url in (self.alertmanager_url, self.prometheus_url):
             self._wait_ready(url)
+        self.alerts_page = _first_answering(self.prometheus_url, ALERTS_PAGES)
         return self
+
+    def links(self) -> dict[str, str]:
+        """What the demo prints for people to open: {what: URL}, each answering 200 once started."""
+        return {
+            "prometheus": self.alerts_page,
+            "alertmanager": self.alertmanager_url + ALERTMANAGER_PAGE,
+        }
+
+    def pids(self) -> dict[str, int]:
+        """{name: pid} of the processes started (prometheus, alertmanager)."""
+        return {name: proc.pid for name, proc in self._procs}
 
     def prometheus_argv(self, port: int) -> list[str]:
         """The Prometheus command line; its retention is the configuration's ``retention_days``."""
@@ -111,9 +145,10 @@ class LocalStack:
             f"--web.listen-address=127.0.0.1:{port}",
         ]
 
-    def _spawn(self, argv: list[str], log: str) -> None:
+    def _spawn(self, name: str, argv: list[str], log: str) -> None:
         with open(self.workdir / log, "wb") as out:
-            self._procs.append(subprocess.Popen(argv, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT))
+            proc = subprocess.Popen(argv, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
+        self._procs.append((name, proc))
 
     def _wait_ready(self, url: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -125,15 +160,19 @@ class LocalStack:
                 time.sleep(0.2)
         raise RuntimeError(f"{url} did not become ready; see the logs in {self.workdir}")
 
-    def stop(self) -> None:
-        for proc in self._procs:
+    def stop(self, say: Callable[[str], None] = lambda line: None) -> None:
+        """Terminate every process at once (so their shutdowns overlap), then wait for each, calling
+        ``say`` with what happens; one that ignores SIGTERM for 10 s is killed."""
+        for _, proc in self._procs:
             proc.terminate()
-        for proc in self._procs:
+        for name, proc in self._procs:
             try:
                 proc.wait(timeout=10)
+                say(f"{name} (pid {proc.pid}) stopped")
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+                say(f"{name} (pid {proc.pid}) killed: it ignored SIGTERM for 10 s")
         if self._webhook is not None:
             self._webhook.shutdown()
             self._webhook.server_close()

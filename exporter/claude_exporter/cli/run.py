@@ -1,12 +1,11 @@
-"""``claude-exporter run -- python app.py``: measure an unchanged Python program, in the spirit of
-``opentelemetry-instrument``.
+"""``claude-exporter run -- python app.py``: measure an unchanged Python program.
 
-``run`` puts the bootstrap directory (``_bootstrap/``, holding a ``sitecustomize.py``) in front of
-``PYTHONPATH``, passes its settings in environment variables, and replaces itself with the command (so
-signals, the process id and the exit status are the program's own). Python imports ``sitecustomize`` at
-start-up; ours runs any ``sitecustomize`` it shadows, then :func:`activate`: ``instrument()`` with the
-configuration, the exporter on the port if one is set, and a push of the final metrics to a Pushgateway at
-exit if one is named.
+In the spirit of ``opentelemetry-instrument``, ``run`` puts the bootstrap directory (``_bootstrap/``,
+holding a ``sitecustomize.py``) in front of ``PYTHONPATH``, passes its settings in environment variables,
+and replaces itself with the command (so signals, the process id and the exit status are the program's
+own). Python imports ``sitecustomize`` at start-up; ours runs any ``sitecustomize`` it shadows, then
+:func:`activate`: ``instrument()`` with the configuration, the exporter on the port if one is set, and a
+push of the final metrics to a Pushgateway at exit if one is named.
 
 Settings (each flag of ``run`` has its variable; the variables alone work too, with ``PYTHONPATH`` set to
 :data:`BOOTSTRAP_DIR`):
@@ -18,6 +17,12 @@ Settings (each flag of ``run`` has its variable; the variables alone work too, w
 
 Python programs started by the program inherit the variables and are measured too; only the first one
 serves the port (descendants see port 0), and each pushes its own group.
+
+Which Python: the one ``claude-exporter`` was installed with, since only it can import the bootstrap's
+``claude_exporter``. A command named ``python`` or ``python3`` (no directory) runs ``sys.executable``,
+whatever ``python`` comes first on ``PATH``; and when that interpreter is a virtual environment's, its
+``bin`` directory goes first on the child's ``PATH``, as activating it would, so console scripts
+(``gunicorn``, ``pytest``) and Pythons the program starts by name come from the same environment.
 
 This module is imported in every bootstrapped process, so it imports nothing heavy at the top.
 """
@@ -55,6 +60,7 @@ ENV_INSTANCE = "CLAUDE_EXPORTER_INSTANCE"
 DEFAULT_JOB = "claude-exporter"
 BOOTSTRAP_DIR = Path(__file__).resolve().parent / "_bootstrap"
 PUSH_TIMEOUT = 5.0
+_PYTHONS = ("python", "python3")  # bare names only: a path, or python3.X, is taken as written
 
 
 def _warn(message: str) -> None:
@@ -71,8 +77,13 @@ def child_environ(
     job: str | None = None,
     instance: str | None = None,
 ) -> dict[str, str]:
-    """``environ`` plus the bootstrap on ``PYTHONPATH`` and the settings for :func:`activate`."""
+    """``environ`` plus the bootstrap on ``PYTHONPATH``, this virtual environment first on ``PATH`` (if
+    it is one), and the settings for :func:`activate`."""
     env = dict(environ)
+    if sys.prefix != sys.base_prefix:  # a virtual environment: what `activate` does, PATH-wise
+        scripts = os.path.dirname(sys.executable)
+        path = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p != scripts]
+        env["PATH"] = os.pathsep.join([scripts, *path])
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     bootstrap = str(BOOTSTRAP_DIR)
     env["PYTHONPATH"] = os.pathsep.join([bootstrap, *(p for p in paths if p != bootstrap)])
@@ -109,6 +120,8 @@ def run(
     """
     if not command:
         raise ValueError("no command to run")
+    if command[0] in _PYTHONS:  # the interpreter that has claude_exporter, not PATH's first python
+        command = [sys.executable, *command[1:]]
     env = child_environ(
         os.environ, config=config, port=port, addr=addr, pushgateway=pushgateway, job=job, instance=instance
     )

@@ -3,7 +3,7 @@
 Agents in other languages (the seed's Node.js ``executeClaudeCode``), or anything that writes the event-log
 lines, feed it by ``POST /v1/events`` or through a log file it follows (``--tail``). It serves the same
 ``/metrics``, ``/health/claude-agent`` and ``/-/healthy`` as an instrumented application, and stops cleanly
-on SIGTERM or Ctrl-C.
+on SIGTERM (exit 0, a requested stop) or Ctrl-C (exit 130, as the shell reports an interrupted command).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def serve(
     out: TextIO | None = None,
     poll_interval: float = POLL_INTERVAL,
 ) -> int:
-    """Serve until ``stop`` is set, SIGTERM or SIGINT; returns the exit status.
+    """Serve until ``stop`` is set, SIGTERM or SIGINT; returns the exit status: 130 after SIGINT, else 0.
 
     ``port`` / ``addr`` override the configuration's ``exporter.server``; port 0 takes a free port (the
     first line printed names the URL). Raises OSError when the address cannot be bound.
@@ -57,6 +57,7 @@ def serve(
     server: MetricsServer | None = None
     followers: list[LogFollower] = []
     previous: dict[int, Any] = {}
+    stopped_by: list[int] = []  # the signal that stopped it, if one did
     try:
         server = start_http_server(
             config.server.port if port is None else port,
@@ -68,6 +69,7 @@ def serve(
         if threading.current_thread() is threading.main_thread():  # signal handlers can only go there
 
             def on_signal(signum: int, frame: FrameType | None) -> None:
+                stopped_by.append(signum)
                 stop.set()
 
             for signum in _STOP_SIGNALS:
@@ -89,7 +91,7 @@ def serve(
         if opened is not None:
             ACTIVE.recorder = None
             close_recorder(opened)
-    return 0
+    return 130 if stopped_by[:1] == [signal.SIGINT] else 0
 
 
 def _otlp_available(config: Config) -> bool:

@@ -1,5 +1,7 @@
-"""Multiprocess mode: every claude_* family written through prometheus_client's per-process mmap files,
-and read back, merged over the workers, when any of them is scraped.
+"""Multiprocess mode: the claude_* families across worker processes, as prometheus_client does it.
+
+Every family is written through prometheus_client's per-process mmap files, and read back, merged over
+the workers, when any of them is scraped.
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set when the recorder is opened (``instrument()``, ``serve``), the
 recorder is built on a :class:`MultiprocessBackend` instead of the in-memory store alone: each update

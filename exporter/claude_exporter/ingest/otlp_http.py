@@ -1,5 +1,6 @@
-"""The OTLP/HTTP receiver (``POST /v1/metrics``, ``/v1/logs``, ``/v1/traces``) and the hooks endpoint
-(``POST /v1/hooks``), as WSGI routes beside ``/v1/events``.
+"""The OTLP/HTTP receiver (``/v1/metrics``, ``/v1/logs``, ``/v1/traces``) and ``/v1/hooks``, as WSGI routes.
+
+Both take POST, beside ``/v1/events``.
 
 The rules are those of ``/v1/events``: the same bearer token (checked by the app before any route), bodies
 over 1 MiB get 413, and a body is read whole before anything is applied, so a body that cannot be read

@@ -1,5 +1,6 @@
-"""The one admission rule for label values, wherever they come from (the SDK path, ``execution()``,
-ingestion, ``--tail``, OTLP).
+"""The one admission rule for label values, wherever they come from.
+
+Those places are the SDK path, ``execution()``, ingestion, ``--tail`` and OTLP.
 
 A label value is a string; the rule makes any string safe to store and to expose:
 

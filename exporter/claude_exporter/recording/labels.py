@@ -1,5 +1,7 @@
-"""What a request resolves once per (agent, model): its series, its price, and the cap policy for the
-open-ended labels (stop_reason, error_type, error_code, reason, tool, cache-miss reason, refusal category).
+"""What a request resolves once per (agent, model): its series, its price, its open labels' caps.
+
+The open-ended labels: stop_reason, error_type, error_code, reason, tool, cache-miss reason, refusal
+category.
 
 The common case, a value this series has seen before, costs a dict lookup and then one locked update of
 the series. A value never seen goes the slow way once: its label's cap, then its family's combination

@@ -1,5 +1,6 @@
-"""What a finished execution hands to its listeners (event log, health window), and the running totals
-an execution keeps while its requests finish."""
+"""What a finished execution hands to its listeners, and the totals it keeps while it runs.
+
+The listeners are the event log and the health window; the totals grow as its requests finish."""
 
 from __future__ import annotations
 
