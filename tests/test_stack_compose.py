@@ -37,6 +37,7 @@ import yaml
 from claude_exporter.config import load_config
 from claude_exporter.rules import render_rules
 from stack import free_port
+from test_deploy_kubernetes import disagreements, render_manifests
 
 pytestmark = [pytest.mark.system, pytest.mark.stack]
 
@@ -239,6 +240,8 @@ def test_exporter_runs_non_root_read_only_and_healthy(eng: Any, stacks: dict[str
     assert image["User"] == "10001:10001"
     assert image["ExposedPorts"] == {"9466/tcp": {}}
     assert "/-/healthy" in " ".join(image["Healthcheck"]["Test"])
+    # The image built here is the one deploy/kubernetes/ runs: port, user, read-only root, probes, token.
+    assert disagreements(image, render_manifests()) == []
     stack = stacks["serve"]
     container = stack.container("exporter")
     assert container["Config"]["User"] == "10001:10001"
