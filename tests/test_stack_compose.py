@@ -200,6 +200,13 @@ def eng(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         pytest.fail(f"docker cannot run here: {err}", pytrace=False)
 
 
+def _remove_projects_left_by_killed_runs(eng: Any) -> None:
+    # `restart: unless-stopped` brings them back with the daemon, holding their ports and memory.
+    out = eng.docker("ps", "-a", "--format", '{{.Label "com.docker.compose.project"}}').stdout
+    for project in sorted({p for p in out.split() if p.startswith("cestack-")}):
+        Stack(eng, project).compose("down", "-v", "--remove-orphans", "--timeout", "5", check=False)
+
+
 @pytest.fixture(scope="module")
 def stacks(eng: Any) -> Iterator[dict[str, Stack]]:
     """Both projects up (no build: the images are the ones just built); down -v at the end in any case."""
@@ -211,6 +218,7 @@ def stacks(eng: Any) -> Iterator[dict[str, Stack]]:
         env={"CLAUDE_EXPORTER_COMMAND": "demo", "CLAUDE_EXPORTER_CONFIG": "./claude-exporter.demo.yaml"},
     )
     both = {"serve": serve, "demo": demo}
+    _remove_projects_left_by_killed_runs(eng)
     try:
         for name, stack in both.items():
             with engine_tool.timed(f"stack up ({name})"):

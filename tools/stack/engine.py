@@ -160,9 +160,19 @@ def engine(log: Path | None = None) -> Iterator[Engine]:
     dockerd = shutil.which("dockerd", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if not dockerd:
         raise RuntimeError("dockerd is not installed (make stack-debs installs docker.io)")
-    saved = {name: _sysctl(name).read_text() for name in _SYSCTLS if _sysctl(name).exists()}
-    iptables = _iptables_state()
     RUN.mkdir(parents=True, exist_ok=True)
+    _stop_stale(RUN / "dockerd.pid")
+    # The host as it was before any dockerd of ours, kept on disk: a run killed before it could put things
+    # back leaves it for the next run to use.
+    state_file = RUN / "host-state.json"
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+    else:
+        state = {
+            "sysctls": {name: _sysctl(name).read_text() for name in _SYSCTLS if _sysctl(name).exists()},
+            "iptables": _iptables_state(),
+        }
+        state_file.write_text(json.dumps(state))
     (CACHE / "docker").mkdir(parents=True, exist_ok=True)
     socket = RUN / "docker.sock"
     own = Engine(f"unix://{socket}", started=True)
@@ -198,7 +208,26 @@ def engine(log: Path | None = None) -> Iterator[Engine]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=30)
-        _undo_host_changes(saved, iptables)
+        _undo_host_changes(state["sysctls"], state["iptables"])
+        state_file.unlink(missing_ok=True)
+
+
+def _stop_stale(pidfile: Path) -> None:
+    """Stops a dockerd that a killed run of this tool left behind (its pidfile names it)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if not cmdline or not cmdline[0].endswith(b"dockerd") or f"--pidfile={pidfile}".encode() not in cmdline:
+        return  # the pid is someone else's now
+    print(f"stack: stopping dockerd {pid}, left by an earlier run", file=sys.stderr, flush=True)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
 
 
 def _iptables_state() -> dict[str, dict[str, list[str]]]:
@@ -319,7 +348,9 @@ def build_images(eng: Engine) -> dict[str, str]:
         build(eng, PROMETHEUS_IMAGE, HERE / "prometheus.Dockerfile", HERE, BASE_IMAGE=base)
     with timed(f"image {ALERTMANAGER_IMAGE}"):
         build(eng, ALERTMANAGER_IMAGE, HERE / "alertmanager.Dockerfile", HERE, BASE_IMAGE=base)
-    # No `image prune`: the build stage's untagged layers are the cache that makes the next build quick.
+    # The build stage's untagged layers are the cache that makes the next build quick: only those a week
+    # old go, so that changing the sources many times does not fill the disk.
+    eng.docker("image", "prune", "--force", "--filter", "until=168h", check=False)
     return {
         "CLAUDE_EXPORTER_IMAGE": EXPORTER_IMAGE,
         "PROMETHEUS_IMAGE": PROMETHEUS_IMAGE,
