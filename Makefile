@@ -150,8 +150,10 @@ stack-debs:
 stack-images: venv stack-debs
 	$(SUDO) $(BIN)/python tools/stack/engine.py images
 
-test-stack: venv debs stack-debs
-	$(SUDO) $(BIN)/python -m pytest -q -s -p no:xdist -m stack tests/test_stack_compose.py $(PYTEST_ARGS)
+# tools: kubectl renders deploy/kubernetes/ for the check that the built image agrees with it.
+test-stack: venv tools stack-debs
+	$(SUDO) env PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -q -s -p no:xdist -m stack \
+	  tests/test_stack_compose.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(PEERS) build *.egg-info exporter/*.egg-info .sdk-suite

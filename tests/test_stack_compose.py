@@ -51,9 +51,10 @@ PORTS = (
     "GRAFANA_PORT",
 )
 # Bounds for a warm machine under other work: the stack's own intervals (scrape 15 s, rule evaluation
-# 30 s, Alertmanager group_wait 30 s) are kept, so an alert takes up to about 80 s to arrive.
-ALERT_TIMEOUT = 150.0
-DEMO_ALERT_TIMEOUT = 300.0  # from the demo's start: its fleet degrades over its first minutes
+# 30 s, Alertmanager group_wait 30 s) are kept, so an alert takes up to about 80 s to arrive (52 to 68 s
+# seen). Every wait is bounded, and the demo's runs alongside the others', so a warm run stays under 8 min.
+ALERT_TIMEOUT = 120.0
+DEMO_ALERT_TIMEOUT = 240.0  # from the demo's start: its fleet degrades over its first minutes (103 to 131 s)
 
 
 def _load_engine() -> Any:
