@@ -1,8 +1,8 @@
-"""deploy/compose/, validated offline (no Docker engine runs here): the compose file against the
-compose-spec schema, every path it mounts or builds from exists, the Dockerfile is pinned and non-root, the
-Prometheus and Alertmanager configs pass promtool and amtool, and the very Prometheus configuration and
-command line of the stack, hosts rewritten to loopback, scrapes a running demo and loads the rules that the
-`rules` service renders.
+"""deploy/compose/, validated offline (`make test-stack`, tests/test_stack_compose.py, runs it in a real
+engine): the compose file against the compose-spec schema, every path it mounts or builds from exists,
+the Dockerfile is pinned and non-root, the Prometheus and Alertmanager configs pass promtool and amtool,
+and the very Prometheus configuration and command line of the stack, hosts rewritten to loopback, scrapes
+a running demo and loads the rules that the `rules` service renders.
 """
 
 from __future__ import annotations
