@@ -210,6 +210,8 @@ def engine(log: Path | None = None) -> Iterator[Engine]:
                 proc.wait(timeout=30)
         _undo_host_changes(state["sysctls"], state["iptables"])
         state_file.unlink(missing_ok=True)
+        if proc.poll() is not None:
+            shutil.rmtree(RUN, ignore_errors=True)  # socket, pidfile, exec root (and the log, when kept here)
 
 
 def _stop_stale(pidfile: Path) -> None:
