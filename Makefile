@@ -10,6 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint debs tools venv lock claude-code generate check-generated clean
 .PHONY: sdk-suite sdk-suite-clean test-newest test-floor bench-anomaly bench-peers bench-scrape
+.PHONY: stack-debs stack-images test-stack
 
 # The locked environment: every transitive pin with its hashes in $(LOCK), so a fresh clone installs the
 # same packages on any day (pyproject.toml keeps open ranges for users; `make lock` refreshes the pins).
@@ -130,6 +131,31 @@ bench-peers: $(PEERS)/.installed
 
 bench-scrape: venv
 	$(BIN)/python benchmarks/scrape.py $(ARGS)
+
+# The Compose stack for real, in a container engine (not part of `make test`): installs Debian's docker.io,
+# docker-compose and mmdebstrap when missing, starts dockerd unless one answers (its images and build cache
+# in $(STACK_CACHE), kept between runs), builds the base, exporter, Prometheus and Alertmanager images, runs
+# deploy/compose/ and tests/test_stack_compose.py against it, then stops the dockerd it started and puts back
+# the host's iptables and forwarding settings. Prints each step's time and the image sizes.
+STACK_CACHE ?= /var/cache/claude-exporter-stack
+export CLAUDE_EXPORTER_STACK_CACHE := $(STACK_CACHE)
+
+stack-debs:
+	@missing=$$($(PYTHON) tools/stack/engine.py missing-debs); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# Only the images (starting and stopping dockerd around the builds).
+stack-images: venv stack-debs
+	$(SUDO) $(BIN)/python tools/stack/engine.py images
+
+# tools: kubectl renders deploy/kubernetes/ for the check that the built image agrees with it.
+test-stack: venv tools stack-debs
+	$(SUDO) env PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -q -s -p no:xdist -m stack \
+	  tests/test_stack_compose.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(PEERS) build *.egg-info exporter/*.egg-info .sdk-suite

@@ -8,7 +8,11 @@
 - ``kubernetes/dashboards.yaml``: one ConfigMap per ``dashboards/claude-*.json``, labelled for the Grafana
   sidecar (``grafana_dashboard: "1"``), the JSON text unchanged;
 - ``compose/.env``: ``CLAUDE_EXPORTER_RETENTION``, the longest ``retention_days`` of
-  ``compose/claude-exporter.yaml``, which Compose passes to Prometheus's retention flag.
+  ``compose/claude-exporter.yaml``, which Compose passes to Prometheus's retention flag, and the project's
+  name (``COMPOSE_PROJECT_NAME``: Compose v1 refuses the file's top-level ``name:``);
+- ``compose/claude-exporter.demo.yaml``: the demo fleet's configuration (the package's ``demo.yaml``, its
+  windows shrunk to minutes) with the event log on standard output, for the stack run with
+  ``CLAUDE_EXPORTER_COMMAND=demo``.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
-from claude_exporter.config import Config, load_config
+from claude_exporter.config import Config, load_config, parse_config
 from claude_exporter.rules import render_rules
 
 __all__ = ["outputs", "retention_days"]
@@ -94,7 +99,24 @@ def retention_days(config: Config) -> int:
 
 
 def compose_env(config: Config) -> str:
-    return _header("compose/claude-exporter.yaml") + f"CLAUDE_EXPORTER_RETENTION={retention_days(config)}d\n"
+    return (
+        _header("compose/claude-exporter.yaml")
+        + "COMPOSE_PROJECT_NAME=claude-exporter\n"
+        + f"CLAUDE_EXPORTER_RETENTION={retention_days(config)}d\n"
+    )
+
+
+def compose_demo_config() -> str:
+    """The packaged demo configuration, its event log on stdout (a container's root is read-only)."""
+    data = yaml.safe_load(resources.files("claude_exporter.cli").joinpath("demo.yaml").read_text())
+    data["exporter"]["event_log"] = {"destination": "stdout"}
+    parse_config(data, source="demo.yaml")  # still valid
+    return (
+        _header("exporter/claude_exporter/cli/demo.yaml")
+        + "# The demo fleet's thresholds, windows shrunk from hours to minutes so its alerts fire while you\n"
+        + "# watch: CLAUDE_EXPORTER_COMMAND=demo CLAUDE_EXPORTER_CONFIG=./claude-exporter.demo.yaml\n"
+        + _dump(data)
+    )
 
 
 def outputs(deploy: Path = DEPLOY, root: Path = ROOT) -> dict[Path, str]:
@@ -104,6 +126,7 @@ def outputs(deploy: Path = DEPLOY, root: Path = ROOT) -> dict[Path, str]:
         k8s / "prometheusrule.yaml": prometheus_rule(load_config(k8s / "claude-exporter.yaml")),
         k8s / "dashboards.yaml": dashboard_configmaps(root / "dashboards"),
         compose / ".env": compose_env(load_config(compose / "claude-exporter.yaml")),
+        compose / "claude-exporter.demo.yaml": compose_demo_config(),
     }
 
 

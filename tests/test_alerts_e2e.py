@@ -202,7 +202,7 @@ def test_alerts_reach_the_webhook(tmp_path: Path, exporter_config: Path, instrum
         am_config = _substitute(
             (ROOT / "deploy/alertmanager.yml").read_text(),
             {
-                "http://127.0.0.1:5001": webhook.url,
+                "http://alert-receiver:5001": webhook.url,
                 "group_wait: 30s": "group_wait: 1s",
                 "group_interval: 5m": "group_interval: 1s",
             },

@@ -1,8 +1,8 @@
-"""deploy/compose/, validated offline (no Docker engine runs here): the compose file against the
-compose-spec schema, every path it mounts or builds from exists, the Dockerfile is pinned and non-root, the
-Prometheus and Alertmanager configs pass promtool and amtool, and the very Prometheus configuration and
-command line of the stack, hosts rewritten to loopback, scrapes a running demo and loads the rules that the
-`rules` service renders.
+"""deploy/compose/, validated offline (`make test-stack`, tests/test_stack_compose.py, runs it in a real
+engine): the compose file against the compose-spec schema, every path it mounts or builds from exists,
+the Dockerfile is pinned and non-root, the Prometheus and Alertmanager configs pass promtool and amtool,
+and the very Prometheus configuration and command line of the stack, hosts rewritten to loopback, scrapes
+a running demo and loads the rules that the `rules` service renders.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,7 @@ def test_every_mounted_and_built_path_exists() -> None:
     binds = 0
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
+            source = _interpolate(volume, {}).split(":")[0]
             if source.startswith((".", "/")):
                 assert (COMPOSE_DIR / source).exists(), f"{name}: {source} does not exist"
                 binds += 1
@@ -106,7 +107,7 @@ def test_dockerfile_is_slim_pinned_and_non_root() -> None:
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
     # Images of the other services are pinned to a version, never "latest".
     for name, service in _compose()["services"].items():
-        image = service.get("image", "")
+        image = _interpolate(service.get("image", ""), {})  # the default when no registry is set
         assert re.search(r":v?\d+\.\d+\.\d+$", image), f"{name}: {image}"
 
 
@@ -227,3 +228,38 @@ def test_stack_prometheus_scrapes_a_running_demo(tmp_path: Path, demo: int) -> N
         assert all(g["file"] == str(rules) for g in groups)
         flags_seen = prom.api("status/flags")
         assert flags_seen["storage.tsdb.retention.time"] == "30d"
+
+
+def test_compose_v1_and_v2_read_the_file() -> None:
+    compose = _compose()
+    # Compose v1 (docker-compose 1.29, Debian's) refuses a top-level `name:`; .env names the project.
+    assert set(compose) <= {"services", "volumes", "networks", "x-exporter-image"}
+    assert _env()["COMPOSE_PROJECT_NAME"] == "claude-exporter"
+    # Grafana cannot run where no image registry is reachable: the stack runs without it unless asked.
+    assert compose["services"]["grafana"]["profiles"] == ["grafana"]
+    assert not any("profiles" in s for n, s in compose["services"].items() if n != "grafana")
+
+
+def test_every_port_is_published_on_loopback_only() -> None:
+    for name, service in _compose()["services"].items():
+        for port in service.get("ports", []):
+            assert _interpolate(port, {}).startswith("127.0.0.1:"), f"{name}: {port}"
+
+
+def test_alertmanager_delivers_to_a_service_not_to_its_own_loopback() -> None:
+    compose = _compose()
+    config = yaml.safe_load((ROOT / "deploy/alertmanager.yml").read_text())
+    urls = [w["url"] for r in config["receivers"] for w in r.get("webhook_configs", [])]
+    assert urls
+    for url in urls:
+        host = urllib.parse.urlsplit(url).hostname
+        assert host in compose["services"], url  # inside a container 127.0.0.1 is the container itself
+    receiver = compose["services"]["alert-receiver"]
+    script = next(v for v in receiver["volumes"] if v.startswith("./alert-receiver.py:"))
+    assert script.split(":")[1] in receiver["entrypoint"]
+
+
+def test_legacy_builders_ignore_what_buildkit_ignores() -> None:
+    # BuildKit reads Dockerfile.dockerignore; compose v1 and the legacy builder read only the context's
+    # .dockerignore, and without it would send the whole checkout (venvs, node_modules) as the context.
+    assert (ROOT / ".dockerignore").read_text() == (COMPOSE_DIR / "Dockerfile.dockerignore").read_text()

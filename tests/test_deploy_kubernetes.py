@@ -211,3 +211,138 @@ def test_monitors_select_what_the_manifests_label(rendered: list[dict[str, Any]]
     (policy,) = _of(rendered, "NetworkPolicy")
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     assert policy["spec"]["egress"] == []
+
+
+# The image and the manifests must agree: the Deployment runs the image built from deploy/compose/Dockerfile.
+# `image_config` reads the Dockerfile's final stage into the shape of `docker image inspect`'s Config, so one
+# check serves the offline test here and the built image in tests/test_stack_compose.py.
+DOCKERFILE = ROOT / "deploy" / "compose" / "Dockerfile"
+
+
+def image_config(dockerfile: Path = DOCKERFILE) -> dict[str, Any]:
+    """User, ExposedPorts, Env, Healthcheck, Entrypoint and Cmd of the Dockerfile's final stage."""
+    lines = dockerfile.read_text().replace("\\\n", " ").splitlines()
+    final = max(i for i, line in enumerate(lines) if line.startswith("FROM "))
+    config: dict[str, Any] = {"ExposedPorts": {}, "Env": []}
+    for line in lines[final + 1 :]:
+        word, _, rest = line.partition(" ")
+        if word == "USER":
+            config["User"] = rest.strip()
+        elif word == "EXPOSE":
+            config["ExposedPorts"].update({f"{p}/tcp": {} for p in rest.split()})
+        elif word == "ENV":
+            config["Env"] += [pair for pair in rest.split() if "=" in pair]
+        elif word == "HEALTHCHECK":
+            config["Healthcheck"] = {"Test": ["CMD", *json.loads(rest.split(" CMD ", 1)[1])]}
+        elif word in ("ENTRYPOINT", "CMD"):
+            config["Entrypoint" if word == "ENTRYPOINT" else "Cmd"] = json.loads(rest)
+    return config
+
+
+def disagreements(image: dict[str, Any], docs: list[dict[str, Any]]) -> list[str]:
+    """Where the Deployment (with its ConfigMap and Service) and the image ``image`` disagree."""
+    problems = []
+    (deployment,) = _of(docs, "Deployment")
+    (service,) = _of(docs, "Service")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config_map = next(v for v in volumes.values() if "configMap" in v)["configMap"]["name"]
+    config = yaml.safe_load(
+        next(c for c in _of(docs, "ConfigMap") if c["metadata"]["name"] == config_map)["data"][
+            "claude-exporter.yaml"
+        ]
+    )
+    server = config["exporter"]["server"]
+
+    # Port: the one the image exposes and its health check calls is the one the pod, the Service and the
+    # configuration use, on an address reachable from outside the pod.
+    exposed = {int(p.split("/")[0]) for p in image["ExposedPorts"]}
+    if exposed != {ports["metrics"]} or server["port"] != ports["metrics"]:
+        problems.append(f"port: image {exposed}, container {ports}, config {server['port']}")
+    targets = {p["targetPort"] for p in service["spec"]["ports"]}
+    if not targets <= set(ports) | set(ports.values()):
+        problems.append(f"port: Service targets {targets}, container ports {ports}")
+    if server.get("address") != "0.0.0.0":
+        problems.append(f"address: {server.get('address')} is not reachable from outside the pod")
+
+    # User: the image's fixed uid/gid is what the pod runs as (and what runAsNonRoot checks).
+    security = pod["securityContext"]
+    user = f"{security['runAsUser']}:{security['runAsGroup']}"
+    if image.get("User") != user or security.get("fsGroup") != security["runAsGroup"]:
+        problems.append(f"user: image {image.get('User')}, pod {user} (fsGroup {security.get('fsGroup')})")
+
+    # Read-only root: the image writes no bytecode, and the only writable path is /tmp, an emptyDir.
+    if not container["securityContext"].get("readOnlyRootFilesystem"):
+        problems.append("readOnlyRootFilesystem is off")
+    if "PYTHONDONTWRITEBYTECODE=1" not in image["Env"]:
+        problems.append("the image writes bytecode: a read-only root makes every import try and fail")
+    writable = {p for p, m in mounts.items() if not m.get("readOnly")}
+    if writable != {"/tmp"} or "emptyDir" not in volumes[mounts["/tmp"]["name"]]:
+        problems.append(f"writable mounts: {writable} (expected /tmp from an emptyDir)")
+
+    # Probes: the path and port of the image's HEALTHCHECK, unauthenticated.
+    test = " ".join(image["Healthcheck"]["Test"])
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        port = ports.get(get["port"], get["port"])
+        if f"127.0.0.1:{port}{get['path']}" not in test:
+            problems.append(f"{probe}: {get['path']} on {port}, image health check: {test}")
+
+    # Command: the image's entrypoint with the Deployment's args reads the mounted configuration.
+    args = container["args"]
+    if image["Entrypoint"] != ["claude-exporter"] or args[0] != image["Cmd"][0]:
+        problems.append(f"command: image {image['Entrypoint']} {image['Cmd']}, container args {args}")
+    path = Path(args[args.index("--config") + 1])
+    if not mounts.get(str(path.parent), {}).get("readOnly"):
+        problems.append(f"--config {path}: not in a read-only mount")
+
+    # Token file: inside the Secret's mount, under the key's path; never an environment variable.
+    token = Path(server["token_file"])
+    secret = mounts.get(str(token.parent))
+    items = volumes[secret["name"]]["secret"].get("items", []) if secret else []
+    if not secret or {"key": "token", "path": token.name} not in items:
+        problems.append(f"token_file {token}: not the Secret's key mounted at {token.parent}")
+    if "env" in container:
+        problems.append("the container takes environment variables (the token belongs in the file)")
+    return problems
+
+
+def render_manifests() -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(K8S)], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def test_manifests_and_dockerfile_agree(rendered: list[dict[str, Any]]) -> None:
+    image = image_config()
+    assert image["User"] == "10001:10001" and image["Healthcheck"]
+    assert disagreements(image, rendered) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda i, d: i.update(User="1000:1000"), "user:"),
+        (lambda i, d: i.update(ExposedPorts={"8080/tcp": {}}), "port:"),
+        (lambda i, d: i.update(Env=[]), "bytecode"),
+        (
+            lambda i, d: _pod(d)["containers"][0]["livenessProbe"]["httpGet"].update(path="/healthz"),
+            "liveness",
+        ),
+        (lambda i, d: _pod(d)["containers"][0]["volumeMounts"][0].update(readOnly=False), "writable"),
+        (lambda i, d: _pod(d)["volumes"][1]["secret"]["items"][0].update(path="tok"), "token_file"),
+    ],
+)
+def test_the_agreement_check_can_fail(rendered: list[dict[str, Any]], change: Any, problem: str) -> None:
+    image, docs = image_config(), copy.deepcopy(rendered)
+    change(image, docs)
+    assert any(problem in p for p in disagreements(image, docs)), disagreements(image, docs)
+
+
+def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(_of(docs, "Deployment")[0]["spec"]["template"]["spec"])
