@@ -339,24 +339,36 @@ def test_user_middleware_still_sees_every_attempt(reg, fake_anthropic):
     )
 
 
-def _deprecation_filenames(client) -> list[str]:
+def _deprecated_model(monkeypatch) -> str:
+    """A model the installed SDK warns for: the first of its own deprecation table, which changes with every
+    release. An SDK whose table is empty gets a priced model entered into that same table, so the warning
+    still comes from the SDK's own code path (create() reading its table), never from this test."""
+    table = importlib.import_module("anthropic.resources.messages.messages").DEPRECATED_MODELS
+    if table:
+        return str(next(iter(table)))
+    monkeypatch.setitem(table, MODEL, "a date the installed SDK does not know")
+    return MODEL
+
+
+def _deprecation_filenames(client, model: str) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        client.messages.create(**kw("claude-sonnet-4-5"))  # on the SDK's deprecation list
+        client.messages.create(**kw(model))
     return [w.filename for w in caught if issubclass(w.category, DeprecationWarning)]
 
 
-def test_deprecation_warning_points_at_the_caller(fake_anthropic):
+def test_deprecation_warning_points_at_the_caller(fake_anthropic, monkeypatch):
     # The SDK warns with stacklevel=3 (create -> required_args wrapper -> caller): the warning names the
     # caller's file, so users' warning filters and reports keep working. A Python-level wrapper frame
     # between the caller and create() would shift it onto the shim.
     if ACTIVE.recorder is not None:
         ce.uninstrument()
+    model = _deprecated_model(monkeypatch)
     client = fake_anthropic.client(max_retries=0)
-    assert _deprecation_filenames(client) == [__file__]  # the SDK alone
+    assert _deprecation_filenames(client, model) == [__file__]  # the SDK alone
     ce.instrument(registry=CollectorRegistry())
     try:
-        assert _deprecation_filenames(client) == [__file__]
+        assert _deprecation_filenames(client, model) == [__file__]
     finally:
         ce.uninstrument()
 
