@@ -29,6 +29,8 @@ from otlp_payloads import api_request, event, logs_request, resource
 from prometheus_client import CollectorRegistry
 from stack import Prometheus, require_binary
 
+pytestmark = pytest.mark.system
+
 ALERTS: list[dict[str, Any]] = [
     {"name": "execution_timeout", "threshold_ms": 2000},
     {"name": "error_rate", "window": "5s", "min_requests": 3, "for": "1s"},

@@ -9,9 +9,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from claude_exporter import __version__
 from claude_exporter.config import load_config
 from claude_exporter.rules import render_rules
+
+pytestmark = pytest.mark.system
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "tests" / "data" / "seed.yaml"

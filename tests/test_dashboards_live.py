@@ -31,6 +31,8 @@ from prometheus_client import CollectorRegistry
 from stack import Prometheus
 from test_dashboards import FILES, load, panel_query, queries, variable_queries, variables
 
+pytestmark = pytest.mark.system
+
 JOB = "claude-dashboards"
 AGENT = "dash-agent"
 CC_AGENT = "dash-claude-code"

@@ -46,6 +46,7 @@ def _interpolate(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
 
 
+@pytest.mark.system
 def test_compose_file_passes_the_compose_spec_schema() -> None:
     checker = BIN / "check-jsonschema"
     result = subprocess.run(
@@ -58,6 +59,7 @@ def test_compose_file_passes_the_compose_spec_schema() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.system
 def test_compose_schema_check_can_fail(tmp_path: Path) -> None:
     bad = _compose()
     bad["services"]["prometheus"]["restart"] = {"policy": "always"}  # must be a string
@@ -73,6 +75,7 @@ def test_compose_schema_check_can_fail(tmp_path: Path) -> None:
     assert result.returncode != 0
 
 
+@pytest.mark.unit
 def test_every_mounted_and_built_path_exists() -> None:
     compose = _compose()
     named = set(compose["volumes"])
@@ -97,6 +100,7 @@ def test_every_mounted_and_built_path_exists() -> None:
     assert binds >= 8
 
 
+@pytest.mark.unit
 def test_dockerfile_is_slim_pinned_and_non_root() -> None:
     text = (COMPOSE_DIR / "Dockerfile").read_text()
     (base,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
@@ -110,6 +114,7 @@ def test_dockerfile_is_slim_pinned_and_non_root() -> None:
         assert re.search(r":v?\d+\.\d+\.\d+$", image), f"{name}: {image}"
 
 
+@pytest.mark.unit
 def test_prometheus_retention_is_the_configs_retention_days() -> None:
     from claude_exporter.config import load_config
 
@@ -119,6 +124,7 @@ def test_prometheus_retention_is_the_configs_retention_days() -> None:
     assert f"--storage.tsdb.retention.time={days}d" in command
 
 
+@pytest.mark.system
 def test_alertmanager_config_passes_amtool() -> None:
     mounted = next(v for v in _compose()["services"]["alertmanager"]["volumes"] if v.startswith("."))
     path = COMPOSE_DIR / mounted.split(":")[0]
@@ -152,6 +158,7 @@ def _loopback_config(rules: Path, targets: dict[str, str]) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
+@pytest.mark.system
 def test_prometheus_config_and_rendered_rules_pass_promtool(tmp_path: Path) -> None:
     rules = _render_rules(tmp_path)
     path = tmp_path / "prometheus.yml"
@@ -205,6 +212,7 @@ def demo(tmp_path: Path) -> Iterator[int]:
         log.close()
 
 
+@pytest.mark.system
 def test_stack_prometheus_scrapes_a_running_demo(tmp_path: Path, demo: int) -> None:
     rules = _render_rules(tmp_path)
     text = _loopback_config(

@@ -39,6 +39,8 @@ from claude_exporter.config import load_config
 from claude_exporter.rules import render_rules
 from stack import Alertmanager, Prometheus, Webhook, free_port
 
+pytestmark = pytest.mark.system
+
 BIN = Path(sys.executable).parent
 TICK = 0.5  # seconds between two events on each pod
 WINDOW, BASELINE = 5.0, 10.0  # token spike and latency drift: recent window, baseline before it

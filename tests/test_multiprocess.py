@@ -27,6 +27,8 @@ from claude_exporter.testing import FakeAnthropic, Reply
 from prometheus_client.parser import text_string_to_metric_families
 from stack import free_port
 
+pytestmark = pytest.mark.system
+
 HERE = Path(__file__).resolve().parent / "multiprocess"
 BIN = Path(sys.executable).parent
 WORKERS = 4

@@ -14,6 +14,8 @@ from claude_exporter.cli import main
 from claude_exporter.cli.pricing import missing_models, render, sdk_models
 from claude_exporter.recording.pricing import load_price_table
 
+pytestmark = pytest.mark.unit
+
 
 def test_sdk_models_come_from_the_installed_sdk() -> None:
     models = sdk_models()

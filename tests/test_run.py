@@ -21,6 +21,8 @@ from claude_exporter.cli.run import BOOTSTRAP_DIR
 from claude_exporter.testing import Reply
 from test_serve import exporter_command, free_port, http, poll, samples, value
 
+pytestmark = pytest.mark.system
+
 PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
 MODEL = "claude-haiku-4-5"
 
