@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def wait_for_stack(proc: subprocess.Popen[str]) -> dict[int, str]:
         pytest.fail("the demo never said its stack was up:\n" + "".join(seen))
     kids = children(proc.pid)
     assert {"prometheus", "prometheus-aler"} <= set(kids.values()), ("".join(seen), kids)
+    # Keep reading what it prints: a full pipe would block the demo's next write, and so its exit.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
     return kids
 
 
