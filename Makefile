@@ -83,14 +83,15 @@ PYTEST := $(BIN)/python -m pytest -q -p no:randomly $(XDIST) --durations=15
 test: venv debs tools claude-code lint check-generated
 	$(PYTEST) $(PYTEST_ARGS)
 
+# No expensive module fixtures in these tiers: worksteal balances their uneven tests best.
 test-fast: venv
-	$(PYTEST) -m "unit or integration" $(PYTEST_ARGS)
+	$(PYTEST) --dist worksteal -m "unit or integration" $(PYTEST_ARGS)
 
 test-unit: venv
-	$(PYTEST) -m unit $(PYTEST_ARGS)
+	$(PYTEST) --dist worksteal -m unit $(PYTEST_ARGS)
 
 test-integration: venv
-	$(PYTEST) -m integration $(PYTEST_ARGS)
+	$(PYTEST) --dist worksteal -m integration $(PYTEST_ARGS)
 
 test-system: venv debs tools claude-code
 	$(PYTEST) -m system $(PYTEST_ARGS)
