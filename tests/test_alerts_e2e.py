@@ -241,7 +241,7 @@ def test_alerts_reach_the_webhook(tmp_path: Path, exporter_config: Path, instrum
                 },
             )
             with Prometheus(prom_config, [rules], tmp=tmp_path / "prom") as prom:
-                prom.wait_for('up{job="claude-exporter"} == 1', timeout=15)
+                prom.wait_for('up{job="claude-exporter"} == 1', timeout=60)
                 traffic = Traffic(fake)
                 fake.responder = traffic.reply
                 traffic.spawn("healthy", functools.partial(traffic.loop, "healthy", "chat", 0.2))

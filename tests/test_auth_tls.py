@@ -373,14 +373,14 @@ def test_real_prometheus_scrapes_over_https_with_the_token(
     }
     with Prometheus(yaml.safe_dump(config, sort_keys=False), tmp=tmp_path / "prom") as prom:
         try:
-            prom.wait_for('up{job="claude-good"} == 1', timeout=10)
+            prom.wait_for('up{job="claude-good"} == 1', timeout=60)
             [sample] = prom.wait_for(
                 f'claude_requests_total{{job="claude-good",model="{MODEL}",outcome="success"}}', timeout=10
             )
             assert sample["value"][1] == "1"
-            [output] = prom.wait_for('claude_tokens_total{job="claude-good",type="output"}', timeout=10)
+            [output] = prom.wait_for('claude_tokens_total{job="claude-good",type="output"}', timeout=60)
             assert output["value"][1] == "8"
-            prom.wait_for('up{job="claude-bad"} == 0', timeout=10)
+            prom.wait_for('up{job="claude-bad"} == 0', timeout=60)
             assert not prom.query('claude_exporter_build_info{job="claude-bad"}')
         except (TimeoutError, RuntimeError):
             print(prom.log())
