@@ -1,9 +1,10 @@
-"""Shared fixtures and helpers for the instrumentation tests.
+"""Shared fixtures and helpers for the tests, the tier check and the xdist scheduling.
 
-Every test drives the real anthropic SDK over real HTTP against the fake API (the ``fake_anthropic`` fixture
-of the claude_exporter pytest plugin) and reads the metrics from a fresh registry. Helpers are plain
-functions here; test modules import them with ``from conftest import ...`` (tests/ is on sys.path, as for
-``stack.py``).
+Tests drive the real anthropic SDK over real HTTP against the fake API (the ``fake_anthropic`` fixture of
+the claude_exporter pytest plugin) and read the metrics from a fresh registry. Helpers are plain functions
+here; test modules import them with ``from conftest import ...`` (tests/ is on sys.path, as for
+``stack.py``). Every test carries exactly one tier marker (unit, integration, system, benchmark; see
+pyproject.toml and the Makefile's test targets), or the run stops naming it.
 """
 
 from __future__ import annotations
