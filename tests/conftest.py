@@ -402,3 +402,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return nodeid if nodeid.startswith(SPREAD) else nodeid.split("::", 1)[0]
 
     return ModuleScheduling(config, log)
+
+
+# -- garbage collection ------------------------------------------------------------------------------------
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Everything collection made (modules, test items, parametrized values) lives to the end of the session:
+    moved out of the collector's sight, so each full collection a test forces (collect_garbage) walks only
+    what tests made since, not the whole collected suite. Objects the tests create stay collectable."""
+    gc.collect()
+    gc.freeze()
