@@ -9,6 +9,7 @@ LOCK   := requirements-dev.lock
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint debs tools venv lock claude-code generate check-generated clean
+.PHONY: test-fast test-unit test-integration test-system test-benchmark
 .PHONY: sdk-suite sdk-suite-clean test-newest test-floor bench-anomaly bench-peers bench-scrape
 .PHONY: stack-debs stack-images test-stack
 
@@ -88,8 +89,34 @@ check-generated: venv
 	$(BIN)/python tools/readme_layout.py --check
 	$(BIN)/python deploy/generate.py --check
 
+# The tests in tiers (markers in pyproject.toml; a test without exactly one fails the run): unit (in-process),
+# integration (real HTTP on 127.0.0.1), system (real Prometheus, Alertmanager, promtool, gunicorn, the CLI,
+# node), benchmark (the benchmarks' short runs). Two pytest-xdist workers, each with its own ports and
+# temporary directories; loadscope keeps each module on one worker (its module fixtures run once; the
+# promtool rule tests are spread, tests/conftest.py), the heaviest modules first.
+# Progress is one dot per test, then the 15 slowest. `make test` runs every tier; `make test-fast` is the
+# inner loop (unit and integration, under a minute). PYTEST_ARGS passes more (e.g. -k, -x, -n 4).
+XDIST  ?= -n 2 --dist loadscope
+PYTEST := $(BIN)/python -m pytest -q -p no:randomly $(XDIST) --durations=15
+
 test: venv debs tools claude-code lint check-generated
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+# No expensive module fixtures in these tiers: worksteal balances their uneven tests best.
+test-fast: venv
+	$(PYTEST) --dist worksteal -m "unit or integration" $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PYTEST) --dist worksteal -m unit $(PYTEST_ARGS)
+
+test-integration: venv
+	$(PYTEST) --dist worksteal -m integration $(PYTEST_ARGS)
+
+test-system: venv debs tools claude-code
+	$(PYTEST) -m "system and not stack" $(PYTEST_ARGS)
+
+test-benchmark: venv debs
+	$(PYTEST) -m benchmark $(PYTEST_ARGS)
 
 # The SDK's own tests (from its sdist), bare and with instrument() on, for the oldest anthropic that
 # pyproject.toml allows, the lock's and the newest on the index (ARGS="2.12.0" or "newest" picks); fails if

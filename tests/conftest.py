@@ -1,9 +1,10 @@
-"""Shared fixtures and helpers for the instrumentation tests.
+"""Shared fixtures and helpers for the tests, the tier check and the xdist scheduling.
 
-Every test drives the real anthropic SDK over real HTTP against the fake API (the ``fake_anthropic`` fixture
-of the claude_exporter pytest plugin) and reads the metrics from a fresh registry. Helpers are plain
-functions here; test modules import them with ``from conftest import ...`` (tests/ is on sys.path, as for
-``stack.py``).
+Tests drive the real anthropic SDK over real HTTP against the fake API (the ``fake_anthropic`` fixture of
+the claude_exporter pytest plugin) and read the metrics from a fresh registry. Helpers are plain functions
+here; test modules import them with ``from conftest import ...`` (tests/ is on sys.path, as for
+``stack.py``). Every test carries exactly one tier marker (unit, integration, system, benchmark; see
+pyproject.toml and the Makefile's test targets), or the run stops naming it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import anthropic
 import claude_exporter as ce
 import pytest
+from claude_exporter.config import parse_config
 from claude_exporter.recording.pricing import load_price_table
 from claude_exporter.recording.state import ACTIVE
 from prometheus_client import CollectorRegistry, generate_latest
@@ -207,21 +209,57 @@ def registry() -> CollectorRegistry:
 
 
 @pytest.fixture
-def instrumented(registry: CollectorRegistry) -> Iterator[tuple[CollectorRegistry, Any]]:
-    """``instrument(registry=registry)`` for the test, always undone."""
+def instrumented(
+    request: pytest.FixtureRequest, registry: CollectorRegistry
+) -> Iterator[tuple[CollectorRegistry, Any]]:
+    """``instrument(registry=registry)`` for the test, always undone; with the module's
+    ``INSTRUMENT_CONFIG`` (a parsed config) when it sets one."""
     if ACTIVE.recorder is not None:  # a test that failed half-way must not leak into this one
         ce.uninstrument()
+    config = getattr(request.module, "INSTRUMENT_CONFIG", None)
     try:
-        rec = ce.instrument(registry=registry)
+        if config is None:
+            rec = ce.instrument(registry=registry)
+        else:
+            rec = ce.instrument(config=config, registry=registry)
         yield registry, rec
     finally:
         ce.uninstrument()
 
 
 @pytest.fixture
+def fresh() -> Iterator[None]:
+    """No recorder active when the test starts (it instruments itself), none after it."""
+    if ACTIVE.recorder is not None:
+        ce.uninstrument()
+    yield
+    ce.uninstrument()
+
+
+@pytest.fixture
 def reg(instrumented: tuple[CollectorRegistry, Any]) -> CollectorRegistry:
     """The instrumented registry alone, for tests that do not need the recorder."""
     return instrumented[0]
+
+
+# token_env: null, so no token from the environment (auth has its own tests).
+NO_TOKEN = parse_config({"monitoring": {}, "exporter": {"server": {"token_env": None}}})
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The exporter's HTTP server on a free port of 127.0.0.1, closed after the test. Its ingest routes read
+    whichever recorder is active; ``/metrics`` serves the test's ``reg`` when the test uses one (so a scrape
+    shows what the test recorded). No token, unless the module's ``SERVER_OPTIONS`` (keyword arguments of
+    ``start_http_server``) say otherwise."""
+    options = {"config": NO_TOKEN, **getattr(request.module, "SERVER_OPTIONS", {})}
+    if "reg" in request.fixturenames:
+        options.setdefault("registry", request.getfixturevalue("reg"))
+    srv = ce.start_http_server(0, **options)
+    try:
+        yield srv
+    finally:
+        srv.close()
 
 
 @pytest.fixture
@@ -247,10 +285,29 @@ STARTED: list[tuple[list[str], str]] = []  # (argv, cwd) of every server binary 
 _popen_init = subprocess.Popen.__init__
 
 
+def data_outside_tmp(argv: list[str], cwd: str) -> str | None:
+    """Why a server binary started with ``argv`` in ``cwd`` would write outside the temporary directories
+    (its data flag missing, or pointing elsewhere); None when it keeps its data in one."""
+    flag = DATA_FLAGS[Path(argv[0]).name]
+    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(flag + "=")]
+    if not given:
+        return f"{argv[0]} started without {flag}: it writes under /var/lib/prometheus ({argv})"
+    where = (Path(cwd) / given[0]).resolve()
+    tmp = ("/tmp", os.environ.get("TMPDIR", "/tmp"), SESSION.get("tmp", "/tmp"))
+    roots = {Path(p).resolve() for p in tmp}
+    if not any(where.is_relative_to(root) for root in roots):
+        return f"{argv[0]} keeps its data in {where}, outside the temporary directories ({argv})"
+    return None
+
+
 def _recording_init(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
     argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else [str(args)]
     if Path(argv[0]).name in DATA_FLAGS:
-        STARTED.append((argv, str(kwargs.get("cwd") or os.getcwd())))
+        cwd = str(kwargs.get("cwd") or os.getcwd())
+        problem = data_outside_tmp(argv, cwd)
+        if problem is not None:  # the test that starts it fails, before anything is written
+            raise AssertionError(problem)
+        STARTED.append((argv, cwd))
     _popen_init(self, args, *rest, **kwargs)
 
 
@@ -264,12 +321,15 @@ def _untracked() -> set[str]:
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION: dict[str, Any] = {}
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under pytest-xdist; None in the controller
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     subprocess.Popen.__init__ = _recording_init  # type: ignore[method-assign]
-    SESSION["repo"] = _untracked()
-    # Every temporary file of the tests and of the processes they start lands under one directory.
+    if WORKER is None:
+        SESSION["repo"] = _untracked()
+    # Every temporary file of the tests and of the processes they start lands under one directory (one per
+    # xdist worker, each its own).
     SESSION["tmp"] = Path(tempfile.mkdtemp(prefix="claude-exporter-tests-"))
     os.environ["TMPDIR"] = str(SESSION["tmp"])
     tempfile.tempdir = None  # re-read TMPDIR
@@ -278,12 +338,78 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     subprocess.Popen.__init__ = _popen_init  # type: ignore[method-assign]
     shutil.rmtree(SESSION.get("tmp", ""), ignore_errors=True)
+    if WORKER is None and "repo" in SESSION:
+        # After every worker finished: no test left files in the checkout (the run fails, naming them).
+        new = sorted(_untracked() - SESSION["repo"])
+        if new:
+            session.config.get_terminal_writer().line(
+                "tests left files in the checkout:\n  " + "\n  ".join(new), red=True, bold=True
+            )
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+# -- tiers: every test carries exactly one ---------------------------------------------------------------
+
+TIERS = ("unit", "integration", "system", "benchmark")
+
+
+def tier_problems(items: list[pytest.Item]) -> list[str]:
+    """One line per test that has no tier marker, or more than one."""
+    problems = []
+    for item in items:
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) != 1:
+            problems.append(f"{item.nodeid}: {'no tier marker' if not tiers else ' and '.join(tiers)}")
+    return problems
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything: a test without a tier fails every run
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``last`` run after every other test (they check what the others left behind)."""
-    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+    problems = tier_problems(items)
+    if problems:
+        raise pytest.UsageError(
+            f"{len(problems)} tests need exactly one tier marker of {', '.join(TIERS)} "
+            "(module-level pytestmark or per test):\n  " + "\n  ".join(problems)
+        )
+    # The heaviest modules first (benchmark, then system), so under xdist the long ones start at once and
+    # the many short unit tests fill the tail. A module stays in one piece (its module fixtures run once).
+    rank: dict[str, int] = {}
+    for item in items:
+        tier = next(m.name for m in item.iter_markers() if m.name in TIERS)
+        module = item.nodeid.split("::", 1)[0]
+        rank[module] = min(rank.get(module, len(TIERS)), TIERS[::-1].index(tier))
+    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "last: run after every other test of the session")
+# -- pytest-xdist: which tests share a worker --------------------------------------------------------------
+
+# Tests that are a scope of their own under ``--dist loadscope`` (each a long, independent subprocess), so the
+# workers share them; every other test runs on the worker that runs the rest of its module.
+SPREAD = ("tests/test_rules.py::test_promtool_test_rules[",)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with the module as the scope (not the class), except for SPREAD. (``loadgroup``
+    would do, but pytest-xdist 3.8 renames items for it in a way pytest 9 ignores: groups are split.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # keep the collection order (heaviest modules first), not by size
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid if nodeid.startswith(SPREAD) else nodeid.split("::", 1)[0]
+
+    return ModuleScheduling(config, log)
+
+
+# -- garbage collection ------------------------------------------------------------------------------------
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Everything collection made (modules, test items, parametrized values) lives to the end of the session:
+    moved out of the collector's sight, so each full collection a test forces (collect_garbage) walks only
+    what tests made since, not the whole collected suite. Objects the tests create stay collectable."""
+    gc.collect()
+    gc.freeze()

@@ -31,7 +31,7 @@ import yaml
 
 __all__ = ["Alertmanager", "Prometheus", "Webhook", "free_port", "require_binary"]
 
-READY_TIMEOUT = 20.0
+READY_TIMEOUT = 60.0  # bounds a failing start only (a loaded machine starts slowly)
 _P = TypeVar("_P", bound="_Process")
 
 

@@ -34,6 +34,7 @@ def faults(reg: CollectorRegistry, stage: str) -> float:
 # -- execution(): strings only, refused at the call ----------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "kwargs",
     [{"agent": 5}, {"task": None}, {"agent": ("a",)}, {"task": b"bytes"}, {"agent": ["x"], "task": "t"}],
@@ -53,6 +54,7 @@ def test_execution_refuses_a_non_string_before_the_body_runs(reg, kwargs):
     generate_latest(reg)
 
 
+@pytest.mark.integration
 def test_a_lone_surrogate_agent_is_replaced_and_the_scrape_and_health_stay_up(instrumented, fake_anthropic):
     reg, _ = instrumented
     fake_anthropic.script(Reply())
@@ -74,6 +76,7 @@ def test_a_lone_surrogate_agent_is_replaced_and_the_scrape_and_health_stay_up(in
         srv.close()
 
 
+@pytest.mark.integration
 def test_a_million_character_agent_name_is_cut_to_the_cap(instrumented, fake_anthropic):
     reg, _ = instrumented
     fake_anthropic.script(Reply(), Reply())
@@ -87,6 +90,7 @@ def test_a_million_character_agent_name_is_cut_to_the_cap(instrumented, fake_ant
     assert changes(reg, "agent", "truncated") >= 2
 
 
+@pytest.mark.integration
 def test_control_characters_from_the_api_are_removed(instrumented, fake_anthropic):
     reg, _ = instrumented
     fake_anthropic.script(Reply(stop_reason="end\n_turn\x00"))
@@ -96,6 +100,7 @@ def test_control_characters_from_the_api_are_removed(instrumented, fake_anthropi
     assert changes(reg, "stop_reason", "control_stripped") == 1
 
 
+@pytest.mark.integration
 def test_the_length_cap_is_configurable(fake_anthropic):
     if STATE.recorder is not None:
         ce.uninstrument()
@@ -112,6 +117,7 @@ def test_the_length_cap_is_configurable(fake_anthropic):
         ce.uninstrument()
 
 
+@pytest.mark.unit
 def test_ingested_names_pass_the_same_gate(instrumented):
     from claude_exporter.ingest.events import apply_events, parse_body
 
@@ -129,6 +135,7 @@ def test_ingested_names_pass_the_same_gate(instrumented):
 # -- numbers: checked where they enter -----------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("field", ["input_tokens", "output_tokens", "cache_read_input_tokens"])
 def test_a_huge_token_count_from_the_api_is_a_fault_not_a_broken_scrape(instrumented, fake_anthropic, field):
     reg, _ = instrumented
@@ -141,6 +148,7 @@ def test_a_huge_token_count_from_the_api_is_a_fault_not_a_broken_scrape(instrume
     assert faults(reg, "request_result") == 2
 
 
+@pytest.mark.integration
 def test_a_huge_token_count_in_a_stream_is_a_fault(instrumented, fake_anthropic):
     reg, _ = instrumented
     fake_anthropic.script(Reply(output_tokens=10**400, text_deltas=3))
@@ -151,6 +159,7 @@ def test_a_huge_token_count_in_a_stream_is_a_fault(instrumented, fake_anthropic)
     assert faults(reg, "stream_event") >= 1
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("raw", ["inf", "nan", "-5", "1e999"])
 def test_a_rate_limit_header_that_is_no_finite_count_is_a_fault(instrumented, fake_anthropic, raw):
     reg, _ = instrumented
@@ -163,6 +172,7 @@ def test_a_rate_limit_header_that_is_no_finite_count_is_a_fault(instrumented, fa
 # -- exposition: a bad stored value costs one family, not the scrape -------------------------------------
 
 
+@pytest.mark.integration
 def test_one_family_that_cannot_render_leaves_the_others_served(instrumented, fake_anthropic):
     reg, rec = instrumented
     fake_anthropic.script(Reply())
@@ -177,6 +187,7 @@ def test_one_family_that_cannot_render_leaves_the_others_served(instrumented, fa
     assert val(reg, "claude_requests_total", agent="default", model=MODEL, outcome="success") == 1
 
 
+@pytest.mark.unit
 def test_a_failing_gauge_leaves_the_others_served(instrumented, monkeypatch):
     reg, rec = instrumented
 
@@ -202,6 +213,7 @@ _anything = st.one_of(
 )
 
 
+@pytest.mark.unit
 @settings(max_examples=200, deadline=None)
 @given(_anything, st.integers(min_value=16, max_value=4096))
 def test_clean_always_gives_an_admissible_value(value, length):
@@ -215,6 +227,7 @@ def test_clean_always_gives_an_admissible_value(value, length):
         assert (cleaned, made) == (value, [])
 
 
+@pytest.mark.unit
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(

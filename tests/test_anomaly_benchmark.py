@@ -28,6 +28,7 @@ def _series(times: list[int]) -> list[dict[str, object]]:
     return [{"metric": {"agent": "a"}, "values": [[t, "1"] for t in times]}]
 
 
+@pytest.mark.unit
 def test_for_is_applied_as_prometheus_applies_it() -> None:
     # Returned at 0..10 min every minute: pending from 0, firing from 5 (for 5m) to 10.
     (episode,) = firing_episodes("A", _series([m * 60 for m in range(11)]), 300, 60)
@@ -46,6 +47,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
     return evaluate(short_plan(), tmp_path_factory.mktemp("anomaly-bench"), log=False)
 
 
+@pytest.mark.benchmark
 def test_new_rules_catch_every_incident_within_30_minutes(results: dict[str, Result]) -> None:
     new = results["new"]
     assert set(new.detected) == {"latency_step", "token_blowup", "retry_storm", "error_burst"}
@@ -53,18 +55,21 @@ def test_new_rules_catch_every_incident_within_30_minutes(results: dict[str, Res
         assert all(m is not None and m <= DEADLINE_MINUTES for m in minutes), (kind, minutes)
 
 
+@pytest.mark.benchmark
 def test_new_rules_raise_no_false_alert_on_the_day(results: dict[str, Result]) -> None:
     new = results["new"]
     assert new.false_alerts == 0, new.false_episodes
     assert new.quiet_night_alerts == 0
 
 
+@pytest.mark.benchmark
 def test_new_rules_are_strictly_better_than_the_old(results: dict[str, Result]) -> None:
     old, new = results["old"], results["new"]
     assert new.recall > old.recall, (old.detected, new.detected)
     assert new.false_alerts <= old.false_alerts
 
 
+@pytest.mark.benchmark
 def test_every_episode_is_judged(results: dict[str, Result]) -> None:
     for result in results.values():
         assert result.true_alerts + result.false_alerts == len(result.episodes)

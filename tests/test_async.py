@@ -25,6 +25,8 @@ from conftest import (
     val,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def finished(reg) -> float:
     return sum(requests(reg))

@@ -146,6 +146,7 @@ def assert_refused(status: int, headers: dict[str, str]) -> None:
 # -- where the token comes from ------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("variable", ["CLAUDE_EXPORTER_TOKEN", "MY_EXPORTER_TOKEN"])
 def test_token_from_the_environment(tmp_path, registry, servers, monkeypatch, variable):
     monkeypatch.setenv(variable, TOKEN)
@@ -161,6 +162,7 @@ def test_token_from_the_environment(tmp_path, registry, servers, monkeypatch, va
     assert b"claude_exporter_build_info" in body
 
 
+@pytest.mark.integration
 def test_token_from_a_file(tmp_path, registry, servers, monkeypatch):
     monkeypatch.setenv("CLAUDE_EXPORTER_TOKEN", "not-this-one")  # the file wins over the variable
     token_file = tmp_path / "token"
@@ -172,6 +174,7 @@ def test_token_from_a_file(tmp_path, registry, servers, monkeypatch):
     assert status == 200
 
 
+@pytest.mark.unit
 def test_an_empty_token_file_is_an_error(tmp_path, registry):
     token_file = tmp_path / "token"
     token_file.write_text("\n")
@@ -181,6 +184,7 @@ def test_an_empty_token_file_is_an_error(tmp_path, registry):
         )
 
 
+@pytest.mark.integration
 def test_an_explicit_token_wins_over_the_config(tmp_path, registry, servers, monkeypatch):
     monkeypatch.setenv("CLAUDE_EXPORTER_TOKEN", "from-env")
     config = write_yaml(tmp_path / "config.yaml", {"monitoring": {}})
@@ -189,12 +193,14 @@ def test_an_explicit_token_wins_over_the_config(tmp_path, registry, servers, mon
     assert call(server.url + "/metrics", authorization=f"Bearer {TOKEN}")[0] == 200
 
 
+@pytest.mark.integration
 def test_no_token_configured_means_open(tmp_path, registry, servers):
     server = serve(servers, registry, config=str(server_config(tmp_path, token_env=None)))
     assert call(server.url + "/metrics")[0] == 200
     assert call(server.url + "/health/claude-agent")[0] == 200
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("how", ["token-variable", "config-variable"])
 def test_start_http_server_without_config_still_honours_the_token(
     tmp_path, registry, servers, monkeypatch, how
@@ -217,6 +223,7 @@ def test_start_http_server_without_config_still_honours_the_token(
 # -- every endpoint ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS, ids=[p for _, p, _ in ENDPOINTS])
 def test_every_endpoint_needs_the_token(registry, servers, method, path, body):
     server = serve(servers, registry, token=TOKEN)
@@ -243,6 +250,7 @@ def test_every_endpoint_needs_the_token(registry, servers, method, path, body):
         assert accepted_events(registry) == 1
 
 
+@pytest.mark.integration
 def test_unknown_paths_are_refused_before_they_are_looked_up(registry, servers):
     server = serve(servers, registry, token=TOKEN)
     status, headers, _ = call(server.url + "/nope")
@@ -250,6 +258,7 @@ def test_unknown_paths_are_refused_before_they_are_looked_up(registry, servers):
     assert call(server.url + "/nope", authorization=f"Bearer {TOKEN}")[0] == 404
 
 
+@pytest.mark.integration
 def test_liveness_needs_no_token(registry, servers):
     server = serve(servers, registry, token=TOKEN)
     status, _, body = call(server.url + "/-/healthy")
@@ -258,6 +267,7 @@ def test_liveness_needs_no_token(registry, servers):
     assert call(server.url + "/-/healthy", authorization="Bearer wrong")[0] == 200
 
 
+@pytest.mark.integration
 def test_the_bearer_scheme_is_case_insensitive(registry, servers):
     """RFC 7235 section 2.1: the authentication scheme name is case-insensitive."""
     server = serve(servers, registry, token=TOKEN)
@@ -272,6 +282,7 @@ def verified(cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cert))
 
 
+@pytest.mark.system
 def test_tls_with_verification(certificate, registry, servers, fake_anthropic):
     cert, key = certificate
     server = serve(servers, registry, token=TOKEN, certfile=str(cert), keyfile=str(key))
@@ -298,6 +309,7 @@ def test_tls_with_verification(certificate, registry, servers, fake_anthropic):
         call(server.url.replace("https://", "http://") + "/-/healthy")
 
 
+@pytest.mark.system
 def test_tls_and_token_file_from_the_config(tmp_path, certificate, registry, servers):
     cert, key = certificate
     token_file = tmp_path / "token"
@@ -313,6 +325,7 @@ def test_tls_and_token_file_from_the_config(tmp_path, certificate, registry, ser
     assert call(health, context=context)[0] == 401
 
 
+@pytest.mark.system
 def test_tls_an_idle_connection_does_not_stall_the_server(certificate, registry, servers):
     """A client that connects and never starts the TLS handshake (a port scanner, a TCP health check)
     must not keep every other client from being served."""
@@ -330,6 +343,7 @@ def test_tls_an_idle_connection_does_not_stall_the_server(certificate, registry,
 # -- a real Prometheus scraping over https with a bearer token -----------------------------------------------
 
 
+@pytest.mark.system
 def test_real_prometheus_scrapes_over_https_with_the_token(
     tmp_path, certificate, registry, servers, fake_anthropic
 ):
@@ -359,14 +373,14 @@ def test_real_prometheus_scrapes_over_https_with_the_token(
     }
     with Prometheus(yaml.safe_dump(config, sort_keys=False), tmp=tmp_path / "prom") as prom:
         try:
-            prom.wait_for('up{job="claude-good"} == 1', timeout=10)
+            prom.wait_for('up{job="claude-good"} == 1', timeout=60)
             [sample] = prom.wait_for(
                 f'claude_requests_total{{job="claude-good",model="{MODEL}",outcome="success"}}', timeout=10
             )
             assert sample["value"][1] == "1"
-            [output] = prom.wait_for('claude_tokens_total{job="claude-good",type="output"}', timeout=10)
+            [output] = prom.wait_for('claude_tokens_total{job="claude-good",type="output"}', timeout=60)
             assert output["value"][1] == "8"
-            prom.wait_for('up{job="claude-bad"} == 0', timeout=10)
+            prom.wait_for('up{job="claude-bad"} == 0', timeout=60)
             assert not prom.query('claude_exporter_build_info{job="claude-bad"}')
         except (TimeoutError, RuntimeError):
             print(prom.log())

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import anthropic
 import claude_exporter as ce
 import httpx2
+import pytest
 from claude_exporter.config import parse_config
 from claude_exporter.recording.state import ACTIVE
 from claude_exporter.testing import Reply
@@ -69,6 +70,7 @@ def in_process_client():
     )
 
 
+@pytest.mark.unit
 def test_agent_name_bomb_stays_within_the_default_cap(reg):
     n, cap = 10_000, 200
     client = in_process_client()
@@ -89,6 +91,7 @@ def test_agent_name_bomb_stays_within_the_default_cap(reg):
     assert overflow(reg, "agent") == 2 * (n - cap)
 
 
+@pytest.mark.integration
 def test_agent_cap(fake_anthropic):
     with capped(agent=3) as reg:
         client = fake_anthropic.client(max_retries=0)
@@ -107,6 +110,7 @@ def test_agent_cap(fake_anthropic):
         assert total_requests(reg) == 7
 
 
+@pytest.mark.integration
 def test_folded_agent_counts_each_request_and_each_execution(fake_anthropic):
     # The overflow counter counts observations recorded under a folded value (labels.py): each request
     # and each execution whose agent was folded counts once.
@@ -124,6 +128,7 @@ def test_folded_agent_counts_each_request_and_each_execution(fake_anthropic):
         assert overflow(reg, "agent") == 5 + 4  # five requests, four executions
 
 
+@pytest.mark.integration
 def test_model_cap(fake_anthropic):
     with capped(model=2) as reg:
         client = fake_anthropic.client(max_retries=0)
@@ -139,6 +144,7 @@ def test_model_cap(fake_anthropic):
         assert label_values(reg, "model")["claude_exporter_unpriced_tokens"] == {"m0", "m1", OVERFLOW}
 
 
+@pytest.mark.integration
 def test_task_cap(fake_anthropic):
     with capped(task=2) as reg:
         for i in range(5):
@@ -149,6 +155,7 @@ def test_task_cap(fake_anthropic):
         assert overflow(reg, "task") == 3
 
 
+@pytest.mark.integration
 def test_request_series_combination_cap(fake_anthropic):
     with capped(combinations=4) as reg:
         client = fake_anthropic.client(max_retries=0)
@@ -163,6 +170,7 @@ def test_request_series_combination_cap(fake_anthropic):
         assert total_requests(reg) == len(models)
 
 
+@pytest.mark.integration
 def test_stop_reason_combination_cap(fake_anthropic):
     with capped(combinations=4) as reg:
         reasons = [f"reason_{i}" for i in range(6)]
@@ -186,6 +194,7 @@ def test_stop_reason_combination_cap(fake_anthropic):
         assert total_requests(reg) == 6
 
 
+@pytest.mark.integration
 def test_open_label_cap_on_stop_reasons(reg, fake_anthropic):
     # Unknown stop reasons pass through the SDK: the label is bounded (64 values by default).
     reasons = [f"novel_reason_{i:02d}" for i in range(70)]
@@ -200,6 +209,7 @@ def test_open_label_cap_on_stop_reasons(reg, fake_anthropic):
     assert requests(reg) == (70, 0)
 
 
+@pytest.mark.integration
 def test_no_overflow_under_the_caps(reg, fake_anthropic):
     client = fake_anthropic.client(max_retries=0)
     for i in range(5):

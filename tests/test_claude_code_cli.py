@@ -26,6 +26,8 @@ from claude_exporter.testing import FakeAnthropic, Reply
 from conftest import expected_cost
 from test_serve import poll, samples, serving, value
 
+pytestmark = pytest.mark.system
+
 CLI_DIR = Path(__file__).parent / "claude_code"
 MODEL = "claude-sonnet-4-5"
 AGENT = "cc-fleet"

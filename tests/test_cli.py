@@ -5,13 +5,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from claude_exporter import __version__
 from claude_exporter.config import load_config
 from claude_exporter.rules import render_rules
+
+pytestmark = pytest.mark.system
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "tests" / "data" / "seed.yaml"
@@ -90,12 +94,14 @@ def test_demo_exports_a_fleet_of_agents() -> None:
     try:
         assert proc.stdout is not None
         url = None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # bounds a failing run only
         while url is None and time.monotonic() < deadline:
             line = proc.stdout.readline()
             found = re.search(r"metrics:\s+(http://\S+)/metrics", line)
             url = found.group(1) if found else None
         assert url is not None, "the demo never printed its metrics address"
+        # Keep reading what it prints: a full pipe would block the demo's next write, and so its exit.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         agents: set[str] = set()
         while len(agents) < 4 and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -15,6 +15,8 @@ from claude_exporter.testing import Reply, code_execution_blocks
 from conftest import MODEL, kw, requests, val
 from prometheus_client import CollectorRegistry
 
+pytestmark = pytest.mark.integration
+
 TOOLS = ("code_execution", "bash_code_execution", "text_editor_code_execution")
 OUTCOMES = ("success", "nonzero_exit", "tool_error")
 BETAS = ["code-execution-2025-08-25"]

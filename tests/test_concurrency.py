@@ -21,6 +21,8 @@ from conftest import (
     val,
 )
 
+pytestmark = pytest.mark.integration
+
 THREADS = 8
 PER_THREAD = 500
 

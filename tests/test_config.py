@@ -25,6 +25,8 @@ from claude_exporter.config import (
     parse_config,
 )
 
+pytestmark = pytest.mark.unit
+
 DATA = Path(__file__).parent / "data"
 SEED_METRICS = {
     "execution_duration_ms",

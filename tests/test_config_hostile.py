@@ -38,6 +38,7 @@ def bomb(levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.unit
 def test_a_small_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
     text = bomb(6)  # half a million strings; the loader used to build and print them
     assert len(text) < 400
@@ -45,38 +46,45 @@ def test_a_small_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
     assert problem == f"{tmp_path / 'c.yaml'}: the document expands to over 100000 values through its aliases"
 
 
+@pytest.mark.unit
 def test_the_538_byte_bomb_is_refused_too(tmp_path):
     text = bomb(10)  # 3.5 billion strings: MemoryError before
     [problem] = problems_of(tmp_path, text)
     assert "expands to over" in problem
 
 
+@pytest.mark.unit
 def test_a_value_that_contains_itself_is_refused(tmp_path):
     [problem] = problems_of(tmp_path, "monitoring: &a {x: *a}\n")
     assert problem.endswith("an alias refers to a value that contains it")
 
 
+@pytest.mark.unit
 def test_aliases_and_merge_keys_within_the_limit_still_work():
     cfg = load_config(ROOT / "tests" / "data" / "fleet.yaml")
     assert cfg.agent("nightly_report").retention_days == 90
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("depth", [70, 1000, 100_000])
 def test_deep_nesting_is_a_config_error(tmp_path, depth):
     [problem] = problems_of(tmp_path, "monitoring: " + "[" * depth + "]" * depth + "\n")
     assert problem.endswith("the document is nested over 64 levels deep")
 
 
+@pytest.mark.unit
 def test_a_file_over_the_size_limit_is_refused_unread(tmp_path):
     [problem] = problems_of(tmp_path, b"#" * (MAX_CONFIG_BYTES + 1))
     assert problem.endswith(f"over {MAX_CONFIG_BYTES} bytes, too large for a configuration")
 
 
+@pytest.mark.unit
 def test_an_integer_over_the_conversion_limit(tmp_path):
     [problem] = problems_of(tmp_path, "monitoring:\n  a:\n    retention_days: " + "9" * 5000 + "\n")
     assert "holds a value that cannot be read" in problem
 
 
+@pytest.mark.unit
 def test_a_sexagesimal_integer_of_thousands_of_digits(tmp_path):
     # YAML 1.1 reads 1:59:59 as base 60, so a short line makes an integer no error message could print.
     [problem] = problems_of(tmp_path, "monitoring:\n  a:\n    retention_days: 1" + ":59" * 3000 + "\n")
@@ -89,6 +97,7 @@ def test_a_sexagesimal_integer_of_thousands_of_digits(tmp_path):
 AT = "monitoring.a"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("block", "problem"),
     [
@@ -132,6 +141,7 @@ def test_values_that_broke_something_later_are_refused_now(block, problem):
     assert info.value.problems == [problem]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("exporter", "problem"),
     [
@@ -161,6 +171,7 @@ def test_exporter_values_out_of_range(exporter, problem):
     assert info.value.problems == [problem]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["a\nb", "tab\there", "x" * 129, "nul\x00", "\x7f"])
 def test_agent_names_must_be_label_safe(name):
     with pytest.raises(ConfigError) as info:
@@ -169,6 +180,7 @@ def test_agent_names_must_be_label_safe(name):
     assert problem.startswith("monitoring") and ": is not a usable agent name: it must" in problem
 
 
+@pytest.mark.unit
 def test_the_limits_table_in_the_docs_is_the_schema_s():
     doc = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
     start, end = (
@@ -179,6 +191,7 @@ def test_the_limits_table_in_the_docs_is_the_schema_s():
     assert doc.split(start, 1)[1].split(end, 1)[0] == limits_table()
 
 
+@pytest.mark.unit
 def test_every_limit_is_enforced_at_its_edges():
     """Each numeric key: its bounds accepted, just past them refused (the table is the truth)."""
     for key, limit in LIMITS.items():
@@ -223,11 +236,13 @@ def route(severity: str) -> str:
     return done.stdout.strip()
 
 
+@pytest.mark.system
 def test_severities_route_as_documented():
     assert [route(s) for s in ("critical", "high", "page")] == ["page"] * 3
     assert [route(s) for s in ("medium", "warning", "low", "info", "ticket")] == ["ticket"] * 5
 
 
+@pytest.mark.system
 @settings(max_examples=5, deadline=None)
 @given(
     st.text(
@@ -297,6 +312,7 @@ _docs = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.unit
 @settings(max_examples=80, deadline=None)
 @given(_docs)
 def test_any_document_is_a_config_or_a_config_error_and_rules_render(doc):
@@ -309,6 +325,7 @@ def test_any_document_is_a_config_or_a_config_error_and_rules_render(doc):
     assert yaml.safe_load(text)["groups"]
 
 
+@pytest.mark.unit
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_any_bytes_are_a_config_or_a_config_error(tmp_path_factory, data):

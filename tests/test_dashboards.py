@@ -173,6 +173,7 @@ def window_variables(dashboard: dict[str, Any]) -> set[str]:
 # -- generation ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.system
 def test_committed_dashboards_match_the_generator(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(GENERATOR), "--out", str(tmp_path)], capture_output=True, text=True, check=False
@@ -186,6 +187,7 @@ def test_committed_dashboards_match_the_generator(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.system
 def test_check_mode_reports_a_stale_file(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(GENERATOR), "--out", str(tmp_path)], check=True, capture_output=True)
     check = [sys.executable, str(GENERATOR), "--out", str(tmp_path), "--check"]
@@ -197,6 +199,7 @@ def test_check_mode_reports_a_stale_file(tmp_path: Path) -> None:
     assert "claude-cost.json" in stale.stderr
 
 
+@pytest.mark.unit
 def test_output_is_deterministic_json() -> None:
     for name in FILES:
         text = (DASHBOARDS / name).read_text()
@@ -213,12 +216,14 @@ def validator() -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(schema)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_dashboard_validates_against_grafana_schema(name: str, validator: jsonschema.Draft7Validator) -> None:
     errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(load(name))]
     assert not errors, "\n".join(errors[:20])
 
 
+@pytest.mark.unit
 def test_schema_rejects_a_broken_dashboard(validator: jsonschema.Draft7Validator) -> None:
     broken = load("claude-fleet.json")
     broken["panels"][1]["gridPos"] = {"h": "tall", "w": 3}
@@ -231,6 +236,7 @@ def test_schema_rejects_a_broken_dashboard(validator: jsonschema.Draft7Validator
 # -- conventions ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("name", "uid"), sorted(FILES.items()))
 def test_stable_uid_shared_tag_links_and_alert_annotation(name: str, uid: str) -> None:
     dashboard = load(name)
@@ -246,6 +252,7 @@ def test_stable_uid_shared_tag_links_and_alert_annotation(name: str, uid: str) -
     assert annotations[0]["datasource"] == DATASOURCE
 
 
+@pytest.mark.unit
 def test_the_three_dashboards_share_the_tag_they_link_by() -> None:
     tags = [set(load(name)["tags"]) for name in FILES]
     assert set.intersection(*tags) == {TAG}
@@ -262,6 +269,7 @@ def _datasource_refs(node: Any, path: str = "$") -> Iterator[tuple[str, Any]]:
             yield from _datasource_refs(value, f"{path}[{i}]")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_every_datasource_reference_is_the_variable(name: str) -> None:
     dashboard = load(name)
@@ -279,6 +287,7 @@ def test_every_datasource_reference_is_the_variable(name: str) -> None:
     assert source["query"] == "prometheus"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_job_and_instance_variables(name: str) -> None:
     found = variables(load(name))
@@ -289,6 +298,7 @@ def test_job_and_instance_variables(name: str) -> None:
         assert found[var]["datasource"] == DATASOURCE
 
 
+@pytest.mark.unit
 def test_agent_dashboard_variables() -> None:
     found = variables(load("claude-agent.json"))
     assert found["agent"]["multi"] is False
@@ -297,6 +307,7 @@ def test_agent_dashboard_variables() -> None:
     assert 'agent=~"$agent"' in found["model"]["query"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_every_panel_has_a_unit(name: str) -> None:
     for panel in panels(load(name)):
@@ -315,6 +326,7 @@ def test_every_panel_has_a_unit(name: str) -> None:
             assert values == units, panel["title"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_every_metric_and_label_is_in_the_contract(name: str) -> None:
     dashboard = load(name)
@@ -339,12 +351,14 @@ def test_every_metric_and_label_is_in_the_contract(name: str) -> None:
         assert named <= {m for m, _ in found}, f"{where}: a metric without a selector: {named}"
 
 
+@pytest.mark.unit
 def test_contract_copy_matches_the_exporter() -> None:
     from claude_exporter.families import FAMILIES
 
     assert {family.name: set(family.labels) for family in FAMILIES} == CONTRACT
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_every_selector_is_filtered_by_job_and_instance(name: str) -> None:
     for where, expr in queries(load(name)):
@@ -357,6 +371,7 @@ def test_every_selector_is_filtered_by_job_and_instance(name: str) -> None:
                 assert 'job=~"$job"' in expr and 'instance=~"$instance"' in expr, where
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_every_range_uses_the_rate_interval_or_a_window_variable(name: str) -> None:
     dashboard = load(name)
@@ -370,6 +385,7 @@ def test_every_range_uses_the_rate_interval_or_a_window_variable(name: str) -> N
     assert ranges
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_panels_have_unique_ids_and_titles_and_descriptions(name: str) -> None:
     found = list(panels(load(name)))
@@ -387,6 +403,7 @@ def test_panels_have_unique_ids_and_titles_and_descriptions(name: str) -> None:
 # -- provisioning ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_provisioned_datasource() -> None:
     config = yaml.safe_load((GRAFANA / "datasources" / "prometheus.yml").read_text())
     assert config["apiVersion"] == 1
@@ -396,6 +413,7 @@ def test_provisioned_datasource() -> None:
     assert source["url"] == "http://127.0.0.1:9090"
 
 
+@pytest.mark.unit
 def test_provisioned_dashboards_provider_loads_the_dashboards_folder() -> None:
     config = yaml.safe_load((GRAFANA / "dashboards" / "claude.yml").read_text())
     assert config["apiVersion"] == 1

@@ -47,6 +47,7 @@ def _interpolate(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
 
 
+@pytest.mark.system
 def test_compose_file_passes_the_compose_spec_schema() -> None:
     checker = BIN / "check-jsonschema"
     result = subprocess.run(
@@ -59,6 +60,7 @@ def test_compose_file_passes_the_compose_spec_schema() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.system
 def test_compose_schema_check_can_fail(tmp_path: Path) -> None:
     bad = _compose()
     bad["services"]["prometheus"]["restart"] = {"policy": "always"}  # must be a string
@@ -74,6 +76,7 @@ def test_compose_schema_check_can_fail(tmp_path: Path) -> None:
     assert result.returncode != 0
 
 
+@pytest.mark.unit
 def test_every_mounted_and_built_path_exists() -> None:
     compose = _compose()
     named = set(compose["volumes"])
@@ -98,6 +101,7 @@ def test_every_mounted_and_built_path_exists() -> None:
     assert binds >= 8
 
 
+@pytest.mark.unit
 def test_dockerfile_is_slim_pinned_and_non_root() -> None:
     text = (COMPOSE_DIR / "Dockerfile").read_text()
     (base,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
@@ -111,6 +115,7 @@ def test_dockerfile_is_slim_pinned_and_non_root() -> None:
         assert re.search(r":v?\d+\.\d+\.\d+$", image), f"{name}: {image}"
 
 
+@pytest.mark.unit
 def test_prometheus_retention_is_the_configs_retention_days() -> None:
     from claude_exporter.config import load_config
 
@@ -120,6 +125,7 @@ def test_prometheus_retention_is_the_configs_retention_days() -> None:
     assert f"--storage.tsdb.retention.time={days}d" in command
 
 
+@pytest.mark.system
 def test_alertmanager_config_passes_amtool() -> None:
     mounted = next(v for v in _compose()["services"]["alertmanager"]["volumes"] if v.startswith("."))
     path = COMPOSE_DIR / mounted.split(":")[0]
@@ -153,6 +159,7 @@ def _loopback_config(rules: Path, targets: dict[str, str]) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
+@pytest.mark.system
 def test_prometheus_config_and_rendered_rules_pass_promtool(tmp_path: Path) -> None:
     rules = _render_rules(tmp_path)
     path = tmp_path / "prometheus.yml"
@@ -206,6 +213,7 @@ def demo(tmp_path: Path) -> Iterator[int]:
         log.close()
 
 
+@pytest.mark.system
 def test_stack_prometheus_scrapes_a_running_demo(tmp_path: Path, demo: int) -> None:
     rules = _render_rules(tmp_path)
     text = _loopback_config(
@@ -230,6 +238,7 @@ def test_stack_prometheus_scrapes_a_running_demo(tmp_path: Path, demo: int) -> N
         assert flags_seen["storage.tsdb.retention.time"] == "30d"
 
 
+@pytest.mark.unit
 def test_compose_v1_and_v2_read_the_file() -> None:
     compose = _compose()
     # Compose v1 (docker-compose 1.29, Debian's) refuses a top-level `name:`; .env names the project.
@@ -240,12 +249,14 @@ def test_compose_v1_and_v2_read_the_file() -> None:
     assert not any("profiles" in s for n, s in compose["services"].items() if n != "grafana")
 
 
+@pytest.mark.unit
 def test_every_port_is_published_on_loopback_only() -> None:
     for name, service in _compose()["services"].items():
         for port in service.get("ports", []):
             assert _interpolate(port, {}).startswith("127.0.0.1:"), f"{name}: {port}"
 
 
+@pytest.mark.unit
 def test_alertmanager_delivers_to_a_service_not_to_its_own_loopback() -> None:
     compose = _compose()
     config = yaml.safe_load((ROOT / "deploy/alertmanager.yml").read_text())
@@ -259,6 +270,7 @@ def test_alertmanager_delivers_to_a_service_not_to_its_own_loopback() -> None:
     assert script.split(":")[1] in receiver["entrypoint"]
 
 
+@pytest.mark.unit
 def test_legacy_builders_ignore_what_buildkit_ignores() -> None:
     # BuildKit reads Dockerfile.dockerignore; compose v1 and the legacy builder read only the context's
     # .dockerignore, and without it would send the whole checkout (venvs, node_modules) as the context.

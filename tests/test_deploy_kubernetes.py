@@ -80,6 +80,7 @@ def _of(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
+@pytest.mark.system
 def test_kustomize_renders_every_resource(rendered: list[dict[str, Any]]) -> None:
     kinds = sorted(d["kind"] for d in rendered)
     assert kinds == sorted(
@@ -90,6 +91,7 @@ def test_kustomize_renders_every_resource(rendered: list[dict[str, Any]]) -> Non
     assert {d["metadata"]["namespace"] for d in rendered} == {"monitoring"}
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("version", [K8S_VERSION, kubernetes_validate.latest_version()])
 def test_core_kinds_pass_the_kubernetes_schemas_strictly(
     rendered: list[dict[str, Any]], version: str
@@ -100,6 +102,7 @@ def test_core_kinds_pass_the_kubernetes_schemas_strictly(
         kubernetes_validate.validate(doc, version, strict=True)  # raises naming the bad field
 
 
+@pytest.mark.system
 def test_strict_validation_rejects_a_misspelt_field(rendered: list[dict[str, Any]]) -> None:
     # Proves the check above can fail: a typo in the container spec.
     deployment = copy.deepcopy(_of(rendered, "Deployment")[0])
@@ -108,6 +111,7 @@ def test_strict_validation_rejects_a_misspelt_field(rendered: list[dict[str, Any
         kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
 
 
+@pytest.mark.system
 def test_operator_kinds_pass_the_crd_schemas(rendered: list[dict[str, Any]]) -> None:
     for kind in sorted(CRD_KINDS):
         (doc,) = _of(rendered, kind)
@@ -115,6 +119,7 @@ def test_operator_kinds_pass_the_crd_schemas(rendered: list[dict[str, Any]]) -> 
         assert _crd_errors(doc) == [], kind
 
 
+@pytest.mark.system
 @pytest.mark.parametrize(
     ("kind", "path", "value"),
     [
@@ -135,6 +140,7 @@ def test_crd_validation_rejects_bad_fields(
     assert _crd_errors(doc), f"{kind} with {path}={value!r} passed"
 
 
+@pytest.mark.unit
 def test_crd_schema_copies_name_their_source() -> None:
     readme = (SCHEMAS / "README.md").read_text()
     for kind in CRD_KINDS:
@@ -144,11 +150,13 @@ def test_crd_schema_copies_name_their_source() -> None:
     assert "0.93.0" in readme and "6adcebc5076c34f4f55f8f5f7b1e528929373ac7" in readme
 
 
+@pytest.mark.unit
 def test_generated_files_are_in_sync() -> None:
     stale = [str(p.relative_to(ROOT)) for p, text in generate.outputs().items() if p.read_text() != text]
     assert not stale, f"run make generate: {stale}"
 
 
+@pytest.mark.system
 def test_prometheus_rule_holds_the_rules_generator_output(rendered: list[dict[str, Any]]) -> None:
     (rule,) = _of(rendered, "PrometheusRule")
     expected = yaml.safe_load(render_rules(load_config(K8S / "claude-exporter.yaml")))["groups"]
@@ -157,6 +165,7 @@ def test_prometheus_rule_holds_the_rules_generator_output(rendered: list[dict[st
     assert {"ClaudeExecutionTimeout", "ClaudeTokenSpike", "ClaudeExporterDown"} <= alerts
 
 
+@pytest.mark.system
 def test_dashboard_configmaps_carry_the_dashboards_for_the_sidecar(rendered: list[dict[str, Any]]) -> None:
     maps = [d for d in _of(rendered, "ConfigMap") if d["metadata"]["labels"].get("grafana_dashboard")]
     assert len(maps) == 3
@@ -167,6 +176,7 @@ def test_dashboard_configmaps_carry_the_dashboards_for_the_sidecar(rendered: lis
         assert json.loads(text)["uid"]
 
 
+@pytest.mark.system
 def test_exporter_pod_is_locked_down_and_reads_the_token_from_a_secret(
     rendered: list[dict[str, Any]],
 ) -> None:
@@ -193,6 +203,7 @@ def test_exporter_pod_is_locked_down_and_reads_the_token_from_a_secret(
     assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"]["name"] == secret
 
 
+@pytest.mark.system
 def test_monitors_select_what_the_manifests_label(rendered: list[dict[str, Any]]) -> None:
     (service,) = _of(rendered, "Service")
     (monitor,) = _of(rendered, "ServiceMonitor")
@@ -318,6 +329,7 @@ def render_manifests() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
+@pytest.mark.system
 def test_manifests_and_dockerfile_agree(rendered: list[dict[str, Any]]) -> None:
     image = image_config()
     assert image["User"] == "10001:10001" and image["Healthcheck"]
@@ -338,6 +350,7 @@ def test_manifests_and_dockerfile_agree(rendered: list[dict[str, Any]]) -> None:
         (lambda i, d: _pod(d)["volumes"][1]["secret"]["items"][0].update(path="tok"), "token_file"),
     ],
 )
+@pytest.mark.system
 def test_the_agreement_check_can_fail(rendered: list[dict[str, Any]], change: Any, problem: str) -> None:
     image, docs = image_config(), copy.deepcopy(rendered)
     change(image, docs)

@@ -137,6 +137,7 @@ def fail(client: anthropic.Anthropic) -> BaseException:
 # -- the file destination and the field names ----------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_success_line_has_the_seed_fields_in_order(tmp_path, fake_anthropic):
     config, log = file_config(tmp_path, coder={"sampling_rate": 1.0})
     instrument(config)
@@ -177,6 +178,7 @@ def test_success_line_has_the_seed_fields_in_order(tmp_path, fake_anthropic):
     assert "error_message" not in line
 
 
+@pytest.mark.integration
 def test_every_execution_writes_exactly_one_line(tmp_path, fake_anthropic):
     config, log = file_config(tmp_path, coder={"sampling_rate": 1.0})
     instrument(config)
@@ -202,6 +204,7 @@ def test_every_execution_writes_exactly_one_line(tmp_path, fake_anthropic):
     assert len({line["execution_id"] for line in lines}) == 5
 
 
+@pytest.mark.integration
 def test_error_lines_carry_type_message_and_duration(tmp_path, fake_anthropic):
     config, log = file_config(tmp_path, coder={"sampling_rate": 1.0})
     instrument(config)
@@ -236,6 +239,7 @@ def test_error_lines_carry_type_message_and_duration(tmp_path, fake_anthropic):
 # -- sampling ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_sampling_zero_writes_no_success_but_every_error(tmp_path, fake_anthropic):
     config, log = file_config(tmp_path, quiet={"sampling_rate": 0.0})
     instrument(config)
@@ -263,6 +267,7 @@ def test_sampling_zero_writes_no_success_but_every_error(tmp_path, fake_anthropi
     ]
 
 
+@pytest.mark.integration
 def test_sampling_zero_keeps_every_failed_lone_request(tmp_path, fake_anthropic):
     # Lone requests belong to the default agent, named "default" here to give it sampling 0.
     log = tmp_path / "events.jsonl"
@@ -284,6 +289,7 @@ def test_sampling_zero_keeps_every_failed_lone_request(tmp_path, fake_anthropic)
     assert all(line["event"] == "claude_execution_error" for line in lines)
 
 
+@pytest.mark.unit
 def test_sampling_is_per_agent(tmp_path):
     config, log = file_config(tmp_path, never={"sampling_rate": 0.0}, always={"sampling_rate": 1.0})
     instrument(config)
@@ -297,6 +303,7 @@ def test_sampling_is_per_agent(tmp_path):
     assert counts == {"always": 30, "unnamed": 30}
 
 
+@pytest.mark.unit
 def test_sampling_half_is_statistically_half(tmp_path):
     config, log = file_config(tmp_path, half={"sampling_rate": 0.5})
     instrument(config)
@@ -315,6 +322,7 @@ def test_sampling_half_is_statistically_half(tmp_path):
     assert errors == 50
 
 
+@pytest.mark.unit
 def test_sampling_uses_the_rate_as_a_threshold_on_the_rng(tmp_path, monkeypatch):
     """With a scripted random source: a success is written exactly when rng() < sampling_rate."""
     draws = itertools.cycle([0.1, 0.49, 0.5, 0.51, 0.99, 0.0])
@@ -334,6 +342,7 @@ def test_sampling_uses_the_rate_as_a_threshold_on_the_rng(tmp_path, monkeypatch)
 # -- other destinations --------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_stdout_destination(tmp_path, fake_anthropic, capfd):
     config = write_config(tmp_path, event_log={"destination": "stdout"})
     instrument(config)
@@ -348,6 +357,7 @@ def test_stdout_destination(tmp_path, fake_anthropic, capfd):
     assert "claude_execution" not in err
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("explicit", [True, False], ids=["explicit", "default-destination"])
 def test_stderr_destination(tmp_path, fake_anthropic, capfd, explicit):
     config = write_config(tmp_path, event_log={"destination": "stderr"} if explicit else None)
@@ -362,6 +372,7 @@ def test_stderr_destination(tmp_path, fake_anthropic, capfd, explicit):
     assert "claude_execution" not in out
 
 
+@pytest.mark.integration
 def test_without_a_config_file_nothing_is_written(fake_anthropic, capfd):
     registry = CollectorRegistry()
     ce.instrument(registry=registry)
@@ -378,6 +389,7 @@ def test_without_a_config_file_nothing_is_written(fake_anthropic, capfd):
     assert logging.getLogger(LOGGER_NAME).handlers == []
 
 
+@pytest.mark.integration
 def test_without_a_config_file_lines_go_to_the_applications_logging(fake_anthropic, caplog):
     """No handler of its own: an application that puts a handler on the logger gets the same JSON lines
     (a root logger at INFO alone does not ask for them: see test_core_defects)."""
@@ -399,6 +411,7 @@ def test_without_a_config_file_lines_go_to_the_applications_logging(fake_anthrop
     assert line["input_tokens"] == 9
 
 
+@pytest.mark.unit
 def test_reinstrumenting_with_another_file_writes_to_the_new_destination(tmp_path):
     """uninstrument() then instrument() with a new config: the new event_log destination is used."""
     first_log = tmp_path / "first.jsonl"
@@ -423,6 +436,7 @@ def test_reinstrumenting_with_another_file_writes_to_the_new_destination(tmp_pat
 # -- never the prompt, never the API key ---------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_never_the_prompt_nor_the_api_key(tmp_path, fake_anthropic, capfd):
     config, log = file_config(tmp_path, coder={"sampling_rate": 1.0})
     instrument(config)

@@ -29,6 +29,7 @@ def replies(n: int, **fields) -> list[Reply]:
     return [Reply(**fields) for _ in range(n)]
 
 
+@pytest.mark.integration
 def test_context_manager_records_one_execution(reg, fake_anthropic):
     fake_anthropic.script(
         Reply(input_tokens=10, output_tokens=1, cache_creation_input_tokens=100, cache_read_input_tokens=0),
@@ -57,6 +58,7 @@ def test_context_manager_records_one_execution(reg, fake_anthropic):
     assert executions(reg) == (0, 0)
 
 
+@pytest.mark.unit
 def test_execution_without_requests(reg):
     with ce.execution("idle", agent="quiet"):
         pass
@@ -65,6 +67,7 @@ def test_execution_without_requests(reg):
     assert exec_hist(reg, "claude_execution_tokens", "quiet", "idle", type="input") == (1, 0)
 
 
+@pytest.mark.integration
 def test_defaults_task_and_agent(reg, fake_anthropic):
     client = fake_anthropic.client(max_retries=0)
     with ce.execution():
@@ -74,6 +77,7 @@ def test_defaults_task_and_agent(reg, fake_anthropic):
     assert exec_hist(reg, "claude_execution_requests", "default", "default") == (1, 2)
 
 
+@pytest.mark.integration
 def test_exception_inside_execution_is_an_error_and_propagates(reg, fake_anthropic):
     client = fake_anthropic.client(max_retries=0)
     boom = RuntimeError("agent crashed")
@@ -86,6 +90,7 @@ def test_exception_inside_execution_is_an_error_and_propagates(reg, fake_anthrop
     assert requests(reg, agent="bot") == (1, 0)  # the request itself was fine
 
 
+@pytest.mark.integration
 def test_failed_request_escaping_the_execution(reg, fake_anthropic):
     fake_anthropic.script(Reply(status=529))
     client = fake_anthropic.client(max_retries=0)
@@ -96,6 +101,7 @@ def test_failed_request_escaping_the_execution(reg, fake_anthropic):
     assert exec_hist(reg, "claude_execution_requests", "bot", "job") == (1, 1)
 
 
+@pytest.mark.integration
 def test_sync_decorator(reg, fake_anthropic):
     client = fake_anthropic.client(max_retries=0)
 
@@ -112,6 +118,7 @@ def test_sync_decorator(reg, fake_anthropic):
     assert exec_hist(reg, "claude_execution_requests", "summariser", "summarise") == (2, 3)
 
 
+@pytest.mark.unit
 def test_sync_decorator_error(reg):
     @ce.execution("fails", agent="bot")
     def fails():
@@ -122,6 +129,7 @@ def test_sync_decorator_error(reg):
     assert executions(reg, "bot", "fails") == (0, 1)
 
 
+@pytest.mark.integration
 def test_async_decorator_and_context_manager(reg, fake_anthropic):
     fake_anthropic.script(*replies(3, input_tokens=4, output_tokens=2))
     client = fake_anthropic.async_client(max_retries=0)
@@ -146,6 +154,7 @@ def test_async_decorator_and_context_manager(reg, fake_anthropic):
     assert exec_hist(reg, "claude_execution_requests", "planner", "act") == (1, 1)
 
 
+@pytest.mark.unit
 def test_async_decorator_error(reg):
     @ce.execution("async-fails", agent="bot")
     async def fails():
@@ -157,6 +166,7 @@ def test_async_decorator_error(reg):
     assert executions(reg, "bot", "async-fails") == (0, 1)
 
 
+@pytest.mark.integration
 def test_nested_executions_and_agent_inheritance(reg, fake_anthropic):
     fake_anthropic.script(
         Reply(input_tokens=1, output_tokens=1),
@@ -192,6 +202,7 @@ def test_nested_executions_and_agent_inheritance(reg, fake_anthropic):
     assert outer_seconds >= inner_seconds
 
 
+@pytest.mark.unit
 def test_inner_error_does_not_fail_the_outer_when_handled(reg):
     with ce.execution("outer", agent="a"), pytest.raises(OSError), ce.execution("inner"):
         raise OSError("disk")
@@ -199,6 +210,7 @@ def test_inner_error_does_not_fail_the_outer_when_handled(reg):
     assert executions(reg, "a", "outer") == (1, 0)
 
 
+@pytest.mark.unit
 def test_same_execution_object_reused_sequentially(reg):
     ex = ce.execution("again", agent="loop")
     for _ in range(3):
@@ -207,6 +219,7 @@ def test_same_execution_object_reused_sequentially(reg):
     assert executions(reg, "loop", "again") == (3, 0)
 
 
+@pytest.mark.integration
 def test_hung_execution_longest_running_and_in_flight(reg, fake_anthropic):
     release = threading.Event()
     entered = threading.Event()
@@ -240,6 +253,7 @@ def test_hung_execution_longest_running_and_in_flight(reg, fake_anthropic):
     assert executions(reg, "hang", "stuck") == (1, 0)
 
 
+@pytest.mark.unit
 def test_longest_running_is_the_oldest_of_several(reg):
     release = threading.Event()
     started = []
@@ -265,6 +279,7 @@ def test_longest_running_is_the_oldest_of_several(reg):
     assert val(reg, "claude_execution_longest_running_seconds", agent="multi") == 0
 
 
+@pytest.mark.integration
 def test_execution_opened_before_instrument(fake_anthropic):
     if ACTIVE.recorder is not None:
         ce.uninstrument()
@@ -283,6 +298,7 @@ def test_execution_opened_before_instrument(fake_anthropic):
     assert executions(registry, "pre", "early") == (0, 0)
 
 
+@pytest.mark.unit
 def test_execution_while_not_instrumented_is_harmless():
     if ACTIVE.recorder is not None:
         ce.uninstrument()
@@ -296,6 +312,7 @@ def test_execution_while_not_instrumented_is_harmless():
         assert ex.agent == "x"
 
 
+@pytest.mark.integration
 def test_execution_object_is_usable_from_other_agents_in_parallel(reg, fake_anthropic):
     client = fake_anthropic.client(max_retries=0)
     results = []
@@ -319,6 +336,7 @@ def test_execution_object_is_usable_from_other_agents_in_parallel(reg, fake_anth
     assert sum(requests(reg, agent=f"agent-{i}", model=MODEL)[0] for i in range(4)) == 10
 
 
+@pytest.mark.unit
 def test_one_execution_object_shared_by_concurrent_tasks(reg):
     # A module-level `job = execution("job")` used by overlapping tasks: each `async with job` is its own
     # execution, and the exits may come in any order. The shim must never raise into the caller.
@@ -337,6 +355,7 @@ def test_one_execution_object_shared_by_concurrent_tasks(reg):
     assert val(reg, "claude_executions_in_flight", agent="shared", task="shared-job") == 0
 
 
+@pytest.mark.unit
 def test_one_execution_object_shared_by_threads(reg):
     job = ce.execution("shared-job", agent="threads")
     first_in = threading.Event()
@@ -369,6 +388,7 @@ def test_one_execution_object_shared_by_threads(reg):
     assert executions(reg, "threads", "shared-job") == (2, 0)
 
 
+@pytest.mark.integration
 def test_tool_runner_turns_count_toward_the_execution(reg, fake_anthropic):
     @anthropic.beta_tool
     def add(a: int, b: int) -> str:

@@ -8,12 +8,10 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 
 import anthropic
 import claude_exporter as ce
 import pytest
-from claude_exporter.exposition.server import start_http_server
 from claude_exporter.testing import Reply, code_execution_blocks
 from conftest import MODEL, UNKNOWN_MODEL, kw, scrape
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
@@ -93,15 +91,6 @@ TTFT_LE = [
 TOKEN_LE = [repr(float(4**i)) for i in range(13)]
 
 
-@pytest.fixture
-def server(reg) -> Iterator[str]:
-    srv = start_http_server(port=0, registry=reg)
-    try:
-        yield srv.url
-    finally:
-        srv.close()
-
-
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -154,6 +143,7 @@ def all_kinds_of_traffic(fake) -> None:
     client.messages.create(**kw())
 
 
+@pytest.mark.integration
 def test_every_contract_family_with_its_type_and_labels(reg, fake_anthropic):
     all_kinds_of_traffic(fake_anthropic)
     scrape(reg)  # the bad rate-limit header is parsed, and its fault counted, at scrape time
@@ -175,12 +165,13 @@ def test_every_contract_family_with_its_type_and_labels(reg, fake_anthropic):
             assert set(got) == labels, name
 
 
+@pytest.mark.system
 def test_promtool_check_metrics_on_a_real_scrape(reg, fake_anthropic, server):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool is required for this test (install Prometheus' promtool on PATH)")
     all_kinds_of_traffic(fake_anthropic)
-    status, headers, body = get(server + "/metrics")
+    status, headers, body = get(server.url + "/metrics")
     assert status == 200
     assert headers["content-type"].startswith("text/plain")
     assert b"claude_requests_total" in body
@@ -191,10 +182,11 @@ def test_promtool_check_metrics_on_a_real_scrape(reg, fake_anthropic, server):
     assert result.stdout.strip() == b"", result.stdout.decode()  # no lint warnings either
 
 
+@pytest.mark.integration
 def test_openmetrics_when_asked(reg, fake_anthropic, server):
     all_kinds_of_traffic(fake_anthropic)
     status, headers, body = get(
-        server + "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"}
+        server.url + "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"}
     )
     assert status == 200
     assert headers["content-type"].startswith("application/openmetrics-text")
@@ -214,34 +206,38 @@ def test_openmetrics_when_asked(reg, fake_anthropic, server):
     # of counters, so the strict OpenMetrics parser above is the check here.)
 
 
+@pytest.mark.integration
 def test_gzip_when_asked(reg, fake_anthropic, server):
     fake_anthropic.client(max_retries=0).messages.create(**kw())
-    status, headers, body = get(server + "/metrics", {"Accept-Encoding": "gzip"})
+    status, headers, body = get(server.url + "/metrics", {"Accept-Encoding": "gzip"})
     assert status == 200
     assert headers.get("content-encoding") == "gzip"
     text = gzip.decompress(body).decode()
     assert 'claude_requests_total{agent="default",model="claude-haiku-4-5",outcome="success"} 1.0' in text
-    _, plain_headers, plain = get(server + "/metrics")
+    _, plain_headers, plain = get(server.url + "/metrics")
     assert "content-encoding" not in plain_headers
     assert b"claude_requests_total" in plain
 
 
+@pytest.mark.integration
 def test_healthy(server):
-    status, _, body = get(server + "/-/healthy")
+    status, _, body = get(server.url + "/-/healthy")
     assert status == 200
     assert body.strip().lower() == b"ok"
 
 
+@pytest.mark.integration
 def test_unknown_path_is_404(server):
     with pytest.raises(urllib.error.HTTPError) as info:
-        get(server + "/nope")
+        get(server.url + "/nope")
     assert info.value.code == 404
 
 
+@pytest.mark.integration
 def test_scrape_sees_requests_over_http(reg, fake_anthropic, server):
     fake_anthropic.script(Reply(input_tokens=3))
     fake_anthropic.client(max_retries=0).messages.create(**kw())
-    _, _, body = get(server + "/metrics")
+    _, _, body = get(server.url + "/metrics")
     values = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(body.decode())
@@ -251,6 +247,7 @@ def test_scrape_sees_requests_over_http(reg, fake_anthropic, server):
     assert values[key] == 3
 
 
+@pytest.mark.integration
 def test_bucket_layouts(reg, fake_anthropic):
     for _ in fake_anthropic.client(max_retries=0).messages.create(**kw(), stream=True):
         pass
@@ -277,6 +274,7 @@ def test_bucket_layouts(reg, fake_anthropic):
     assert token_le[-1] == "+Inf"
 
 
+@pytest.mark.integration
 def test_timeout_threshold_from_config_is_a_bucket(fake_anthropic):
     from claude_exporter.config import parse_config
     from claude_exporter.recording.state import ACTIVE

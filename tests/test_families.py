@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from claude_exporter.families import BY_NAME, FAMILIES
 from conftest import families, kw
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.system
 def test_readme_metrics_table_is_generated_from_the_declarations() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "readme_metrics.py"), "--check"],
@@ -26,6 +28,7 @@ def test_readme_metrics_table_is_generated_from_the_declarations() -> None:
         assert f"| `{family.name}` | {family.type} | {', '.join(family.labels)} |" in readme
 
 
+@pytest.mark.integration
 def test_a_scrape_shows_every_declared_family_with_its_labels(reg, fake_anthropic) -> None:
     client = fake_anthropic.client(max_retries=0)
     client.messages.create(**kw())

@@ -203,6 +203,7 @@ def _faults(rec: Any) -> float:
     return sum(dict(rec.internal_errors.values).values())  # not snapshot(): it may be the target
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("module", "qualname"), INJECTED, ids=[f"{m.rsplit('.', 1)[1]}:{q}" for m, q in INJECTED]
 )
@@ -231,6 +232,7 @@ def test_a_fault_in_any_recording_function_leaves_the_caller_untouched(fake_anth
         assert _faults(rec) > before, f"{qualname} failed {reached} time(s) and no fault was counted"
 
 
+@pytest.mark.unit
 def test_the_targets_are_the_whole_recording_path():
     """The enumeration finds the modules' functions (a regression here would make the matrix vacuous)."""
     names = {q for _, q in TARGETS}

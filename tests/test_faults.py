@@ -14,6 +14,8 @@ from claude_exporter.recording import series as store
 from claude_exporter.testing import Reply
 from conftest import MODEL, kw, requests, val
 
+pytestmark = pytest.mark.integration
+
 
 def faults(reg, stage: str) -> float:
     return val(reg, "claude_exporter_internal_errors_total", stage=stage)

@@ -134,6 +134,7 @@ def write_config(tmp_path: Path, doc: dict[str, Any]) -> Path:
 # -- the seed's command, with real curl and jq ---------------------------------------------------------------
 
 
+@pytest.mark.system
 def test_seed_curl_jq_command(tmp_path, fake_anthropic, served):
     curl = require_binary("curl")
     jq = require_binary("jq")
@@ -194,6 +195,7 @@ def test_seed_curl_jq_command(tmp_path, fake_anthropic, served):
     assert doc["agents"]["default"]["status"] == "healthy"
 
 
+@pytest.mark.system
 def test_seed_command_without_the_token_is_refused(fake_anthropic, served):
     require_binary("curl")
     ce.instrument(registry=CollectorRegistry())
@@ -209,6 +211,7 @@ def test_seed_command_without_the_token_is_refused(fake_anthropic, served):
     assert done.stdout == "401"
 
 
+@pytest.mark.system
 def test_not_instrumented_answers_503(served):
     server = ce.start_http_server(0)
     served.append(server)
@@ -217,6 +220,7 @@ def test_not_instrumented_answers_503(served):
     assert doc["status"] == "unknown"
 
 
+@pytest.mark.system
 def test_window_seconds_from_the_config(tmp_path, served):
     path = write_config(tmp_path, {"monitoring": {}, "exporter": {"health": {"window_seconds": 42}}})
     ce.instrument(config=str(path), registry=CollectorRegistry())
@@ -241,6 +245,7 @@ def tick_to(window: HealthWindow, clock: FakeClock, until: float) -> None:
         window.tick()
 
 
+@pytest.mark.unit
 def test_sliding_window_drops_executions_exactly_window_seconds_after_they_were_seen(clean):
     window, clock, rec = window_for(config(window_seconds=60))  # first snapshot at T0
     feed(rec, "a", ok=1, ms=100.0)
@@ -282,6 +287,7 @@ def test_sliding_window_drops_executions_exactly_window_seconds_after_they_were_
     assert report["window_seconds"] == 60
 
 
+@pytest.mark.unit
 def test_executions_since_the_last_tick_count_at_once(clean):
     window, clock, rec = window_for(config(window_seconds=60))
     tick_to(window, clock, T0 + 100)
@@ -290,6 +296,7 @@ def test_executions_since_the_last_tick_count_at_once(clean):
     assert window.report()["metrics"]["executions"] == 3
 
 
+@pytest.mark.unit
 def test_sliding_window_per_agent_and_memory_bounded(clean):
     window, clock, rec = window_for(config(window_seconds=10))
     for second in range(1, 101):
@@ -308,6 +315,7 @@ def test_sliding_window_per_agent_and_memory_bounded(clean):
     assert len(window._snapshots) <= 12
 
 
+@pytest.mark.unit
 def test_figures_are_rounded(clean):
     window, _, rec = window_for(config())
     feed(rec, "a", ok=2, ms=100.0)
@@ -325,6 +333,7 @@ def statuses(window: HealthWindow, running: dict[str, float] | None = None) -> d
     return {"(overall)": report["status"]} | {name: a["status"] for name, a in report["agents"].items()}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("ok", "errors", "expected"),
     [
@@ -342,6 +351,7 @@ def test_error_rate_status(clean, ok, errors, expected):
     assert statuses(window) == {"(overall)": expected, "strict": expected}
 
 
+@pytest.mark.unit
 def test_thresholds_are_each_agents_own(clean):
     window, _, rec = window_for(
         config({"strict": thresholds(error_percent=2), "lax": thresholds(error_percent=50)})
@@ -356,12 +366,14 @@ def test_thresholds_are_each_agents_own(clean):
     }
 
 
+@pytest.mark.unit
 def test_error_rate_alert_disabled_ignores_errors(clean):
     window, _, rec = window_for(config({"noisy": {"alerts": [{"name": "error_rate", "enabled": False}]}}))
     feed(rec, "noisy", errors=5)
     assert statuses(window) == {"(overall)": "healthy", "noisy": "healthy"}
 
 
+@pytest.mark.unit
 def test_slow_executions_status(clean):
     window, _, rec = window_for(
         config({"slow": thresholds(timeout_ms=1000), "fast": thresholds(timeout_ms=5000)})
@@ -382,6 +394,7 @@ def test_slow_executions_status(clean):
     assert statuses(window)["slow"] == "unhealthy"
 
 
+@pytest.mark.unit
 def test_a_hung_execution_makes_its_agent_unhealthy(clean):
     window, _, rec = window_for(config({"hangs": thresholds(timeout_ms=200)}))
     feed(rec, "hangs", ok=5, ms=10.0)
@@ -396,6 +409,7 @@ def test_a_hung_execution_makes_its_agent_unhealthy(clean):
     assert report["status"] == "unhealthy"
 
 
+@pytest.mark.unit
 def test_error_rate_is_judged_only_with_min_requests(clean):
     """As the ClaudeErrorRateHigh rule: too few executions in the window to judge an error rate."""
     window, _, rec = window_for(config({"strict": thresholds(error_percent=10, min_requests=10)}))
@@ -406,6 +420,7 @@ def test_error_rate_is_judged_only_with_min_requests(clean):
     assert statuses(window)["strict"] == "unhealthy"
 
 
+@pytest.mark.unit
 def test_overall_status_is_the_worst_agents(clean):
     window, _, rec = window_for(config({name: thresholds(error_percent=10) for name in ("a", "b", "c")}))
     assert window.report()["status"] == "healthy"  # no agents at all
@@ -417,6 +432,7 @@ def test_overall_status_is_the_worst_agents(clean):
     assert statuses(window) == {"(overall)": "unhealthy", "a": "healthy", "b": "degraded", "c": "unhealthy"}
 
 
+@pytest.mark.system
 def test_hung_execution_through_the_endpoint(tmp_path, served):
     """An execution left open past its agent's 200 ms timeout: unhealthy while it runs, then judged by its
     duration once it has finished."""

@@ -1,7 +1,7 @@
 """``POST /v1/events``: events in the event-log shape become exactly the metrics the SDK path records.
 
-One exporter server serves the whole module (its routes read whichever recorder is active); each test
-instruments its own registry with a config whose default agent is ``ingest-fallback``.
+Each test gets the exporter server and a registry instrumented with ``INSTRUMENT_CONFIG`` (whose default
+agent is ``ingest-fallback``), both from conftest.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import socket
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import claude_exporter as ce
@@ -24,6 +23,8 @@ from claude_exporter.recording.state import ACTIVE
 from conftest import MODEL, UNKNOWN_MODEL, is_close, val
 from prometheus_client import CollectorRegistry, generate_latest
 
+pytestmark = pytest.mark.integration
+
 DEFAULT_AGENT = "ingest-fallback"
 OTHER_MODEL = "claude-sonnet-4-5"
 
@@ -31,33 +32,12 @@ OTHER_MODEL = "claude-sonnet-4-5"
 # -- helpers -------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Any]:
-    # token_env: null, so no token from the environment (auth has its own tests).
-    config = parse_config({"monitoring": {}, "exporter": {"server": {"token_env": None}}})
-    srv = ce.start_http_server(0, config=config)
-    try:
-        yield srv
-    finally:
-        srv.close()
-
-
-@pytest.fixture
-def reg() -> Iterator[CollectorRegistry]:
-    if ACTIVE.recorder is not None:
-        ce.uninstrument()
-    registry = CollectorRegistry()
-    config = parse_config(
-        {
-            "monitoring": {"ingest-named": {"sampling_rate": 1.0}},
-            "exporter": {"default_agent": DEFAULT_AGENT},
-        }
-    )
-    ce.instrument(config=config, registry=registry)
-    try:
-        yield registry
-    finally:
-        ce.uninstrument()
+INSTRUMENT_CONFIG = parse_config(
+    {
+        "monitoring": {"ingest-named": {"sampling_rate": 1.0}},
+        "exporter": {"default_agent": DEFAULT_AGENT},
+    }
+)
 
 
 def post(

@@ -26,27 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 DEFAULT_AGENT = "hostile-fallback"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Any]:
-    config = parse_config({"monitoring": {}, "exporter": {"server": {"token_env": None}}})
-    srv = ce.start_http_server(0, config=config)
-    try:
-        yield srv
-    finally:
-        srv.close()
-
-
-@pytest.fixture
-def reg() -> Iterator[CollectorRegistry]:
-    if STATE.recorder is not None:
-        ce.uninstrument()
-    registry = CollectorRegistry()
-    config = parse_config({"monitoring": {}, "exporter": {"default_agent": DEFAULT_AGENT}})
-    ce.instrument(config=config, registry=registry)
-    try:
-        yield registry
-    finally:
-        ce.uninstrument()
+INSTRUMENT_CONFIG = parse_config({"monitoring": {}, "exporter": {"default_agent": DEFAULT_AGENT}})
 
 
 def exchange(server: Any, head: str, body: bytes = b"", *, half_close: bool = True) -> tuple[int, bytes]:
@@ -96,6 +76,7 @@ def applied(reg: CollectorRegistry, agent: str = DEFAULT_AGENT) -> float:
 # -- finding 1: a value no exposition can write ---------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("field", ["agent", "task", "model", "stop_reason"])
 def test_a_lone_surrogate_is_refused_and_the_scrape_stays_up(server, reg, field):
     body = '{"event":"claude_execution_complete","duration_ms":1,"' + field + '":"\\ud800x"}\n'
@@ -109,6 +90,7 @@ def test_a_lone_surrogate_is_refused_and_the_scrape_stays_up(server, reg, field)
 # -- finding 2: huge numbers ----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_huge_token_counts_are_refused_with_their_range(server, reg):
     for _ in range(2):
         status, answer = post(server, json.dumps(good(input_tokens=10**308)))
@@ -122,6 +104,7 @@ def test_huge_token_counts_are_refused_with_their_range(server, reg):
     assert applied(reg) == 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "bad",
     [
@@ -143,6 +126,7 @@ def test_a_bad_second_line_applies_nothing_of_the_first(server, reg, bad):
     assert scrape_status(server) == 200
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("digits", [400, 4299, 5000])
 def test_numbers_of_thousands_of_digits_are_400(server, reg, digits):
     status, answer = post(
@@ -156,6 +140,7 @@ def test_numbers_of_thousands_of_digits_are_400(server, reg, digits):
 # -- finding 3: body size and framing -------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_negative_content_length_is_413_and_nothing_is_read(server, reg):
     status, answer = post(server, json.dumps(good()) + "\n", length=-1)
     assert status == 413, answer
@@ -163,6 +148,7 @@ def test_a_negative_content_length_is_413_and_nothing_is_read(server, reg):
     assert applied(reg) == 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("length", ["omit", "", "1e3", "0x10", "99999999999999999999"])
 def test_a_missing_or_malformed_content_length_is_413(server, reg, length):
     status, answer = post(server, json.dumps(good()) + "\n", length=length)
@@ -171,6 +157,7 @@ def test_a_missing_or_malformed_content_length_is_413(server, reg, length):
     assert applied(reg) == 0
 
 
+@pytest.mark.integration
 def test_a_body_cut_short_of_its_content_length_is_400_and_not_applied(server, reg):
     line = (json.dumps(good()) + "\n").encode()
     status, answer = post(server, line, length=len(line) + 500)
@@ -179,6 +166,7 @@ def test_a_body_cut_short_of_its_content_length_is_400_and_not_applied(server, r
     assert applied(reg) == 0
 
 
+@pytest.mark.integration
 def test_a_chunked_body_is_refused_saying_so(server, reg):
     line = (json.dumps(good()) + "\n").encode()
     chunked = f"{len(line):x}\r\n".encode() + line + b"\r\n0\r\n\r\n"
@@ -188,6 +176,7 @@ def test_a_chunked_body_is_refused_saying_so(server, reg):
     assert applied(reg) == 0
 
 
+@pytest.mark.integration
 def test_a_mebibyte_of_bad_lines_gets_a_small_answer(server, reg):
     line = b'{"event":"nope"}\n'
     count = MAX_BODY // len(line)
@@ -203,6 +192,7 @@ def test_a_mebibyte_of_bad_lines_gets_a_small_answer(server, reg):
 # -- finding 7: NDJSON framing and nesting ---------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_ndjson_is_split_on_newline_only(server, reg):
     inside = json.dumps(good(execution_id="a\u2028b"), ensure_ascii=False)
     status, answer = post(server, inside + "\n")
@@ -214,11 +204,13 @@ def test_ndjson_is_split_on_newline_only(server, reg):
     assert answer["problems"][0].startswith("line 1: not JSON")
 
 
+@pytest.mark.integration
 def test_crlf_line_ends_are_accepted(server, reg):
     status, answer = post(server, json.dumps(good()) + "\r\n" + json.dumps(good()) + "\r\n")
     assert (status, answer) == (200, {"accepted": 2})
 
 
+@pytest.mark.integration
 def test_deep_nesting_is_400(server, reg):
     status, answer = post(server, "[" * 100_000 + "]" * 100_000)
     assert status == 400, answer
@@ -228,6 +220,7 @@ def test_deep_nesting_is_400(server, reg):
 # -- finding 10: what a person reads --------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_a_missing_key_is_called_missing(server, reg):
     status, answer = post(server, '{"event":"something_else"}')
     assert status == 400
@@ -280,6 +273,7 @@ def recorder() -> Iterator[tuple[CollectorRegistry, Any]]:
         ce.uninstrument()
 
 
+@pytest.mark.unit
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(_events, min_size=1, max_size=4), st.sampled_from(["\n", "\r\n"]))
 def test_any_body_is_all_or_nothing_and_never_breaks_the_scrape(recorder, objs, newline):
@@ -307,6 +301,7 @@ def test_any_body_is_all_or_nothing_and_never_breaks_the_scrape(recorder, objs, 
     assert after == before
 
 
+@pytest.mark.unit
 @settings(max_examples=40, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_parse_without_raising(data):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 PACKAGE = Path(__file__).resolve().parent.parent / "exporter" / "claude_exporter"
 SDK = {"anthropic", "httpx2", "httpx"}
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ import pytest
 from claude_exporter.testing import FakeAnthropic, Reply
 from prometheus_client.parser import text_string_to_metric_families
 from stack import free_port
+
+pytestmark = pytest.mark.system
 
 HERE = Path(__file__).resolve().parent / "multiprocess"
 BIN = Path(sys.executable).parent
@@ -191,20 +194,34 @@ def test_requests_add_up_over_workers_and_survive_a_killed_worker(server: Server
 
 
 def _in_flight_over_workers(srv: Server) -> None:
-    """Three slow requests on three workers, scraped from the fourth: the live gauges add them up."""
-    srv.fake.script(*[Reply(latency=1.5) for _ in range(3)])
-    with ThreadPoolExecutor(3) as pool:
-        running = [pool.submit(_get, srv.url + "/call") for _ in range(3)]
-        deadline = time.monotonic() + 10
-        while True:
-            samples = srv.scrape()
-            if _value(samples, "claude_requests_in_flight", agent="web") == 3:
-                break
-            assert time.monotonic() < deadline, "in flight never reached 3"
-            time.sleep(0.05)
-        assert _value(samples, "claude_executions_in_flight", agent="web", task="handle") == 3
-        assert 0 < _value(samples, "claude_execution_longest_running_seconds", agent="web") < 10
-        assert len({int(f.result()) for f in running}) == 3
+    """Three requests held open on three workers, scraped from the fourth: the live gauges add them up.
+    The fake API answers them only once the scrape saw all three (however slowly the machine starts them)."""
+    release = threading.Event()
+
+    def held(request: Any) -> Reply:
+        release.wait(120)
+        return Reply()
+
+    srv.fake.responder = held
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            started = time.monotonic()
+            running = [pool.submit(_get, srv.url + "/call") for _ in range(3)]
+            deadline = started + 120  # bounds a failing run only
+            while True:
+                samples = srv.scrape()
+                if _value(samples, "claude_requests_in_flight", agent="web") == 3:
+                    break
+                assert time.monotonic() < deadline, "in flight never reached 3"
+                time.sleep(0.05)
+            seen = time.monotonic() - started
+            assert _value(samples, "claude_executions_in_flight", agent="web", task="handle") == 3
+            assert 0 < _value(samples, "claude_execution_longest_running_seconds", agent="web") <= seen
+            release.set()
+            assert len({int(f.result()) for f in running}) == 3
+    finally:
+        release.set()
+        srv.fake.responder = None
     srv.count += 3
     samples = srv.scrape()
     assert _value(samples, "claude_requests_in_flight", agent="web") == 0

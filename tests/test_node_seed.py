@@ -18,6 +18,8 @@ import pytest
 from claude_exporter.testing import Reply
 from test_serve import SEED_CONFIG, delta, poll, post_events, samples, serving
 
+pytestmark = pytest.mark.system
+
 NODE_DIR = Path(__file__).parent / "node"
 AGENT = "claude_code_executor"  # the seed config's agent, made the default for events that name none
 

@@ -16,7 +16,6 @@ import random
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import claude_exporter as ce
@@ -46,31 +45,18 @@ AGENT = "claude-code"
 TOKEN = "otlp-test-token"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Any]:
-    config = parse_config({"monitoring": {}, "exporter": {"server": {"token_env": None}}})
-    srv = ce.start_http_server(0, config=config, token=TOKEN, otlp=True)
-    try:
-        yield srv
-    finally:
-        srv.close()
+SERVER_OPTIONS = {"token": TOKEN, "otlp": True}  # conftest's server: the token and the OTLP routes
+OTLP_SETTINGS = {"turn_idle_seconds": 0.2, "hook_join_seconds": 0.2}
+INSTRUMENT_CONFIG = parse_config({"monitoring": {}, "exporter": {"otlp": OTLP_SETTINGS}})  # conftest's reg
 
 
 def instrument(**otlp: Any) -> CollectorRegistry:
     if ACTIVE.recorder is not None:
         ce.uninstrument()
     registry = CollectorRegistry()
-    settings = {"turn_idle_seconds": 0.2, "hook_join_seconds": 0.2, **otlp}
+    settings = {**OTLP_SETTINGS, **otlp}
     ce.instrument(config=parse_config({"monitoring": {}, "exporter": {"otlp": settings}}), registry=registry)
     return registry
-
-
-@pytest.fixture
-def reg() -> Iterator[CollectorRegistry]:
-    try:
-        yield instrument()
-    finally:
-        ce.uninstrument()
 
 
 def post(
@@ -143,6 +129,7 @@ def request_figures(reg: CollectorRegistry, agent: str = AGENT, model: str = MOD
 # -- events: requests, errors, retries, executions ----------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_events_become_exact_request_and_execution_metrics(server, reg):
     records = turn(
         "p1",
@@ -203,6 +190,7 @@ def test_events_become_exact_request_and_execution_metrics(server, reg):
     assert val(reg, "claude_exporter_events_total", source="otlp", result="accepted") == len(records)
 
 
+@pytest.mark.integration
 def test_agent_and_task_come_from_resource_attributes(server, reg):
     res = resource("billing-bot", task="nightly-fix")
     logs(server, turn("p1", "s9", api_request("req_a", session="s9")), res)
@@ -213,6 +201,7 @@ def test_agent_and_task_come_from_resource_attributes(server, reg):
     assert val(reg, "claude_agent_info", agent="billing-bot", source="claude_code") == 1
 
 
+@pytest.mark.integration
 def test_an_unanswered_turn_ends_when_it_goes_quiet(server, reg):
     error = event(
         "api_error",
@@ -243,6 +232,7 @@ def test_an_unanswered_turn_ends_when_it_goes_quiet(server, reg):
     )
 
 
+@pytest.mark.integration
 def test_a_resent_batch_and_a_resent_request_count_once(server, reg):
     records = turn("p1", "s1", api_request("req_1"), api_request("req_2"))
     body = logs_request(records)
@@ -255,12 +245,14 @@ def test_a_resent_batch_and_a_resent_request_count_once(server, reg):
     assert val(reg, "claude_executions_total", agent=AGENT, task="sdk", outcome="success") == 1
 
 
+@pytest.mark.integration
 def test_an_unpriced_model_takes_claude_codes_own_cost(server, reg):
     logs(server, [api_request("req_x", model="claude-future-9", cost_usd=0.25)])
     assert val(reg, "claude_cost_usd_total", agent=AGENT, model="claude-future-9") == 0.25
     assert val(reg, "claude_exporter_unpriced_tokens_total", model="claude-future-9", reason="model") == 0
 
 
+@pytest.mark.integration
 def test_json_and_gzip_give_the_same_figures(server, reg):
     records = turn("p1", "s1", api_request("req_1", tokens=(11, 3, 0, 0)))
     body = gzip.compress(as_json("logs", logs_request(records)))
@@ -271,6 +263,7 @@ def test_json_and_gzip_give_the_same_figures(server, reg):
     assert is_close(figures["cost"], cost_of((11, 3, 0, 0)))
 
 
+@pytest.mark.integration
 def test_json_with_hex_trace_ids_as_the_javascript_exporter_writes_them(server, reg):
     doc = json.loads(as_json("logs", logs_request([api_request("req_1")])))
     record = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
@@ -283,6 +276,7 @@ def test_json_with_hex_trace_ids_as_the_javascript_exporter_writes_them(server, 
 # -- partial success and unreadable bodies -------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_bad_records_are_rejected_by_name_and_the_rest_applied(server, reg):
     bad = api_request("req_bad", tokens=(-5, 1, 0, 0))
     no_model = api_request("req_nomodel")
@@ -295,6 +289,7 @@ def test_bad_records_are_rejected_by_name_and_the_rest_applied(server, reg):
     assert val(reg, "claude_exporter_events_total", source="otlp", result="rejected") == 2
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("body", "content_type", "encoding", "status"),
     [
@@ -320,12 +315,14 @@ def test_unreadable_bodies_apply_nothing(server, reg, body, content_type, encodi
     ]
 
 
+@pytest.mark.integration
 def test_over_one_mib_is_413(server, reg):
     status, _, answer = post(server, "/v1/metrics", b"\0" * (MAX_BODY + 1))
     assert status == 413
     assert "body over" in json.loads(answer)["error"]
 
 
+@pytest.mark.integration
 def test_traces_are_accepted_and_dropped(server, reg):
     status, ctype, body = post(server, "/v1/traces", b"")
     assert (status, ctype) == (200, PROTOBUF)
@@ -333,6 +330,7 @@ def test_traces_are_accepted_and_dropped(server, reg):
     assert (status, json.loads(body)) == (200, {})
 
 
+@pytest.mark.integration
 def test_the_bearer_token_is_required(server, reg):
     assert post(server, "/v1/logs", logs_request([api_request("r")]), token=None)[0] == 401
     assert post(server, "/v1/metrics", b"", token="wrong")[0] == 401
@@ -340,6 +338,7 @@ def test_the_bearer_token_is_required(server, reg):
     assert request_figures(reg)["success"] == 0
 
 
+@pytest.mark.integration
 def test_only_post(server, reg):
     request = urllib.request.Request(
         server.url + "/v1/logs", headers={"Authorization": f"Bearer {TOKEN}"}, method="GET"
@@ -349,6 +348,7 @@ def test_only_post(server, reg):
     assert err.value.code == 405
 
 
+@pytest.mark.integration
 def test_start_http_server_leaves_otlp_off_unless_asked(reg):
     srv = ce.start_http_server(0, token=TOKEN)
     try:
@@ -360,6 +360,7 @@ def test_start_http_server_leaves_otlp_off_unless_asked(reg):
 # -- identities and prompts ----------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_identities_and_prompts_never_become_labels(server, reg):
     records = turn("p-secret-prompt-id", "session-4b1d", api_request("req_id_7", session="session-4b1d"))
     records[0]["prompt"] = "please print my API key sk-ant-xyz"
@@ -384,6 +385,7 @@ def test_identities_and_prompts_never_become_labels(server, reg):
 # -- metrics: delta, cumulative, resets, twelve writers ------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_claude_code_only_families_from_delta_points(server, reg):
     points = [
         ("claude_code.session.count", {"start_type": "fresh"}, T0, T0 + 1, 1.0),
@@ -411,6 +413,7 @@ def test_claude_code_only_families_from_delta_points(server, reg):
     assert val(reg, "claude_cost_usd_total", agent=AGENT, model=MODEL) == 0
 
 
+@pytest.mark.integration
 def test_cumulative_points_become_deltas_and_a_new_start_is_a_reset(server, reg):
     def lines(start: int, at: int, value: float) -> Any:
         return sums(
@@ -438,6 +441,7 @@ def naive_increase(values: list[float]) -> float:
     return total + (values[0] if values else 0.0)
 
 
+@pytest.mark.integration
 def test_twelve_parallel_sessions_in_one_series_give_the_exact_spend(server):
     """Twelve Claude Code processes without a session id in their attributes write "one" cumulative cost
     series; told apart by start time, their spend adds up exactly, where the naive reading inflates it."""
@@ -474,6 +478,7 @@ def test_twelve_parallel_sessions_in_one_series_give_the_exact_spend(server):
         ce.uninstrument()
 
 
+@pytest.mark.integration
 def test_twelve_parallel_sessions_of_events_give_the_exact_spend(server, reg):
     rng = random.Random(7)
     batches, expected_cost_total, expected_requests = [], 0.0, 0
@@ -507,6 +512,7 @@ def test_twelve_parallel_sessions_of_events_give_the_exact_spend(server, reg):
     assert val(reg, "claude_executions_total", agent=AGENT, task="sdk", outcome="success") == 12
 
 
+@pytest.mark.integration
 def test_points_that_are_not_counts_are_rejected(server, reg):
     points = [
         ("claude_code.commit.count", {}, T0, T0 + 1, float("nan")),
@@ -563,6 +569,7 @@ def blocks(reg: CollectorRegistry, outcome: str, agent: str = "hooked", model: s
     )
 
 
+@pytest.mark.integration
 def test_a_hook_joins_its_tool_result_by_tool_use_id_and_counts_once(server, reg):
     res = resource("hooked")
     logs(server, [api_request("req_1")], res)
@@ -579,6 +586,7 @@ def test_a_hook_joins_its_tool_result_by_tool_use_id_and_counts_once(server, reg
     assert val(reg, "claude_code_tool_duration_seconds_count", agent="hooked", tool="Bash") == 2
 
 
+@pytest.mark.integration
 def test_a_hook_alone_counts_after_the_join_window(server, reg):
     assert hook(server, failure_hook("toolu_9"), "?agent=hooks-only") == (200, {})
     assert val(reg, "claude_code_tool_results_total", agent="hooks-only", tool="Bash", outcome="failure") == 0
@@ -588,6 +596,7 @@ def test_a_hook_alone_counts_after_the_join_window(server, reg):
     assert blocks(reg, "nonzero_exit", agent="hooks-only", model="unknown") == 1
 
 
+@pytest.mark.integration
 def test_other_hook_events_are_accepted_and_bad_ones_named(server, reg):
     assert hook(server, {"hook_event_name": "Stop", "session_id": "s1"}) == (200, {})
     status, answer = hook(server, {"hook_event_name": "PostToolUse", "tool_name": "Bash"})
@@ -607,6 +616,7 @@ def test_other_hook_events_are_accepted_and_bad_ones_named(server, reg):
 # -- configuration and declarations --------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_otlp_settings_are_checked_with_their_paths():
     from claude_exporter.config import ConfigError
 
@@ -629,6 +639,7 @@ def test_otlp_settings_are_checked_with_their_paths():
     assert parse_config({"monitoring": {}, "exporter": {"otlp": False}}).otlp.enabled is False
 
 
+@pytest.mark.integration
 def test_the_claude_code_families_are_declared_once_and_all_exposed(server, reg):
     from claude_exporter.families import FAMILIES
     from claude_exporter.recording.claude_code_series import AGENT_INFO, COUNTERS, TOOL_DURATION
@@ -657,6 +668,7 @@ def test_the_claude_code_families_are_declared_once_and_all_exposed(server, reg)
         assert any(sample.startswith(name) for sample in exposed), name
 
 
+@pytest.mark.integration
 def test_claude_code_executions_reach_the_event_log_and_health(server, tmp_path):
     log = tmp_path / "events.jsonl"
     if ACTIVE.recorder is not None:
@@ -714,6 +726,7 @@ def run_serve(config: Any) -> tuple[str, Any]:
     return out.getvalue(), (stop, thread)
 
 
+@pytest.mark.unit
 def test_serve_receives_otlp_unless_the_extra_is_missing(monkeypatch):
     from claude_exporter.ingest import otlp_wire
 

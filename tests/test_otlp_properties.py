@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 from otlp_payloads import T0, api_request, as_json, logs_request, sums_request
 from prometheus_client import CollectorRegistry
 
+pytestmark = pytest.mark.unit
+
 BOUNDED = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -25,6 +25,8 @@ from claude_exporter.recording.pricing import (
     token_counts,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def approx(value: float) -> Any:
     return pytest.approx(value, rel=1e-12, abs=1e-15)

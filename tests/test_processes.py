@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from claude_exporter import cli as cli_module
 from claude_exporter.config import ConfigError, load_config
-from conftest import DATA_FLAGS, ROOT, SESSION, STARTED, _untracked
+from conftest import ROOT, STARTED, data_outside_tmp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -88,9 +89,12 @@ def wait_for_stack(proc: subprocess.Popen[str]) -> dict[int, str]:
         pytest.fail("the demo never said its stack was up:\n" + "".join(seen))
     kids = children(proc.pid)
     assert {"prometheus", "prometheus-aler"} <= set(kids.values()), ("".join(seen), kids)
+    # Keep reading what it prints: a full pipe would block the demo's next write, and so its exit.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
     return kids
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stopped_demo_stops_its_prometheus_and_alertmanager_and_removes_its_files(tmp_path, signum):
     tmp = tmp_path / "tmp"
@@ -108,6 +112,7 @@ def test_a_stopped_demo_stops_its_prometheus_and_alertmanager_and_removes_its_fi
     assert list(tmp.iterdir()) == []
 
 
+@pytest.mark.system
 def test_a_demo_that_ends_by_itself_leaves_nothing_behind(tmp_path):
     tmp = tmp_path / "tmp"
     proc = start_demo(tmp, "--duration", "1")
@@ -143,6 +148,7 @@ def bad_config(tmp_path: Path) -> Path:
 PROBLEM = "  monitoring.a.sampling_rate: must be a number from 0 to 1, got 2"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "argv",
     [
@@ -166,6 +172,7 @@ def test_a_bad_config_is_one_report_and_exit_2_for_every_command(capsys, bad_con
     assert "ran" not in out
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("command", ["demo", "serve"])
 def test_a_busy_port_is_one_line_naming_the_address_and_exit_1(capsys, command):
     with socket.socket() as busy:
@@ -178,6 +185,7 @@ def test_a_busy_port_is_one_line_naming_the_address_and_exit_1(capsys, command):
     assert err == f"claude-exporter {command}: cannot listen on 127.0.0.1:{port}: Address already in use\n"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "command", ["serve --config", "rules --config", "check-config", "demo --duration 1 --config"]
 )
@@ -188,6 +196,7 @@ def test_a_missing_config_file_is_named(capsys, tmp_path, command):
     assert err == f"claude-exporter {command.split()[0]}: {missing}: no such file\n"
 
 
+@pytest.mark.unit
 def test_rules_output_that_cannot_be_written_is_exit_1_naming_the_file(capsys, tmp_path):
     target = tmp_path / "no-such-dir" / "rules.yml"
     status, _, err = cli(capsys, "rules", "-o", str(target))
@@ -195,6 +204,7 @@ def test_rules_output_that_cannot_be_written_is_exit_1_naming_the_file(capsys, t
     assert err == f"claude-exporter rules: {target}: No such file or directory\n"
 
 
+@pytest.mark.unit
 def test_an_empty_token_file_is_a_config_error(capsys, tmp_path):
     token = tmp_path / "token"
     token.write_text("\n")
@@ -208,31 +218,34 @@ def test_an_empty_token_file_is_a_config_error(capsys, tmp_path):
     ]
 
 
+@pytest.mark.unit
 def test_the_docstring_states_the_exit_codes():
     doc = cli_module.__doc__ or ""
     assert "claude-exporter CMD: FILE: problem" in doc
     assert re.search(r"1 a failure while running", doc) and re.search(r"2 bad usage or a configuration", doc)
 
 
-# -- isolation: run after every other test ----------------------------------------------------------------
+# -- isolation: no server binary a test starts writes outside the temporary directories --------------------
 
 
-@pytest.mark.last
-def test_no_test_wrote_outside_its_temporary_directories():
-    """Every Prometheus, Alertmanager and Pushgateway a test started kept its data in a temporary
-    directory (their defaults are /var/lib/prometheus/...), and the checkout holds no new files."""
-    tmp_roots = [
-        Path(p).resolve() for p in {"/tmp", os.environ.get("TMPDIR", "/tmp"), str(SESSION.get("tmp", "/tmp"))}
-    ]
-    for argv, cwd in STARTED:
-        flag = DATA_FLAGS[Path(argv[0]).name]
-        given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(flag + "=")]
-        assert given, f"{argv[0]} started without {flag}: it writes under /var/lib/prometheus ({argv})"
-        where = (Path(cwd) / given[0]).resolve()
-        assert any(where.is_relative_to(root) for root in tmp_roots), (where, argv)
-    assert _untracked() == SESSION.get("repo", _untracked()), "tests left files in the checkout"
+@pytest.mark.unit
+def test_a_server_binary_must_keep_its_data_in_a_temporary_directory(tmp_path):
+    """Every Prometheus, Alertmanager and Pushgateway a test starts keeps its data in a temporary directory
+    (their defaults are /var/lib/prometheus/...): conftest's guard on subprocess.Popen fails the test that
+    starts one otherwise, before the process exists. (No new files in the checkout is checked once the
+    whole session finished, in conftest's pytest_sessionfinish.)"""
+    assert data_outside_tmp(["prometheus", f"--storage.tsdb.path={tmp_path}/data"], str(ROOT)) is None
+    assert data_outside_tmp(["/usr/bin/alertmanager", "--storage.path=data"], str(tmp_path)) is None
+    assert "without --storage.tsdb.path" in str(data_outside_tmp(["prometheus"], str(tmp_path)))
+    assert "outside the temporary directories" in str(
+        data_outside_tmp(["prometheus-pushgateway", "--persistence.file=state"], str(ROOT))
+    )
+    with pytest.raises(AssertionError, match=r"without --storage\.path"):
+        subprocess.Popen(["prometheus-alertmanager", "--version"])
+    assert all(data_outside_tmp(argv, cwd) is None for argv, cwd in STARTED)
 
 
+@pytest.mark.system
 def test_a_real_process_prints_no_traceback_for_a_bad_config(bad_config):
     done = subprocess.run(
         [sys.executable, "-m", "claude_exporter", "serve", "--port", "0", "--config", str(bad_config)],
@@ -252,6 +265,7 @@ _bad_values = st.one_of(
 )
 
 
+@pytest.mark.unit
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.sampled_from(["sampling_rate", "retention_days", "metrics", "alerts", "code_tools", "nonsense"]),

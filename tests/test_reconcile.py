@@ -87,6 +87,7 @@ def _run(admin: FakeAdminAPI, prom: Prometheus, monkeypatch: pytest.MonkeyPatch,
     return main([*args, "--admin-url", admin.url, *extra])
 
 
+@pytest.mark.system
 def test_a_matching_week_passes(
     prometheus: Prometheus, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -113,6 +114,7 @@ def test_a_matching_week_passes(
     assert KEY not in out
 
 
+@pytest.mark.system
 def test_a_difference_over_two_percent_is_flagged(
     prometheus: Prometheus, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -130,6 +132,7 @@ def test_a_difference_over_two_percent_is_flagged(
     assert "1 of 14 model-days differ by more than 2%." in out
 
 
+@pytest.mark.system
 def test_web_search_fees_are_shared_out_by_searches(
     prometheus: Prometheus, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -146,6 +149,7 @@ def test_web_search_fees_are_shared_out_by_searches(
     assert sonnet.split()[2:4] == ["12.0000", "12.0000"]
 
 
+@pytest.mark.system
 def test_a_wrong_key_is_a_runtime_failure_naming_the_source(
     prometheus: Prometheus, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -156,6 +160,7 @@ def test_a_wrong_key_is_a_runtime_failure_naming_the_source(
     assert KEY not in err
 
 
+@pytest.mark.unit
 def test_usage_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
     assert main(["reconcile", "--admin-key-env", KEY_ENV, "--prometheus", "http://127.0.0.1:9"]) == 2
@@ -166,6 +171,7 @@ def test_usage_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     assert "--since" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_an_unreachable_prometheus_is_a_runtime_failure(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -184,6 +190,7 @@ def test_an_unreachable_prometheus_is_a_runtime_failure(
     assert "Prometheus at http://127.0.0.1:9 could not be reached" in capsys.readouterr().err
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("since", "now", "first", "count"),
     [

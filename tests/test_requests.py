@@ -32,6 +32,7 @@ from conftest import (
 )
 
 
+@pytest.mark.integration
 def test_success_records_every_request_family(reg, fake_anthropic):
     fake_anthropic.script(
         Reply(
@@ -74,6 +75,7 @@ def test_success_records_every_request_family(reg, fake_anthropic):
     assert exec_hist(reg, "claude_execution_duration_seconds", "default", "default")[0] == 1
 
 
+@pytest.mark.integration
 def test_tokens_and_cost_accumulate_over_requests(reg, fake_anthropic):
     replies = [
         Reply(input_tokens=10, output_tokens=20),
@@ -93,6 +95,7 @@ def test_tokens_and_cost_accumulate_over_requests(reg, fake_anthropic):
     assert exec_hist(reg, "claude_execution_requests", "default", "default") == (3, 3)
 
 
+@pytest.mark.integration
 def test_cost_splits_5m_and_1h_cache_writes(reg, fake_anthropic):
     fake_anthropic.script(
         Reply(
@@ -111,6 +114,7 @@ def test_cost_splits_5m_and_1h_cache_writes(reg, fake_anthropic):
     assert not is_close(cost, expected_cost(input=10, output=10, cache_5m=3000))
 
 
+@pytest.mark.integration
 def test_batch_tier_gets_the_batch_discount(reg, fake_anthropic):
     fake_anthropic.script(Reply(input_tokens=1000, output_tokens=1000, service_tier="batch"))
     fake_anthropic.client(max_retries=0).messages.create(**kw())
@@ -119,6 +123,7 @@ def test_batch_tier_gets_the_batch_discount(reg, fake_anthropic):
     assert is_close(cost, expected_cost(input=1000, output=1000, batch=True))
 
 
+@pytest.mark.integration
 def test_other_model_is_priced_at_its_own_rate(reg, fake_anthropic):
     fake_anthropic.script(Reply(input_tokens=1000, output_tokens=2000))
     fake_anthropic.client(max_retries=0).messages.create(**kw("claude-opus-4-6"))
@@ -129,6 +134,7 @@ def test_other_model_is_priced_at_its_own_rate(reg, fake_anthropic):
     assert is_close(cost, expected_cost("claude-opus-4-6", input=1000, output=2000))
 
 
+@pytest.mark.integration
 def test_stop_reasons_by_value(reg, fake_anthropic):
     reasons = ["end_turn", "end_turn", "max_tokens", "tool_use", "stop_sequence", "refusal", "pause_turn"]
     fake_anthropic.script(*(Reply(stop_reason=r) for r in reasons))
@@ -142,6 +148,7 @@ def test_stop_reasons_by_value(reg, fake_anthropic):
     assert requests(reg) == (len(reasons), 0)
 
 
+@pytest.mark.integration
 def test_unknown_model_counts_unpriced_tokens_and_no_cost(reg, fake_anthropic):
     fake_anthropic.script(
         Reply(input_tokens=11, output_tokens=13, cache_creation_input_tokens=17, cache_read_input_tokens=19)
@@ -162,11 +169,13 @@ def test_unknown_model_counts_unpriced_tokens_and_no_cost(reg, fake_anthropic):
     assert val(reg, "claude_cost_usd_total", agent="default", model=UNKNOWN_MODEL) == 0
 
 
+@pytest.mark.integration
 def test_priced_model_has_no_unpriced_tokens(reg, fake_anthropic):
     fake_anthropic.client(max_retries=0).messages.create(**kw())
     assert not has(reg, "claude_exporter_unpriced_tokens_total", model=MODEL, reason="model")
 
 
+@pytest.mark.integration
 def test_ratelimit_gauges_follow_the_latest_headers(reg, fake_anthropic):
     resets = {
         "requests": "2030-01-01T00:00:00Z",
@@ -216,6 +225,7 @@ def test_ratelimit_gauges_follow_the_latest_headers(reg, fake_anthropic):
     assert val(reg, "claude_ratelimit_limit", model=MODEL, resource="output_tokens") == 100000
 
 
+@pytest.mark.integration
 def test_ratelimit_values_survive_a_later_response_without_headers(reg, fake_anthropic):
     # No scrape between the two responses: the second one (no rate-limit headers, as from a Bedrock or
     # Vertex client, or a proxy that strips them) must not erase what the first one said.
@@ -227,12 +237,14 @@ def test_ratelimit_values_survive_a_later_response_without_headers(reg, fake_ant
     assert reg.get_sample_value("claude_ratelimit_remaining", {"model": MODEL, "resource": "requests"}) == 7
 
 
+@pytest.mark.integration
 def test_ratelimit_gauges_absent_before_any_header(reg, fake_anthropic):
     fake_anthropic.client(max_retries=0).messages.create(**kw())
     assert not has(reg, "claude_ratelimit_limit", model=MODEL, resource="requests")
     assert not has(reg, "claude_ratelimit_remaining", model=MODEL, resource="tokens")
 
 
+@pytest.mark.integration
 def test_requests_and_executions_in_flight_mid_request(reg, fake_anthropic):
     fake_anthropic.script(Reply(latency=0.5))
     client = fake_anthropic.client(max_retries=0)
@@ -259,6 +271,7 @@ def test_requests_and_executions_in_flight_mid_request(reg, fake_anthropic):
     assert requests(reg) == (2, 0)
 
 
+@pytest.mark.integration
 def test_in_flight_inside_an_execution(reg, fake_anthropic):
     fake_anthropic.script(Reply(latency=0.5))
     client = fake_anthropic.client(max_retries=0)
@@ -282,11 +295,13 @@ def test_in_flight_inside_an_execution(reg, fake_anthropic):
     assert val(reg, "claude_executions_in_flight", agent="bot", task="triage") == 0
 
 
+@pytest.mark.unit
 def test_build_info(reg):
     labels = {"version": claude_exporter.__version__, "anthropic_version": anthropic.__version__}
     assert reg.get_sample_value("claude_exporter_build_info", labels) == 1
 
 
+@pytest.mark.integration
 def test_messages_parse_is_counted_once(reg, fake_anthropic):
     class Answer(pydantic.BaseModel):
         answer: int
@@ -300,6 +315,7 @@ def test_messages_parse_is_counted_once(reg, fake_anthropic):
     assert tokens(reg)["output"] == 5
 
 
+@pytest.mark.integration
 def test_beta_create_is_counted(reg, fake_anthropic):
     fake_anthropic.script(Reply(input_tokens=3, output_tokens=4, stop_reason="tool_use"))
     msg = fake_anthropic.client(max_retries=0).beta.messages.create(**kw(), betas=["context-1m-2025-08-07"])
@@ -310,6 +326,7 @@ def test_beta_create_is_counted(reg, fake_anthropic):
     assert val(reg, "claude_stop_reasons_total", agent="default", model=MODEL, stop_reason="tool_use") == 1
 
 
+@pytest.mark.integration
 def test_count_tokens_is_not_a_request(reg, fake_anthropic):
     fake_anthropic.script(Reply(input_tokens=99))
     count = fake_anthropic.client(max_retries=0).messages.count_tokens(model=MODEL, messages=kw()["messages"])
@@ -317,6 +334,7 @@ def test_count_tokens_is_not_a_request(reg, fake_anthropic):
     assert requests(reg) == (0, 0)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("model", [MODEL, UNKNOWN_MODEL])
 def test_model_label_is_the_requested_model(reg, fake_anthropic, model):
     # The fake answers with another model name: the label is what the caller asked for.

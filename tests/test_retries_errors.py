@@ -18,6 +18,8 @@ from conftest import (
     val,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def retries(reg, reason: str) -> float:
     return val(reg, "claude_retries_total", agent="default", model=MODEL, reason=reason, error_code="none")

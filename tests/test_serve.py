@@ -27,6 +27,8 @@ from claude_exporter.ingest.events import MAX_BODY
 from conftest import expected_cost, is_close
 from prometheus_client.parser import text_string_to_metric_families
 
+pytestmark = pytest.mark.system
+
 SEED_CONFIG = """\
 monitoring:
   claude_code_executor:

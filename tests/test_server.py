@@ -13,6 +13,8 @@ import claude_exporter as ce
 import pytest
 from conftest import kw
 
+pytestmark = pytest.mark.integration
+
 
 class _Quiet(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:

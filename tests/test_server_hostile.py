@@ -7,42 +7,15 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import claude_exporter as ce
 import pytest
-from claude_exporter.config import parse_config
 from claude_exporter.exposition import server as server_module
 from claude_exporter.exposition.server import MAX_WORKERS, make_wsgi_app
-from claude_exporter.recording.state import ACTIVE as STATE
-from conftest import val, wait_for
+from conftest import NO_TOKEN, val, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-
-NO_TOKEN = parse_config({"monitoring": {}, "exporter": {"server": {"token_env": None}}})
-
-
-@pytest.fixture
-def reg() -> Iterator[CollectorRegistry]:
-    if STATE.recorder is not None:
-        ce.uninstrument()
-    registry = CollectorRegistry()
-    ce.instrument(registry=registry)
-    try:
-        yield registry
-    finally:
-        ce.uninstrument()
-
-
-@pytest.fixture
-def server() -> Iterator[Any]:
-    srv = ce.start_http_server(0, config=NO_TOKEN)
-    try:
-        yield srv
-    finally:
-        srv.close()
 
 
 def request(port: int, head: bytes, body: bytes = b"") -> int:
@@ -54,6 +27,7 @@ def request(port: int, head: bytes, body: bytes = b"") -> int:
     return int(answer.split(b" ", 2)[1])
 
 
+@pytest.mark.integration
 def test_a_burst_of_64_clients_gets_no_connection_resets(reg, server):
     line = json.dumps({"event": "claude_execution_complete", "duration_ms": 5}).encode() + b"\n"
     head = f"POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(line)}".encode()
@@ -82,6 +56,7 @@ def test_a_burst_of_64_clients_gets_no_connection_resets(reg, server):
     )
 
 
+@pytest.mark.integration
 def test_idle_connections_do_not_make_a_thread_each(server):
     before = threading.active_count()
     socks = []
@@ -97,19 +72,20 @@ def test_idle_connections_do_not_make_a_thread_each(server):
     assert request(server.port, b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close") == 200
 
 
+@pytest.mark.integration
 def test_a_stalled_client_is_dropped_after_the_timeout(monkeypatch, server):
     assert server_module._QuietHandler.timeout <= 10
     # The same timeout, shortened so the test is quick; the server is started after the change.
     monkeypatch.setattr(server_module._QuietHandler, "timeout", 0.5)
     quick = ce.start_http_server(0, config=NO_TOKEN)
     try:
-        with socket.create_connection(("127.0.0.1", quick.port), timeout=5) as sock:
+        # The client never sends the rest and waits up to 120 s (a bound for a failing run only): the
+        # server drops it after its 0.5 s timeout, else recv raises TimeoutError and the test fails.
+        with socket.create_connection(("127.0.0.1", quick.port), timeout=120) as sock:
             sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
-            started = time.monotonic()
             with contextlib.suppress(ConnectionResetError):
                 while sock.recv(65536):
                     pass
-            assert time.monotonic() - started < 4
     finally:
         quick.close()
 
@@ -117,6 +93,7 @@ def test_a_stalled_client_is_dropped_after_the_timeout(monkeypatch, server):
 TOKEN = "pässwörd-✓-令牌"
 
 
+@pytest.mark.integration
 def test_a_non_ascii_token_matches_a_utf8_client():
     srv = ce.start_http_server(0, config=NO_TOKEN, token=TOKEN)
     try:
@@ -128,6 +105,7 @@ def test_a_non_ascii_token_matches_a_utf8_client():
         srv.close()
 
 
+@pytest.mark.unit
 @settings(max_examples=50, deadline=None)
 @given(st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp")), min_size=1, max_size=20))
 def test_any_token_matches_exactly_itself_as_a_client_sends_it(token):
@@ -152,6 +130,7 @@ def test_any_token_matches_exactly_itself_as_a_client_sends_it(token):
     assert status(token + "x").startswith("401")
 
 
+@pytest.mark.integration
 def test_ingestion_keeps_going_while_workers_are_busy(reg, server):
     # Fill every worker but one with stalled clients: the last one still serves a scrape promptly.
     socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(MAX_WORKERS - 1)]

@@ -20,6 +20,8 @@ from conftest import (
     val,
 )
 
+pytestmark = pytest.mark.integration
+
 # message_start, ping, content_block_start, then the first content_block_delta: 3 event delays before it.
 EVENTS_BEFORE_FIRST_DELTA = 3
 

@@ -12,6 +12,8 @@ from claude_exporter.ingest.tail import MAX_LINE, LogFollower
 from conftest import val, wait_for
 from prometheus_client import CollectorRegistry
 
+pytestmark = pytest.mark.unit
+
 
 def complete(duration_ms: int = 1000, input_tokens: int = 10, output_tokens: int = 5, **extra: Any) -> str:
     """A seed-shaped success line."""

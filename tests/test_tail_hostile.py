@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
+pytestmark = pytest.mark.unit
+
 
 def line(**extra: Any) -> str:
     return (

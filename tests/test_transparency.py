@@ -39,6 +39,7 @@ def replaced(attr) -> bool:
 # -- return types -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_return_types_are_the_sdks(reg, fake_anthropic):
     client = fake_anthropic.client(max_retries=0)
     msg = client.messages.create(**kw())
@@ -63,6 +64,7 @@ def test_return_types_are_the_sdks(reg, fake_anthropic):
     assert requests(reg) == (5, 0)
 
 
+@pytest.mark.integration
 def test_same_result_instrumented_or_not(fake_anthropic):
     # The very bytes decode to the same model either way.
     fake_anthropic.script(Reply(text="same"), Reply(text="same"))
@@ -78,6 +80,7 @@ def test_same_result_instrumented_or_not(fake_anthropic):
     assert plain.model_dump(exclude={"id"}) == measured.model_dump(exclude={"id"})
 
 
+@pytest.mark.integration
 def test_with_raw_response(reg, fake_anthropic):
     fake_anthropic.script(Reply(input_tokens=31, output_tokens=41, headers={"x-custom": "yes"}))
     raw = fake_anthropic.client(max_retries=0).messages.with_raw_response.create(**kw())
@@ -94,6 +97,7 @@ def test_with_raw_response(reg, fake_anthropic):
     assert tokens(reg)["output"] == 41
 
 
+@pytest.mark.integration
 def test_with_raw_response_stream(reg, fake_anthropic):
     fake_anthropic.script(Reply(output_tokens=23))
     raw = fake_anthropic.client(max_retries=0).messages.with_raw_response.create(**kw(), stream=True)
@@ -107,6 +111,7 @@ def test_with_raw_response_stream(reg, fake_anthropic):
     assert ttft(reg)[0] == 1
 
 
+@pytest.mark.integration
 def test_with_streaming_response_message(reg, fake_anthropic):
     fake_anthropic.script(Reply(input_tokens=3, output_tokens=5))
     client = fake_anthropic.client(max_retries=0)
@@ -120,6 +125,7 @@ def test_with_streaming_response_message(reg, fake_anthropic):
     assert duration(reg)[0] == 1
 
 
+@pytest.mark.integration
 def test_with_streaming_response_stream(reg, fake_anthropic):
     fake_anthropic.script(Reply(output_tokens=19, event_delay=0.005))
     client = fake_anthropic.client(max_retries=0)
@@ -134,6 +140,7 @@ def test_with_streaming_response_stream(reg, fake_anthropic):
     assert duration(reg)[0] == 1
 
 
+@pytest.mark.integration
 def test_with_streaming_response_stream_closed_early(reg, fake_anthropic):
     fake_anthropic.script(Reply(input_tokens=8, text_deltas=5))
     client = fake_anthropic.client(max_retries=0)
@@ -145,6 +152,7 @@ def test_with_streaming_response_stream_closed_early(reg, fake_anthropic):
     assert tokens(reg)["input"] == 8
 
 
+@pytest.mark.integration
 def test_with_streaming_response_read_without_parse(reg, fake_anthropic):
     client = fake_anthropic.client(max_retries=0)
     with client.messages.with_streaming_response.create(**kw()) as response:
@@ -154,6 +162,7 @@ def test_with_streaming_response_read_without_parse(reg, fake_anthropic):
     assert duration(reg)[0] == 1
 
 
+@pytest.mark.integration
 def test_beta_with_raw_response(reg, fake_anthropic):
     fake_anthropic.script(Reply(output_tokens=6))
     client = fake_anthropic.client(max_retries=0)
@@ -166,6 +175,7 @@ def test_beta_with_raw_response(reg, fake_anthropic):
 # -- instrument / uninstrument -------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_uninstrument_restores_every_entry_point(fake_anthropic):
     if ACTIVE.recorder is not None:
         ce.uninstrument()
@@ -193,6 +203,7 @@ def test_uninstrument_restores_every_entry_point(fake_anthropic):
     assert "claude_requests" not in {m.name for m in registry.collect()}
 
 
+@pytest.mark.unit
 def test_bedrock_and_vertex_clients_go_through_the_one_request_seam():
     from anthropic import AnthropicBedrock, AnthropicVertex, AsyncAnthropicBedrock, AsyncAnthropicVertex
     from anthropic._base_client import AsyncAPIClient, SyncAPIClient
@@ -213,6 +224,7 @@ def test_bedrock_and_vertex_clients_go_through_the_one_request_seam():
     assert not replaced(AnthropicBedrock.request)
 
 
+@pytest.mark.integration
 def test_instrument_twice_is_idempotent(fake_anthropic):
     if ACTIVE.recorder is not None:
         ce.uninstrument()
@@ -234,6 +246,7 @@ def test_instrument_twice_is_idempotent(fake_anthropic):
     ce.uninstrument()  # a second uninstrument is harmless
 
 
+@pytest.mark.integration
 def test_client_created_before_instrument_is_measured(fake_anthropic):
     if ACTIVE.recorder is not None:
         ce.uninstrument()
@@ -256,6 +269,7 @@ def test_client_created_before_instrument_is_measured(fake_anthropic):
         ce.uninstrument()
 
 
+@pytest.mark.integration
 def test_raw_response_accessor_read_before_instrument_is_measured(fake_anthropic):
     # with_raw_response binds messages.create when first read; a client that read it before instrument()
     # is still a client made before instrument(), which the contract says is measured.
@@ -284,6 +298,7 @@ def _attributes_a_request_changes(client) -> set[str]:
     return {key for key in before.keys() | after.keys() if before.get(key) is not after.get(key)}
 
 
+@pytest.mark.integration
 def test_the_shim_writes_nothing_on_a_client(fake_anthropic):
     if ACTIVE.recorder is not None:
         ce.uninstrument()
@@ -299,6 +314,7 @@ def test_the_shim_writes_nothing_on_a_client(fake_anthropic):
         ce.uninstrument()
 
 
+@pytest.mark.integration
 def test_instrument_again_after_uninstrument_on_the_same_registry(fake_anthropic):
     if ACTIVE.recorder is not None:
         ce.uninstrument()
@@ -314,6 +330,7 @@ def test_instrument_again_after_uninstrument_on_the_same_registry(fake_anthropic
             ce.uninstrument()
 
 
+@pytest.mark.integration
 def test_copied_clients_are_measured_once(reg, fake_anthropic):
     client = fake_anthropic.client(max_retries=0)
     client.messages.create(**kw())
@@ -322,6 +339,7 @@ def test_copied_clients_are_measured_once(reg, fake_anthropic):
     assert requests(reg) == (2, 0)
 
 
+@pytest.mark.integration
 def test_user_middleware_still_sees_every_attempt(reg, fake_anthropic):
     seen = []
 
@@ -339,28 +357,42 @@ def test_user_middleware_still_sees_every_attempt(reg, fake_anthropic):
     )
 
 
-def _deprecation_filenames(client) -> list[str]:
+def _deprecated_model(monkeypatch) -> str:
+    """A model the installed SDK warns for: the first of its own deprecation table, which changes with every
+    release. An SDK whose table is empty gets a priced model entered into that same table, so the warning
+    still comes from the SDK's own code path (create() reading its table), never from this test."""
+    table = importlib.import_module("anthropic.resources.messages.messages").DEPRECATED_MODELS
+    if table:
+        return str(next(iter(table)))
+    monkeypatch.setitem(table, MODEL, "a date the installed SDK does not know")
+    return MODEL
+
+
+def _deprecation_filenames(client, model: str) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        client.messages.create(**kw("claude-sonnet-4-5"))  # on the SDK's deprecation list
+        client.messages.create(**kw(model))
     return [w.filename for w in caught if issubclass(w.category, DeprecationWarning)]
 
 
-def test_deprecation_warning_points_at_the_caller(fake_anthropic):
+@pytest.mark.integration
+def test_deprecation_warning_points_at_the_caller(fake_anthropic, monkeypatch):
     # The SDK warns with stacklevel=3 (create -> required_args wrapper -> caller): the warning names the
     # caller's file, so users' warning filters and reports keep working. A Python-level wrapper frame
     # between the caller and create() would shift it onto the shim.
     if ACTIVE.recorder is not None:
         ce.uninstrument()
+    model = _deprecated_model(monkeypatch)
     client = fake_anthropic.client(max_retries=0)
-    assert _deprecation_filenames(client) == [__file__]  # the SDK alone
+    assert _deprecation_filenames(client, model) == [__file__]  # the SDK alone
     ce.instrument(registry=CollectorRegistry())
     try:
-        assert _deprecation_filenames(client) == [__file__]
+        assert _deprecation_filenames(client, model) == [__file__]
     finally:
         ce.uninstrument()
 
 
+@pytest.mark.integration
 def test_nothing_measured_when_not_instrumented(fake_anthropic):
     if ACTIVE.recorder is not None:
         ce.uninstrument()
@@ -385,6 +417,7 @@ class ToMessagesPath(httpx2.HTTPTransport):
         self.paths: list[str] = []
 
 
+@pytest.mark.integration
 def test_bedrock_traffic_is_measured(reg, fake_anthropic):
     # Bedrock's API-key auth needs no AWS libraries. Non-streaming only: Bedrock streams in AWS's binary
     # event-stream encoding, which the fake does not speak.
@@ -408,6 +441,7 @@ def test_bedrock_traffic_is_measured(reg, fake_anthropic):
     assert tokens(reg, model=model) == {"input": 14, "output": 18, "cache_creation": 0, "cache_read": 0}
 
 
+@pytest.mark.integration
 def test_vertex_traffic_is_measured(reg, fake_anthropic):
     # An explicit access token needs no google-auth.
     transport = ToMessagesPath()
@@ -436,11 +470,13 @@ def test_vertex_traffic_is_measured(reg, fake_anthropic):
     assert ttft(reg, model=model)[0] == 2
 
 
+@pytest.mark.unit
 def test_sdk_version():
     # These tests rely on anthropic 2.x shapes (httpx2, Middleware, error classes); re-check on a new major.
     assert anthropic.__version__.startswith("2.")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["Anthropic", "AsyncAnthropic", "AnthropicBedrock", "AnthropicVertex"])
 def test_client_classes_are_not_replaced(name):
     cls = getattr(anthropic, name)
