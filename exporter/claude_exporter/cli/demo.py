@@ -282,8 +282,9 @@ def run(
                 print("  Alerts print below as they fire; the first ones take about a minute.")
             else:
                 print("  (install prometheus and prometheus-alertmanager to watch the alerts fire too)")
-            print("Press Ctrl-C to stop." if duration is None else f"Running for {duration:g} s.", flush=True)
+            # Narrate the stop from here on: a Ctrl-C prompted by the next line must never find it off.
             started = True
+            print("Press Ctrl-C to stop." if duration is None else f"Running for {duration:g} s.", flush=True)
             deadline = None if duration is None else time.monotonic() + duration
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(0.2)
