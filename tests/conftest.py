@@ -295,7 +295,9 @@ def data_outside_tmp(argv: list[str], cwd: str) -> str | None:
     where = (Path(cwd) / given[0]).resolve()
     tmp = ("/tmp", os.environ.get("TMPDIR", "/tmp"), SESSION.get("tmp", "/tmp"))
     roots = {Path(p).resolve() for p in tmp}
-    if not any(where.is_relative_to(root) for root in roots):
+    # The checkout is never a temporary directory, even when it is cloned under /tmp (as CI may).
+    in_checkout = where.is_relative_to(Path(__file__).resolve().parent.parent)
+    if in_checkout or not any(where.is_relative_to(root) for root in roots):
         return f"{argv[0]} keeps its data in {where}, outside the temporary directories ({argv})"
     return None
 
@@ -388,6 +390,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 SPREAD = ("tests/test_rules.py::test_promtool_test_rules[",)
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: a run with `-p no:xdist` must still collect
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadscope`` with the module as the scope (not the class), except for SPREAD. (``loadgroup``
     would do, but pytest-xdist 3.8 renames items for it in a way pytest 9 ignores: groups are split.)"""
