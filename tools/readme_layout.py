@@ -9,13 +9,14 @@ A subpackage is described by its ``__init__`` docstring, a data file (``*.yaml``
 
 from __future__ import annotations
 
-import argparse
 import ast
-import difflib
 import re
 import sys
 import textwrap
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import readme_section
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -77,22 +78,5 @@ def rendered(text: str, package: Path = PACKAGE) -> str:
     return text[: start + len(BEGIN)] + "\n```\n" + tree(package) + "\n```\n" + text[end:]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    text = README.read_text(encoding="utf-8")
-    new = rendered(text)
-    if args.check:
-        if new != text:
-            print("README.md: the layout tree is out of date: run make generate", file=sys.stderr)
-            diff = difflib.unified_diff(text.splitlines(), new.splitlines(), lineterm="", n=0)
-            print("\n".join(list(diff)[2:]), file=sys.stderr)  # the changed lines, without file names
-            return 1
-        return 0
-    README.write_text(new, encoding="utf-8")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(readme_section.main(rendered, "layout tree", __doc__))

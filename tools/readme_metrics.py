@@ -6,10 +6,11 @@ when the committed README is out of date.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import readme_section
 from claude_exporter.families import FAMILIES
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -30,20 +31,5 @@ def rendered(text: str) -> str:
     return text[: start + len(BEGIN)] + "\n" + table() + "\n" + text[end:]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    text = README.read_text(encoding="utf-8")
-    new = rendered(text)
-    if args.check:
-        if new != text:
-            print("README.md: the metrics table is out of date: run make generate", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(new, encoding="utf-8")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(readme_section.main(rendered, "metrics table", __doc__))

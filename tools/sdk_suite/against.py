@@ -48,14 +48,7 @@ def project_venv(version: str) -> Path:
     run._run([*uv_pip, "install", "-q", "--python", python, f"anthropic=={version}"], log_path)
     editable: list[str | Path] = ["--no-deps", "--no-build-isolation", "-e", REPO]
     run._run([*uv_pip, "install", "-q", "--python", python, *editable], log_path)
-    installed = subprocess.run(
-        [python, "-c", "import anthropic; print(anthropic.__version__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    if installed != version:
-        raise SystemExit(f"test-anthropic: wanted anthropic {version} in {env}, got {installed}")
+    run.require_anthropic(python, version)
     stamp.write_text(digest)
     return python
 

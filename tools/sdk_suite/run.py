@@ -188,18 +188,22 @@ def venv(version: str, home: Path, tree: Path) -> tuple[Path, str]:
         [UV, "pip", "install", "-q", "--python", python, "-r", home / "requirements.txt", "-e", REPO],
         home / "setup.log",
     )
-    # The editable install must not have moved anthropic off the version under test.
+    require_anthropic(python, version)  # the editable install must not have moved it
+    stamp.write_text(digest)
+    return python, digest
+
+
+def require_anthropic(python: Path, version: str) -> None:
+    """Stop unless `python` imports exactly anthropic `version` (what a venv's installs ended with)."""
     installed = subprocess.run(
         [python, "-c", "import anthropic; print(anthropic.__version__)"],
         capture_output=True,
         text=True,
         check=True,
-        cwd=home,
+        cwd=python.parent,
     ).stdout.strip()
     if installed != version:
-        raise SystemExit(f"sdk-suite: wanted anthropic {version} in {env}, got {installed}")
-    stamp.write_text(digest)
-    return python, digest
+        raise SystemExit(f"sdk-suite: wanted anthropic {version} in {python.parent.parent}, got {installed}")
 
 
 # ---- runs and comparison ---------------------------------------------------------------------------
