@@ -12,8 +12,10 @@ from __future__ import annotations
 import gc
 import math
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -46,9 +48,12 @@ def repo_tool(relative: str) -> Any:
     import importlib.util
 
     path = Path(__file__).resolve().parent.parent / relative
-    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_") + "_tool", path)
+    # Named by its path (three scripts are called generate.py), and registered: dataclasses look it up.
+    name = re.sub(r"\W", "_", relative.removesuffix(".py")) + "_tool"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

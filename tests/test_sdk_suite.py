@@ -7,28 +7,15 @@ sessions, with the real shim making one request to the fake API; the SDK's suite
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import textwrap
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from conftest import repo_tool
 
-TOOLS = Path(__file__).resolve().parent.parent / "tools" / "sdk_suite"
-
-
-def _load_runner() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sdk_suite_run", TOOLS / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-run = _load_runner()
+run = repo_tool("tools/sdk_suite/run.py")
 
 STAND_IN = """
 import claude_exporter

@@ -17,7 +17,6 @@ A machine where docker cannot run fails these tests; it never skips them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ import pytest
 import yaml
 from claude_exporter.config import load_config
 from claude_exporter.rules import render_rules
+from conftest import repo_tool
 from stack import free_port
 from test_deploy_kubernetes import disagreements, render_manifests
 
@@ -57,17 +57,7 @@ ALERT_TIMEOUT = 120.0
 DEMO_ALERT_TIMEOUT = 300.0  # from the demo's start: its fleet degrades over its first minutes (100 to 217 s)
 
 
-def _load_engine() -> Any:
-    path = ROOT / "tools" / "stack" / "engine.py"
-    spec = importlib.util.spec_from_file_location("claude_exporter_stack_engine", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-engine_tool = _load_engine()
+engine_tool = repo_tool("tools/stack/engine.py")
 
 
 def compose_command() -> list[str]:
