@@ -22,8 +22,8 @@ from typing import Any
 
 import claude_exporter
 from claude_exporter.config import default_config
-from claude_exporter.exposition.server import default_routes
 from claude_exporter.ingest.otlp_counting import Recent
+from claude_exporter.server import default_routes
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -240,7 +240,7 @@ def test_any_label_values_through_the_recorder_never_break_the_scrape(instrument
     reg, rec = instrumented
     for agent, model, task, stop in rows:
         labels = rec.request_labels(agent, model)  # any type: a non-string becomes __invalid__
-        labels.finish(True, 0.1, Usage(1, 2, 3, 4), 0.5, stop if isinstance(stop, str) else None, None, ())
+        labels.record(True, 0.1, Usage(1, 2, 3, 4), stop if isinstance(stop, str) else None, cost=0.5)
         rec.exec_labels(agent, task).record(True, 0.1, 3, 4, 1)
     text = generate_latest(reg).decode("utf-8")
     for family in text_string_to_metric_families(text):

@@ -10,7 +10,7 @@ import claude_exporter as ce
 import pytest
 from anthropic.types import Message
 from claude_exporter.instrumentation import streams
-from claude_exporter.recording import series as store
+from claude_exporter.recording.storage import memory as store
 from claude_exporter.testing import Reply
 from conftest import MODEL, kw, requests, val
 
@@ -122,7 +122,7 @@ def test_fault_reading_stream_events(reg, fake_anthropic, monkeypatch):
 
 
 def test_fault_in_the_attempt_seam(reg, fake_anthropic, monkeypatch):
-    monkeypatch.setattr(store.RequestSeries, "add_rate_limited", boom)
+    monkeypatch.setattr(store.RequestSeries, "add", boom)
     fake_anthropic.script(Reply(status=429, retry_after=0.01), REPLY)
     msg = fake_anthropic.client(max_retries=1).messages.create(**kw())
     assert_untouched(msg)
@@ -162,9 +162,7 @@ def test_fault_finishing_an_execution(reg, fake_anthropic, monkeypatch):
 
 def test_fault_in_a_listener(instrumented, fake_anthropic):
     reg, rec = instrumented
-    rec.listeners.append(boom)
-    if hasattr(rec, "gates"):  # listeners run only while something listens
-        rec.gates.append(lambda: True)
+    rec.listen(boom, lambda: True)
     msg = fake_anthropic.client(max_retries=0).messages.create(**kw())
     assert type(msg) is Message
     assert faults(reg, "listener") >= 1

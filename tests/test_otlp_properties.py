@@ -50,7 +50,7 @@ def _call(route: Any, body: bytes, content_type: str, encoding: str | None = Non
 
 @pytest.fixture(scope="module")
 def routes() -> Any:
-    from claude_exporter.exposition.server import default_routes
+    from claude_exporter.server import default_routes
 
     if ACTIVE.recorder is not None:
         ce.uninstrument()

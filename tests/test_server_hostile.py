@@ -10,8 +10,8 @@ import time
 
 import claude_exporter as ce
 import pytest
-from claude_exporter.exposition import server as server_module
-from claude_exporter.exposition.server import MAX_WORKERS, make_wsgi_app
+from claude_exporter import server as server_module
+from claude_exporter.server import MAX_WORKERS, make_wsgi_app
 from conftest import NO_TOKEN, val, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -20,9 +20,9 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .config import ConfigError, load_config
-    from .exposition.server import make_wsgi_app, start_http_server
     from .instrumentation.instrumentor import instrument, is_instrumented, uninstrument
     from .recording.execution import execution
+    from .server import make_wsgi_app, start_http_server
 
 __all__ = [
     "ConfigError",
@@ -43,8 +43,8 @@ _HOMES = {
     "instrument": "instrumentation.instrumentor",
     "is_instrumented": "instrumentation.instrumentor",
     "uninstrument": "instrumentation.instrumentor",
-    "make_wsgi_app": "exposition.server",
-    "start_http_server": "exposition.server",
+    "make_wsgi_app": "server",
+    "start_http_server": "server",
 }
 
 

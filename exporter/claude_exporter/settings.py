@@ -18,10 +18,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
-from claude_exporter.config import Config, config_from_env, default_config, load_config
+from claude_exporter.config import Config, as_config
 from claude_exporter.exposition.collectors import register, unregister
 from claude_exporter.exposition.eventlog import event_log_listener
-from claude_exporter.exposition.health import health_listener
+from claude_exporter.exposition.health import HealthWindow, start_health
 from claude_exporter.families import SEED_GROUPS
 from claude_exporter.ingest.claude_code import ClaudeCodeIngest
 from claude_exporter.recording.pricing import (
@@ -37,12 +37,12 @@ from claude_exporter.recording.pricing import (
     unpriced_reason,
 )
 from claude_exporter.recording.recorder import Recorder, RecorderOptions
+from claude_exporter.recording.storage import open_storage
 from claude_exporter.recording.usage import Usage
 
 __all__ = [
     "Opened",
     "Settings",
-    "as_config",
     "close_recorder",
     "cost_function",
     "open_recorder",
@@ -109,17 +109,6 @@ def cost_function(table: PriceTable) -> Callable[[ModelPrice, Usage, tuple[Itera
     return usage_cost
 
 
-def as_config(config: Any) -> Config:
-    """A Config, a path to one, or None (``CLAUDE_EXPORTER_CONFIG``, else the built-in default)."""
-    if config is None:
-        return config_from_env() or default_config()
-    if isinstance(config, Config):
-        return config
-    if isinstance(config, (str, os.PathLike)):
-        return load_config(config)
-    raise TypeError(f"config must be a Config, a path or None, got {type(config).__name__}")
-
-
 def resolve_settings(config: Any, listeners: tuple[Callable[[Recorder], None], ...] = ()) -> Settings:
     cfg = as_config(config)
     prices = load_price_table()
@@ -138,42 +127,40 @@ def resolve_settings(config: Any, listeners: tuple[Callable[[Recorder], None], .
         default_code_tools=cfg.defaults.code_tools,
         unpriced_platforms=prices.modifiers.unpriced_platforms,
     )
-    defaults = (event_log_listener(cfg), health_listener(cfg))
-    return Settings(cfg, options, prices.lookup, cost_function(prices), (*defaults, *listeners))
+    return Settings(cfg, options, prices.lookup, cost_function(prices), (event_log_listener(cfg), *listeners))
 
 
 @dataclass
 class Opened:
-    """A recorder and what was registered for it, so :func:`close_recorder` can take it all back."""
+    """A recorder and what was opened with it, so :func:`close_recorder` can take it all back: its
+    configuration, the collectors registered for it, its health window and what Claude Code's OTLP
+    export and hooks feed (cheap until used; the wire format loads on first use)."""
 
     recorder: Recorder
     registry: CollectorRegistry
-    collectors: list[Collector]
+    config: Config
+    claude_code: ClaudeCodeIngest
+    collectors: list[Collector] = field(default_factory=list)
+    health: HealthWindow | None = None
 
 
-def open_recorder(settings: Settings, registry: CollectorRegistry) -> Opened:
+def open_recorder(
+    settings: Settings,
+    registry: CollectorRegistry,
+    describe_error: Callable[[BaseException], str | None] | None = None,
+) -> Opened:
     """A recorder for ``settings``, exposed on ``registry``, with its listeners attached.
 
-    With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus_client's convention), it is the multiprocess
-    recorder: read here, once, as every worker process opens its recorder.
+    With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus_client's convention), its storage is the
+    multiprocess one: read here, once, as every worker process opens its recorder.
     """
-    backend = None
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if path:
-        from claude_exporter.exposition.multiprocess import MultiprocessBackend
-
-        if not os.path.isdir(path):
-            raise ValueError(f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a directory (create it first)")
-        backend = MultiprocessBackend(path)
-    rec = Recorder(settings.recorder, settings.price_lookup, settings.cost, backend)
-    if backend is not None:
-        rec.closers.append(backend.close)
-    rec.config = settings.config
-    # What Claude Code's OTLP export and hooks feed (cheap until used; the wire format loads on first use).
-    rec.claude_code = ClaudeCodeIngest(rec, settings.config.otlp)
-    opened = Opened(rec, registry, [])
+    storage = open_storage(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    options: dict[str, Any] = {} if describe_error is None else {"describe_error": describe_error}
+    rec = Recorder(settings.recorder, settings.price_lookup, settings.cost, storage, **options)
+    opened = Opened(rec, registry, settings.config, ClaudeCodeIngest(rec, settings.config.otlp))
     try:
-        opened.collectors.append(register(rec, registry, settings.enabled))
+        opened.collectors.append(register(rec, registry, settings.enabled, opened.claude_code))
+        opened.health = start_health(settings.config, rec)
         settings.attach(rec)
     except BaseException:
         close_recorder(opened)

@@ -249,8 +249,8 @@ def run(
     Returns 0 when it ends by ``duration`` or SIGTERM (a requested stop), 130 on Ctrl-C (SIGINT).
     """
     from claude_exporter.cli.localstack import LocalStack, binaries_present
-    from claude_exporter.exposition.server import start_http_server
     from claude_exporter.instrumentation.instrumentor import instrument, uninstrument
+    from claude_exporter.server import start_http_server
 
     status, why = 0, "a failure" if duration is None else f"its {duration:g} s are up"
     started = False  # the stop is narrated once the banner is out; a failed start says why itself

@@ -165,18 +165,20 @@ def activate(environ: MutableMapping[str, str] | None = None) -> bool:
     try:
         import atexit
 
-        from claude_exporter.exposition.server import start_http_server
         from claude_exporter.instrumentation.instrumentor import instrument
+        from claude_exporter.recording.state import ACTIVE
+        from claude_exporter.server import start_http_server
 
-        rec = instrument()  # reads CLAUDE_EXPORTER_CONFIG
+        instrument()  # reads CLAUDE_EXPORTER_CONFIG
+        config = ACTIVE.opened.config
     except Exception as err:
         _warn(f"instrumentation is off: {err}")
         return False
     port = _port(env.get(ENV_PORT))
     if port:
-        addr = env.get(ENV_ADDR) or rec.config.server.address
+        addr = env.get(ENV_ADDR) or config.server.address
         try:
-            start_http_server(port, addr, config=rec.config)
+            start_http_server(port, addr, config=config)
         except Exception as err:
             _warn(f"cannot serve metrics on {addr}:{port}: {err}")
         # One port, one process: Python programs this one starts are measured but do not compete for it.

@@ -18,9 +18,9 @@ from typing import Any, TextIO
 from prometheus_client import REGISTRY
 
 from claude_exporter.config import Config, ConfigError
-from claude_exporter.exposition.server import MetricsServer, start_http_server
 from claude_exporter.ingest.tail import POLL_INTERVAL, LogFollower
 from claude_exporter.recording.state import ACTIVE
+from claude_exporter.server import MetricsServer, start_http_server
 from claude_exporter.settings import close_recorder, open_recorder, resolve_settings
 
 __all__ = ["serve"]
@@ -51,7 +51,7 @@ def serve(
     # that calls serve() keeps its own recorder.
     opened = open_recorder(resolve_settings(config), REGISTRY) if ACTIVE.recorder is None else None
     if opened is not None:
-        ACTIVE.recorder = opened.recorder
+        ACTIVE.opened, ACTIVE.recorder = opened, opened.recorder
     rec = ACTIVE.recorder
     assert rec is not None
     server: MetricsServer | None = None
@@ -89,7 +89,7 @@ def serve(
         if server is not None:
             server.close()
         if opened is not None:
-            ACTIVE.recorder = None
+            ACTIVE.recorder = ACTIVE.opened = None
             close_recorder(opened)
     return 130 if stopped_by[:1] == [signal.SIGINT] else 0
 

@@ -70,6 +70,7 @@ __all__ = [
     "LabelCaps",
     "OtlpConfig",
     "ServerConfig",
+    "as_config",
     "config_from_env",
     "default_config",
     "duration_seconds",
@@ -367,3 +368,14 @@ def format_problems(err: ConfigError) -> str:
     lines = [f"{head}{count} problem{'s' if count != 1 else ''} in the configuration:"]
     lines.extend(f"  {line}" for line in err.problems)
     return "\n".join(lines)
+
+
+def as_config(config: object) -> Config:
+    """A Config, a path to one, or None (``CLAUDE_EXPORTER_CONFIG``, else the built-in default)."""
+    if config is None:
+        return config_from_env() or default_config()
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config)
+    raise TypeError(f"config must be a Config, a path or None, got {type(config).__name__}")

@@ -11,9 +11,7 @@ the request path never touches them.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
 from importlib import metadata
 from typing import Any
 
@@ -28,31 +26,15 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from claude_exporter._version import __version__
-from claude_exporter.families import BY_NAME, DURATION_BUCKETS, FAMILIES, TOKEN_TYPE_GROUPS, Family
+from claude_exporter.exposition.flags import family_flags
+from claude_exporter.families import BY_NAME, DURATION_BUCKETS, FAMILIES, Family
 from claude_exporter.recording.cardinality import OVERFLOW
 from claude_exporter.recording.claude_code_series import AGENT_INFO, COUNTERS, TOOL_DURATION
+from claude_exporter.recording.ratelimit import GAUGES, parse_ratelimit
 from claude_exporter.recording.recorder import Recorder
-from claude_exporter.recording.series import TOKEN_TYPES
+from claude_exporter.recording.storage.layout import EXEC_FIELDS, KEYED, MISSES, REQUEST_FIELDS, TOKEN_TYPES
 
-__all__ = [
-    "RATELIMIT_GAUGES",
-    "RESOURCES",
-    "RateLimits",
-    "RecorderCollector",
-    "family_flags",
-    "parse_ratelimit",
-    "register",
-    "unregister",
-]
-
-RESOURCES = ("requests", "tokens", "input_tokens", "output_tokens")
-_FIELDS = ("limit", "remaining", "reset")
-_GAUGE_FIELD = {
-    "claude_ratelimit_limit": "limit",
-    "claude_ratelimit_remaining": "remaining",
-    "claude_ratelimit_reset_timestamp_seconds": "reset",
-}
-RATELIMIT_GAUGES = {field: name for name, field in _GAUGE_FIELD.items()}  # header field -> gauge
+__all__ = ["RateLimits", "RecorderCollector", "register", "unregister"]
 
 Samples = Iterator[tuple[tuple[str, ...], float]]
 
@@ -101,51 +83,6 @@ class RateLimits:
                 yield (model, resource), value
 
 
-def parse_ratelimit(headers: Any, fault: Callable[[str], None]) -> Iterator[tuple[str, str, float]]:
-    """``(resource, field, value)`` of every ``anthropic-ratelimit-*`` header present (a response without
-    one keeps the last known value); a header that does not parse is counted as a fault."""
-    for resource in RESOURCES:
-        prefix = "anthropic-ratelimit-" + resource.replace("_", "-") + "-"
-        for field in _FIELDS:
-            raw = headers.get(prefix + field)
-            if raw is None:
-                continue
-            try:
-                yield resource, field, _parse(field, raw)
-            except ValueError:
-                fault("ratelimit_header")
-
-
-def family_flags(enabled: Callable[[str, str], bool]) -> Callable[[str], dict[str, bool]]:
-    """Per agent, which families and token types its ``metrics:`` list enables; computed once per agent
-    (make one per scrape)."""
-    cache: dict[str, dict[str, bool]] = {}
-
-    def flags(agent: str) -> dict[str, bool]:
-        found = cache.get(agent)
-        if found is None:
-            found = cache[agent] = {
-                **{
-                    f.name: not f.enabled_by or any(enabled(agent, group) for group in f.enabled_by)
-                    for f in FAMILIES
-                },
-                **{kind: enabled(agent, group) for kind, group in TOKEN_TYPE_GROUPS.items()},
-            }
-        return found
-
-    return flags
-
-
-def _parse(field: str, raw: str) -> float:
-    """A header's value; ``ValueError`` for anything but a finite count (or an ISO 8601 time)."""
-    if field != "reset":
-        value = float(raw)
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"not a finite count: {raw[:40]}")
-        return value
-    return datetime.fromisoformat(raw.strip().replace("Z", "+00:00")).timestamp()
-
-
 def _sdk_version() -> str:
     # Read from the installed metadata: the standalone exporter never imports the SDK.
     try:
@@ -183,11 +120,15 @@ class RecorderCollector(Collector):
     """Every family of :data:`~claude_exporter.families.FAMILIES`, from one recorder.
 
     ``enabled(agent, family)`` says whether the configuration's ``metrics:`` list enables a family for
-    an agent; families no seed metric names are always on.
+    an agent; families no seed metric names are always on. ``claude_code``: what Claude Code's telemetry
+    feeds (:class:`~claude_exporter.ingest.claude_code.ClaudeCodeIngest`), when it is received here.
     """
 
-    def __init__(self, rec: Recorder, enabled: Callable[[str, str], bool] | None = None) -> None:
+    def __init__(
+        self, rec: Recorder, enabled: Callable[[str, str], bool] | None = None, claude_code: Any = None
+    ) -> None:
         self._rec = rec
+        self._claude_code_ingest = claude_code
         self._enabled = enabled or (lambda agent, group: True)
         self._limits = RateLimits(rec)
         self._build = ((__version__, _sdk_version()), 1.0)
@@ -218,6 +159,8 @@ class RecorderCollector(Collector):
 
     def _requests(self, out: dict[str, Any]) -> None:
         flags = self._flags()
+        requests, duration = out[REQUEST_FIELDS["outcomes"]], out[REQUEST_FIELDS["duration"]]
+        tokens, ttft = out[REQUEST_FIELDS["tokens"]], out[REQUEST_FIELDS["ttft"]]
         for series in self._rec.request_series:
             agent, key = series.agent, (series.agent, series.model)
             on = flags(agent)
@@ -225,63 +168,46 @@ class RecorderCollector(Collector):
             if agent == series.model == OVERFLOW and not any(snap["outcomes"]):
                 pass  # the overflow series exists only to hold open-label overflow; its totals stay hidden
             else:
-                out["claude_requests_total"].add_metric((*key, "success"), snap["outcomes"][0])
-                out["claude_requests_total"].add_metric((*key, "error"), snap["outcomes"][1])
-                if on["claude_request_duration_seconds"]:
-                    out["claude_request_duration_seconds"].add_metric(
-                        key, *_buckets(series.duration.bounds, snap["duration"])
-                    )
+                requests.add_metric((*key, "success"), snap["outcomes"][0])
+                requests.add_metric((*key, "error"), snap["outcomes"][1])
+                if on[REQUEST_FIELDS["duration"]]:
+                    duration.add_metric(key, *_buckets(series.duration.bounds, snap["duration"]))
                 for kind, count in zip(TOKEN_TYPES, snap["tokens"], strict=True):
                     if on[kind]:
-                        out["claude_tokens_total"].add_metric((*key, kind), count)
-                if on["claude_cost_usd_total"]:
-                    out["claude_cost_usd_total"].add_metric(key, snap["cost"])
-                if on["claude_cache_savings_usd_total"]:
-                    out["claude_cache_savings_usd_total"].add_metric(key, snap["savings"])
-                if on["claude_rate_limited_total"]:
-                    # A zero series per (agent, model) whatever the codes seen, so rate() reads a 0.
-                    limited = snap["rate_limited"]
-                    out["claude_rate_limited_total"].add_metric((*key, "none"), limited.get("none", 0))
-                    for code, count in limited.items():
-                        if code != "none":
-                            out["claude_rate_limited_total"].add_metric((*key, code), count)
-            if any(snap["ttft"][0]) and on["claude_time_to_first_token_seconds"]:
-                out["claude_time_to_first_token_seconds"].add_metric(
-                    key, *_buckets(series.ttft.bounds, snap["ttft"])
-                )
-            for name, field, width in (
-                ("claude_stop_reasons_total", "stops", 1),
-                ("claude_errors_total", "errors", 2),
-                ("claude_retries_total", "retries", 2),
-                ("claude_code_blocks_executed_total", "code", 2),
-                ("claude_refusals_total", "refusals", 1),
-            ):
+                        tokens.add_metric((*key, kind), count)
+                for field in ("cost", "savings"):
+                    if on[REQUEST_FIELDS[field]]:
+                        out[REQUEST_FIELDS[field]].add_metric(key, snap[field])
+                # A zero series per (agent, model) whatever the codes seen, so rate() reads a 0.
+                snap["rate_limited"].setdefault("none", 0)
+            if any(snap["ttft"][0]) and on[REQUEST_FIELDS["ttft"]]:
+                ttft.add_metric(key, *_buckets(series.ttft.bounds, snap["ttft"]))
+            for field in KEYED:
+                name = REQUEST_FIELDS[field]
                 if on[name]:
                     family = out[name]
                     for value, count in snap[field].items():
-                        family.add_metric((*key, *value) if width == 2 else (*key, value), count)
-            if on["claude_cache_misses_total"]:
+                        family.add_metric((*key, *value) if type(value) is tuple else (*key, value), count)
+            if on[MISSES[0]]:
                 for reason, (count, missed) in snap["misses"].items():
-                    out["claude_cache_misses_total"].add_metric((*key, reason), count)
-                    out["claude_cache_missed_input_tokens_total"].add_metric((*key, reason), missed)
+                    out[MISSES[0]].add_metric((*key, reason), count)
+                    out[MISSES[1]].add_metric((*key, reason), missed)
 
     def _executions(self, out: dict[str, Any]) -> None:
         flags = self._flags()
-        executions, duration = out["claude_executions_total"], out["claude_execution_duration_seconds"]
-        tokens, turns = out["claude_execution_tokens"], out["claude_execution_requests"]
         for series in list(self._rec.exec_series.values()):
             key = (series.agent, series.task)
             on = flags(series.agent)
             snap = series.snapshot()
+            executions = out[EXEC_FIELDS["outcomes"][0]]
             executions.add_metric((*key, "success"), snap["outcomes"][0])
             executions.add_metric((*key, "error"), snap["outcomes"][1])
-            if on["claude_execution_duration_seconds"]:
-                duration.add_metric(key, *_buckets(series.duration.bounds, snap["duration"]))
-            if on["input"]:
-                tokens.add_metric((*key, "input"), *_buckets(series.tokens_in.bounds, snap["tokens_in"]))
-            if on["output"]:
-                tokens.add_metric((*key, "output"), *_buckets(series.tokens_out.bounds, snap["tokens_out"]))
-            turns.add_metric(key, *_buckets(series.requests.bounds, snap["requests"]))
+            for field in ("duration", "tokens_in", "tokens_out", "requests"):
+                name, kind = EXEC_FIELDS[field]
+                if on[name] and (kind is None or on[kind]):
+                    histogram = getattr(series, field)
+                    labels = key if kind is None else (*key, kind)
+                    out[name].add_metric(labels, *_buckets(histogram.bounds, snap[field]))
 
     def _live(self, out: dict[str, Any]) -> None:
         rec = self._rec
@@ -296,7 +222,7 @@ class RecorderCollector(Collector):
             except Exception:
                 out[name].broken = True
         self._limits.refresh()
-        for name, field in _GAUGE_FIELD.items():
+        for field, name in GAUGES.items():
             for values, value in self._limits.samples(field):
                 out[name].add_metric(values, value)
         out["claude_exporter_build_info"].add_metric(*self._build)
@@ -311,7 +237,7 @@ class RecorderCollector(Collector):
     def _claude_code(self, out: dict[str, Any], more_agents: frozenset[str] = frozenset()) -> None:
         """The Claude-Code-only families, and every agent's source (``claude_agent_info``);
         ``more_agents``: agents other processes recorded (multiprocess mode)."""
-        ingest = self._rec.claude_code
+        ingest = self._claude_code_ingest
         claude_code: frozenset[str] = frozenset()
         if ingest is not None:
             ingest.sweep()
@@ -339,18 +265,23 @@ class RecorderCollector(Collector):
 
 
 def register(
-    rec: Recorder, registry: CollectorRegistry, enabled: Callable[[str, str], bool] | None = None
+    rec: Recorder,
+    registry: CollectorRegistry,
+    enabled: Callable[[str, str], bool] | None = None,
+    claude_code: Any = None,
 ) -> Collector:
     """Expose ``rec`` on ``registry``; returns the collector to pass to :func:`unregister`. In
-    multiprocess mode (``rec.backend``) the collector reads every worker's files instead."""
+    multiprocess mode (a storage with files) the collector reads every worker's files instead."""
     collector: Collector
-    if rec.backend is not None:
+    local = RecorderCollector(rec, enabled, claude_code)
+    path = rec.storage.path
+    if path is not None:
         from claude_exporter.exposition.multiprocess import MultiprocessCollector
 
-        rec.backend.build_info((__version__, _sdk_version()))
-        collector = MultiprocessCollector(rec.backend.path, enabled, RecorderCollector(rec, enabled))
+        rec.storage.build_info((__version__, _sdk_version()))
+        collector = MultiprocessCollector(path, enabled, local)
     else:
-        collector = RecorderCollector(rec, enabled)
+        collector = local
     registry.register(collector)
     return collector
 

@@ -105,7 +105,7 @@ def event_log_listener(
                 logger.propagate = True
                 logger.setLevel(logging.NOTSET)
 
-            rec.closers.append(detach)
+            rec.on_close(detach)
         rates = {name: agent.sampling_rate for name, agent in config.agents.items()}
         default_rate = config.defaults.sampling_rate
 
@@ -116,13 +116,14 @@ def event_log_listener(
                     return
             logger.info(json.dumps(event_fields(record), separators=(",", ":")))
 
-        rec.listeners.append(write)
         if config.source != "<default>":
-            rec.gates.append(functools.partial(logger.isEnabledFor, logging.INFO))  # no Python frame per call
+            rec.listen(
+                write, functools.partial(logger.isEnabledFor, logging.INFO)
+            )  # no Python frame per call
         else:
             # Without a configuration file the log is written only when the application put a handler
             # on this logger itself: a root logger at INFO (logging.basicConfig) does not ask for it, and
             # would otherwise pay for a JSON line on every execution.
-            rec.gates.append(functools.partial(_has_own_handler, logger))
+            rec.listen(write, functools.partial(_has_own_handler, logger))
 
     return attach

@@ -27,7 +27,7 @@ from typing import Any
 from claude_exporter.config import Config
 from claude_exporter.recording.recorder import Recorder
 
-__all__ = ["HealthWindow", "Totals", "health_listener", "health_route"]
+__all__ = ["HealthWindow", "Totals", "health_route", "start_health"]
 
 _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 # Per agent: executions, errors, total seconds, executions over the agent's timeout.
@@ -40,7 +40,7 @@ class HealthWindow:
     def __init__(self, config: Config, rec: Recorder, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.window = float(config.health_window_seconds)
-        self._rec = rec
+        self._rec = self.rec = rec
         self._clock = clock
         self._snapshots: deque[tuple[float, Totals]] = deque()
         self._lock = threading.Lock()
@@ -134,41 +134,37 @@ def _figures(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def health_listener(config: Config, interval: float = 1.0) -> Callable[[Recorder], None]:
-    """A settings listener: gives the recorder a health window and ticks it from a daemon thread."""
+def start_health(config: Config, rec: Recorder, interval: float = 1.0) -> HealthWindow:
+    """The health window of ``rec``'s executions, ticked from a daemon thread until ``rec`` closes."""
+    window = HealthWindow(config, rec)
+    window.tick()
+    stop = threading.Event()
 
-    def attach(rec: Recorder) -> None:
-        window = HealthWindow(config, rec)
-        window.tick()
-        stop = threading.Event()
+    def run() -> None:
+        while not stop.wait(interval):
+            try:
+                window.tick()
+            except Exception:
+                rec.fault("health_tick")
 
-        def run() -> None:
-            while not stop.wait(interval):
-                try:
-                    window.tick()
-                except Exception:
-                    rec.fault("health_tick")
+    thread = threading.Thread(target=run, name="claude-exporter-health", daemon=True)
+    thread.start()
 
-        thread = threading.Thread(target=run, name="claude-exporter-health", daemon=True)
-        thread.start()
-        rec.health = window
+    def close() -> None:  # the thread is gone when close() returns
+        stop.set()
+        if thread is not threading.current_thread():
+            thread.join(timeout=5)
 
-        def close() -> None:  # the thread is gone when close() returns
-            stop.set()
-            if thread is not threading.current_thread():
-                thread.join(timeout=5)
-
-        rec.closers.append(close)
-
-    return attach
+    rec.on_close(close)
+    return window
 
 
-def health_route(get_recorder: Callable[[], Recorder | None]) -> Callable[..., list[bytes]]:
-    """The WSGI route: the active recorder's window, with its running executions' ages."""
+def health_route(get_window: Callable[[], HealthWindow | None]) -> Callable[..., list[bytes]]:
+    """The WSGI route: the active window, with its recorder's running executions' ages."""
 
     def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        rec = get_recorder()
-        window = getattr(rec, "health", None)
+        window = get_window()
+        rec = None if window is None else window.rec
         if rec is None or window is None:
             body = json.dumps({"status": "unknown", "error": "not instrumented"}).encode()
             start_response("503 Service Unavailable", [("Content-Type", "application/json")])

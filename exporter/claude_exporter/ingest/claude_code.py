@@ -97,7 +97,7 @@ class ClaudeCodeIngest:
         self.rec = rec
         self.options = options or OtlpConfig()
         memory = self.options.memory
-        self.store = ClaudeCodeStore(self._take)
+        self.store = ClaudeCodeStore(rec.admission.take)
         self.deltas = Deltas(memory, on_evict=lambda: rec.fault("otlp_writer_evicted"))
         self._events = Recent(memory)  # (session, sequence, name) of every event applied
         self._requests = Recent(memory)  # request ids of api_request / api_error
@@ -108,15 +108,6 @@ class ClaudeCodeIngest:
         self._models: OrderedDict[str, str] = OrderedDict()  # request id -> model, for tool results
         self.turns: OrderedDict[Turn, OpenTurn] = OrderedDict()
         self._lock = threading.RLock()
-        self._budgets: dict[str, int] = {}
-
-    def _take(self, family: str) -> bool:
-        left = self._budgets.setdefault(family, self.rec.options.combination_cap)
-        if left <= 0:
-            self.rec.count_overflow(family)
-            return False
-        self._budgets[family] = left - 1
-        return True
 
     # -- who ---------------------------------------------------------------------------------------------
 
@@ -125,7 +116,7 @@ class ClaudeCodeIngest:
         return self._agent(value if isinstance(value, str) else None)
 
     def _agent(self, name: str | None) -> str:
-        agent = self.rec.caps["agent"].fold(name or self.options.default_agent)
+        agent = self.rec.admission.fold("agent", name or self.options.default_agent)
         self.store.add_agent(agent)
         return agent
 
@@ -184,20 +175,17 @@ class ClaudeCodeIngest:
             self._models[call.request_id] = call.model
             if len(self._models) > self.options.memory:
                 self._models.popitem(last=False)
-        rec = self.rec
-        labels = rec.request_labels(agent, call.model)
+        labels = self.rec.request_labels(agent, call.model)
         usage: Usage | None = None
-        cost = 0.0
+        own_cost: float | None = None
         if self.options.usage_from == "events" and call.ok:
             usage = Usage(*call.tokens)
             if labels.price is None and labels.model != OVERFLOW and call.cost_usd is not None:
-                cost = call.cost_usd  # Claude Code's own estimate beats counting the tokens as unpriced
-            else:
-                cost = labels.cost(usage, call.model)
+                own_cost = call.cost_usd  # Claude Code's own estimate beats counting the tokens as unpriced
         error = None if call.error_type is None else (call.error_type, "none")  # OTLP names no error_code
-        labels.finish(call.ok, call.seconds, usage, cost, None, error, ())
+        cost, _ = labels.record(call.ok, call.seconds, usage, None, error, (), call.model, own_cost)
         if call.ttft_seconds is not None:
-            labels.series.add_ttft(call.ttft_seconds)
+            labels.ttft(call.ttft_seconds)
         reason = str(call.status) if call.status is not None else "connection"
         for _ in range(call.attempts - 1):
             labels.retry(reason)
@@ -231,7 +219,7 @@ class ClaudeCodeIngest:
     def _count_tool(self, agent: str, result: ToolResult, interrupted: bool) -> None:
         if result.tool_use_id is not None and not self._tools.add(result.tool_use_id):
             return
-        tool = self.rec.caps["tool"].fold(result.tool)
+        tool = self.rec.admission.fold("tool", result.tool)
         outcome = "success" if result.ok else "failure"
         self.store.add("claude_code_tool_results_total", (agent, tool, outcome), 1.0)
         if result.seconds is not None:
@@ -258,7 +246,7 @@ class ClaudeCodeIngest:
             self.turns.move_to_end(key)
             turn.touched = now
         if task is not None and not turn.task_named:
-            turn.task = self.rec.caps["task"].fold(task)
+            turn.task = self.rec.admission.fold("task", task)
             turn.task_named = True
         if start_ns is not None and (turn.start_ns is None or start_ns < turn.start_ns):
             turn.start_ns = start_ns
@@ -330,16 +318,16 @@ class ClaudeCodeIngest:
             model = point.attrs.get("model")
             labels_ = self.rec.request_labels(agent, model if isinstance(model, str) and model else "unknown")
             if name == "claude_code.cost.usage":
-                labels_.series.finish(True, 0.0, Usage(), amount, None, None, (), count=False)
+                labels_.add_usage(Usage(), amount)
             else:
                 index = _TOKEN_TYPES.get(str(point.attrs.get("type")))
                 if index is not None and amount.is_integer():
                     tokens = [0, 0, 0, 0]
                     tokens[index] = int(amount)
-                    labels_.series.finish(True, 0.0, Usage(*tokens), 0.0, None, None, (), count=False)
+                    labels_.add_usage(Usage(*tokens), 0.0)
         else:
             tool = point.attrs.get("tool_name") or point.attrs.get("tool")
             decision = point.attrs.get("decision")
-            tool = self.rec.caps["tool"].fold(tool if isinstance(tool, str) and tool else "unknown")
+            tool = self.rec.admission.fold("tool", tool if isinstance(tool, str) and tool else "unknown")
             decision = decision if decision in ("accept", "reject") else "other"
             self.store.add("claude_code_edit_decisions_total", (agent, tool, decision), amount)

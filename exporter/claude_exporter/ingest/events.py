@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from claude_exporter.recording.recorder import Recorder
+from claude_exporter.recording.records import Totals
 from claude_exporter.recording.usage import Usage
 
 __all__ = [
@@ -235,15 +236,17 @@ def apply_events(rec: Recorder, events: Iterable[Event]) -> int:
 
 
 def _apply(rec: Recorder, event: Event) -> None:
+    """One event: a request of its model, and the execution it ended, through the recorder's one way
+    for each (so the event log and the health window see it as they see an SDK agent's)."""
     agent = event.agent or rec.options.default_agent
     labels = rec.request_labels(agent, event.model)
     usage = Usage(*event.usage)
-    cost = labels.cost(usage, event.model)
     error = None if event.error_type is None else (event.error_type, "none")  # events carry no code
-    labels.finish(event.ok, event.seconds, usage, cost, event.stop_reason, error, ())
-    rec.exec_labels(agent, event.task).record(
-        event.ok, event.seconds, usage.all_input, usage.output, event.requests
-    )
+    cost, _ = labels.record(event.ok, event.seconds, usage, event.stop_reason, error, (), event.model)
+    totals = Totals.of_request(usage, cost, 0, labels.model, event.stop_reason)
+    totals.requests = event.requests
+    series = rec.exec_labels(agent, event.task)
+    rec.finish_execution(series, event.seconds, totals, event.error_type, event.error_message)
 
 
 class BodyError(Exception):

@@ -69,9 +69,8 @@ def instrument(config: Any = None, *, registry: CollectorRegistry | None = None)
         if ACTIVE.recorder is not None:
             return ACTIVE.recorder
         settings = resolve_settings(config)
-        opened = open_recorder(settings, REGISTRY if registry is None else registry)
+        opened = open_recorder(settings, REGISTRY if registry is None else registry, error_message)
         rec = opened.recorder
-        rec.describe_error = error_message
         try:
             _apply(rec)
         except BaseException:
@@ -79,7 +78,7 @@ def instrument(config: Any = None, *, registry: CollectorRegistry | None = None)
             close_recorder(opened)
             raise
         _opened = opened
-        ACTIVE.recorder = rec
+        ACTIVE.opened, ACTIVE.recorder = opened, rec
         return rec
 
 
@@ -87,7 +86,7 @@ def uninstrument() -> None:
     """Restore the SDK exactly as it was and unregister the metrics."""
     global _opened
     with _lock:
-        ACTIVE.recorder = None
+        ACTIVE.recorder = ACTIVE.opened = None
         _restore()
         if _opened is not None:
             close_recorder(_opened)

@@ -39,6 +39,7 @@ from claude_exporter.instrumentation.extract import (
 )
 from claude_exporter.instrumentation.streams import WATCH_ATTR, watch_stream
 from claude_exporter.recording.call import Call
+from claude_exporter.recording.ratelimit import PREFIX
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.state import CURRENT_CALL, CURRENT_EXECUTION
 from claude_exporter.recording.usage import Usage
@@ -62,7 +63,6 @@ def _messages_options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 def _opener(rec: Recorder) -> Callable[[Any, Any], Call | None]:
     default_agent = rec.options.default_agent
-    known = rec._requests
     resolve = rec.request_labels
     platforms: dict[type, str] = {}  # client class -> the platform that bills it, decided once per class
 
@@ -82,10 +82,7 @@ def _opener(rec: Recorder) -> Callable[[Any, Any], Call | None]:
             platform = platforms.get(type(client))
             if platform is None:
                 platform = platforms[type(client)] = platform_of(client)
-            if platform == "anthropic":
-                labels = known.get((agent, model)) or resolve(agent, model)
-            else:
-                labels = resolve(agent, model, platform)
+            labels = resolve(agent, model) if platform == "anthropic" else resolve(agent, model, platform)
             blocks = (
                 list(client_code_blocks(body.get("messages"), labels.code_tools))
                 if labels.code_tools
@@ -104,7 +101,7 @@ def _failed(call: Call, exc: BaseException) -> None:
     try:
         call.finish(None, None, (), type(exc).__name__, error_message(exc), error_code(exc))
     except Exception:
-        call.rec.fault("request_error")
+        call.fault("request_error")
 
 
 def _message(call: Call, message: Any) -> None:
@@ -150,7 +147,7 @@ def _settle(call: Call, result: Any) -> Any:
         else:
             call.finish(Usage())
     except Exception:
-        call.rec.fault("request_result")
+        call.fault("request_result")
         _finish_bare(call)
     return None
 
@@ -160,10 +157,9 @@ def _finish_bare(call: Call) -> None:
     try:
         call.finish(Usage())
     except Exception:
-        call.rec.fault("request_finish")
+        call.fault("request_finish")
     finally:
-        call.done = True
-        call.rec.running_calls.pop(id(call), None)
+        call.abandon()
 
 
 # -- the request seam -----------------------------------------------------------------------------------
@@ -256,39 +252,39 @@ def async_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., 
 
 def _attempt(call: Call) -> None:
     try:
-        n = call.attempts
-        call.attempts = n + 1
-        if n:
-            call.retried()
+        call.attempt()
     except Exception:
-        call.rec.fault("attempt")
+        call.fault("attempt")
 
 
 def _attempt_failed(call: Call, exc: BaseException) -> None:
     try:
-        call.last_reason = retry_reason(exc)
-        call.last_code = NO_CODE
+        call.attempt_failed(retry_reason(exc))
     except Exception:
-        call.rec.fault("attempt_error")
+        call.fault("attempt_error")
 
 
-# Statuses whose error_code is read from the body at the attempt: the SDK closes a response it retries
-# without reading it, so only here can a retried 429 tell a spend limit from throttling. Error bodies are
-# small, and the SDK reads the body of the one it raises anyway (httpx2 keeps what was read).
-_CODED = (429, 529)
+_PREFIX = PREFIX.encode()
+_PREFIX_LENGTH = len(_PREFIX)
+
+
+def _ratelimit_headers(headers: Any) -> Any:
+    """``headers`` when one of them is an ``anthropic-ratelimit-*`` header, else None: one pass over the
+    raw names, where looking each of the twelve up would scan them twelve times."""
+    for name, _ in headers.raw:
+        if name[:_PREFIX_LENGTH].lower() == _PREFIX:
+            return headers
+    return None
 
 
 def _responded(call: Call, response: Any) -> bool:
-    """Note the attempt's status and headers; True when its error_code is still to be read (429, 529)."""
+    """Note the attempt's status and headers; True when its error_code is still to be read (429, 529).
+    Error bodies are small, and the SDK reads the body of the one it raises anyway (httpx2 keeps what
+    was read)."""
     try:
-        status = response.status_code
-        call.rec.recent_headers.append((call.labels.model, response.headers))
-        if status >= 400:
-            call.last_reason = str(status)
-            call.last_code = NO_CODE
-            return status in _CODED
+        return call.responded(response.status_code, _ratelimit_headers(response.headers))
     except Exception:
-        call.rec.fault("attempt_response")
+        call.fault("attempt_response")
     return False
 
 
@@ -299,11 +295,9 @@ def _coded(call: Call, body: bytes | None) -> None:
     except ValueError:
         code = NO_CODE  # not JSON: the attempt still counts
     try:
-        call.last_code = code
-        if call.last_reason == "429":
-            call.labels.rate_limited(code)
+        call.error_code(code)
     except Exception:
-        call.rec.fault("attempt_response")
+        call.fault("attempt_response")
 
 
 def sync_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]:
@@ -426,7 +420,7 @@ class _Pending:
 
     def __del__(self) -> None:
         if not self.call.done:
-            self.call.rec.orphans.append(self.finish)
+            self.call.later(self.finish)
 
 
 def _hook_streaming_response(call: Call, response: Any) -> None:
@@ -450,14 +444,14 @@ def _hook_streaming_response(call: Call, response: Any) -> None:
                 if watch is not None:
                     finisher[0] = watch  # closing the response now finishes with what the stream showed
         except Exception:
-            call.rec.fault("request_result")
+            call.fault("request_result")
 
     def finish() -> None:
         # Inline, not a module helper: the fault matrix replaces module functions, closures stay.
         try:
             finisher[0].finish()
         except Exception:
-            call.rec.fault("response_close")
+            call.fault("response_close")
 
     if isinstance(response, AsyncAPIResponse):
 

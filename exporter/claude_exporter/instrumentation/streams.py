@@ -14,7 +14,6 @@ request to the recorder's ``orphans``, which the next finished request or scrape
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -50,8 +49,7 @@ class StreamWatch:
         if kind == "content_block_delta":
             if self.first:
                 self.first = False
-                call = self.call
-                call.labels.series.add_ttft(time.perf_counter() - call.start)
+                self.call.first_token()
         elif kind == "message_delta":
             self.usage.update(event.usage)
             delta = event.delta
@@ -88,12 +86,12 @@ class StreamWatch:
                     error_code(error),
                 )
         except Exception:
-            call.rec.fault("stream_finish")
+            call.fault("stream_finish")
 
     def orphan(self) -> None:
         """Called from a finaliser: leave the finishing to the recorder's next ordinary call."""
         if not self.call.done:
-            self.call.rec.orphans.append(self.finish)
+            self.call.later(self.finish)
 
     def observe(self, events: Iterator[Any]) -> Iterator[Any]:
         see, waiting = self.see, True  # locals: this loop runs once per event
@@ -105,24 +103,24 @@ class StreamWatch:
                         see(event)
                         waiting = self.first
                     except Exception:
-                        self.call.rec.fault("stream_event")
+                        self.call.fault("stream_event")
                 yield event
         except GeneratorExit:  # closed by the garbage collector after an early break
             try:
                 self.orphan()
             except Exception:
-                self.call.rec.fault("stream_finish")
+                self.call.fault("stream_finish")
             raise
         except BaseException as exc:
             try:
                 self.finish(exc)
             except Exception:
-                self.call.rec.fault("stream_finish")
+                self.call.fault("stream_finish")
             raise
         try:
             self.finish()
         except Exception:
-            self.call.rec.fault("stream_finish")
+            self.call.fault("stream_finish")
 
     async def aobserve(self, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
         see, waiting = self.see, True  # locals: this loop runs once per event
@@ -134,24 +132,24 @@ class StreamWatch:
                         see(event)
                         waiting = self.first
                     except Exception:
-                        self.call.rec.fault("stream_event")
+                        self.call.fault("stream_event")
                 yield event
         except GeneratorExit:  # closed by the garbage collector after an early break
             try:
                 self.orphan()
             except Exception:
-                self.call.rec.fault("stream_finish")
+                self.call.fault("stream_finish")
             raise
         except BaseException as exc:
             try:
                 self.finish(exc)
             except Exception:
-                self.call.rec.fault("stream_finish")
+                self.call.fault("stream_finish")
             raise
         try:
             self.finish()
         except Exception:
-            self.call.rec.fault("stream_finish")
+            self.call.fault("stream_finish")
 
     def __del__(self) -> None:
         # A stream dropped before it was iterated never starts the generator.

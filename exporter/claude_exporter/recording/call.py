@@ -1,9 +1,15 @@
-"""One request as the caller sees it: opened by the instrumentation's request seam, finished exactly once."""
+"""One request as the caller sees it: what the instrumentation tells the recorder, and nothing else.
+
+The instrumentation opens a :class:`Call` per Messages request and then only talks to it: each HTTP
+attempt (:meth:`Call.attempt`, :meth:`Call.attempt_failed`, :meth:`Call.responded`,
+:meth:`Call.error_code`), the first streamed token (:meth:`Call.first_token`) and the end
+(:meth:`Call.finish`), exactly once.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from claude_exporter.recording.records import Totals
@@ -16,9 +22,15 @@ if TYPE_CHECKING:
 
 __all__ = ["Call"]
 
+_NO_CODE = "none"
+# Statuses whose error_code the instrumentation reads from the body at the attempt: the SDK closes a
+# response it retries without reading it, so only there can a retried 429 tell a spend limit from
+# throttling.
+_CODED = frozenset((429, 529))
+
 
 class Call:
-    """A request in progress; the attempt seam adds its retries, :meth:`finish` ends it."""
+    """A request in progress; its attempts add retries, :meth:`finish` ends it."""
 
     __slots__ = (
         "attempts",
@@ -49,16 +61,50 @@ class Call:
         self.raw_model = raw_model  # the model the caller named, which the label may have folded
         self.attempts = 0
         self.last_reason = "unknown"
-        self.last_code = "none"  # the error_code of the last failed attempt
+        self.last_code = _NO_CODE  # the error_code of the last failed attempt
         self.done = False
         self.client_blocks = client_blocks  # results of client code tools sent in
         self.http = http  # the transport client whose sends are this request's attempts
         self.start = time.perf_counter()
         rec.running_calls[id(self)] = self
 
-    def retried(self) -> None:
-        """An attempt after the first began: count the retry under what caused it."""
-        self.labels.retry(self.last_reason, self.last_code)
+    # -- attempts -------------------------------------------------------------------------------------
+
+    def attempt(self) -> None:
+        """An HTTP attempt begins; one after the first is a retry, counted under what caused it."""
+        n = self.attempts
+        self.attempts = n + 1
+        if n:
+            self.labels.retry(self.last_reason, self.last_code)
+
+    def attempt_failed(self, reason: str) -> None:
+        """The attempt raised (``reason``: timeout or connection) instead of answering."""
+        self.last_reason = reason
+        self.last_code = _NO_CODE
+
+    def responded(self, status: int, ratelimit_headers: Any) -> bool:
+        """The attempt answered ``status``; ``ratelimit_headers``: its headers when they carry
+        ``anthropic-ratelimit-*`` values, else None. True when its error_code should be read from the
+        body (429, 529) and handed to :meth:`error_code`."""
+        if ratelimit_headers is not None:
+            self.rec.recent_headers.append((self.labels.model, ratelimit_headers))
+        if status >= 400:
+            self.last_reason = str(status)
+            self.last_code = _NO_CODE
+            return status in _CODED
+        return False
+
+    def error_code(self, code: str) -> None:
+        """A 429's or 529's error_code, kept for the retry that follows; a 429 counts under it."""
+        self.last_code = code
+        if self.last_reason == "429":
+            self.labels.rate_limited(code)
+
+    def first_token(self) -> None:
+        """A stream's first content delta."""
+        self.labels.ttft(time.perf_counter() - self.start)
+
+    # -- the end --------------------------------------------------------------------------------------
 
     def finish(
         self,
@@ -67,7 +113,7 @@ class Call:
         blocks: Sequence[tuple[str, str]] = (),
         error_type: str | None = None,
         error_message: str | None = None,
-        error_code: str = "none",
+        error_code: str = _NO_CODE,
     ) -> None:
         """The one way a request ends, successful (``error_type`` None) or not; later calls do nothing.
         ``error_code`` is the API's (bounded by the instrumentation), ``none`` when it gave none."""
@@ -78,28 +124,44 @@ class Call:
         if busy.on:
             # Reached from a finaliser (the garbage collector closing a caller's stream) while this
             # thread is recording: it may hold a series lock, so leave the finish to the next call.
-            rec.orphans.append(lambda: self.finish(usage, stop_reason, blocks, error_type, error_message))
+            rec.orphans.append(
+                lambda: self.finish(usage, stop_reason, blocks, error_type, error_message, error_code)
+            )
             return
         self.done = True
         busy.on = True
         try:
             seconds = time.perf_counter() - self.start
             labels = self.labels
-            cost = labels.cost(usage, self.raw_model) if usage is not None else 0.0
             if self.client_blocks:
                 blocks = [*blocks, *self.client_blocks]
+            ok = error_type is None
             error = None if error_type is None else (error_type, error_code)
-            labels.finish(error_type is None, seconds, usage, cost, stop_reason, error, blocks)
-            if usage is not None and (usage.cache_miss is not None or usage.refusal is not None):
-                labels.response_facts(usage.cache_miss, usage.cache_missed, usage.refusal)
+            cost, bucket = labels.record(ok, seconds, usage, stop_reason, error, blocks, self.raw_model)
             ex = self.execution
             if ex is not None:
                 ex.totals.add(usage, cost, len(blocks), labels.model, stop_reason)
             else:  # outside any execution the request is an execution of its own
                 totals = Totals.of_request(usage, cost, len(blocks), labels.model, stop_reason)
-                rec.finish_execution(labels.default_exec(), seconds, totals, error_type, error_message)
+                rec.finish_execution(
+                    labels.default_exec(), seconds, totals, error_type, error_message, bucket
+                )
         finally:  # even after a fault: a request left "in flight" would look like a hung agent
             busy.on = False
             rec.running_calls.pop(id(self), None)
             if rec.orphans:
                 rec.settle_orphans()
+
+    def abandon(self) -> None:
+        """Stop counting this request as running, whether or not it finished (a fault while finishing)."""
+        self.done = True
+        self.rec.running_calls.pop(id(self), None)
+
+    def fault(self, stage: str) -> None:
+        """Count a fault of the shim at ``stage`` (never raises)."""
+        self.rec.fault(stage)
+
+    def later(self, finish: Callable[[], None]) -> None:
+        """Hand ``finish`` to the recorder's next ordinary call or scrape: for a finaliser, which may run
+        while this thread holds a series lock and so must not record."""
+        self.rec.orphans.append(finish)

@@ -15,11 +15,12 @@ and store only admissible values.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container, Mapping
+from typing import Any
 
 from claude_exporter.recording.admission import LabelGate
 
-__all__ = ["FAMILY_NAMES", "OVERFLOW", "Budget", "LabelCap"]
+__all__ = ["FAMILY_NAMES", "OVERFLOW", "Admission", "Budget", "LabelCap"]
 
 OVERFLOW = "__overflow__"
 
@@ -87,3 +88,49 @@ class Budget:
                 return False
             self.left -= 1
             return True
+
+
+class Admission:
+    """Fold, budget, overflow: the one way a label combination never seen before is admitted.
+
+    Each value is folded by its label's cap; a combination its family has seen passes, a new one takes
+    one from its family's budget, and past the budget it is refused and the fold counted. The caller
+    records a refused combination under the overflow series (or drops it, where there is none).
+    """
+
+    __slots__ = ("_count", "_lock", "budgets", "cap", "caps")
+
+    def __init__(self, caps: Mapping[str, LabelCap], cap: int, count_overflow: Callable[[str], None]) -> None:
+        self.caps = caps
+        self.cap = cap  # each family's budget of label combinations
+        self.budgets: dict[str, Budget] = {}
+        self._count = count_overflow
+        self._lock = threading.Lock()
+
+    def fold(self, label: str, value: Any) -> str:
+        return self.caps[label].fold(value)
+
+    def take(self, family: str) -> bool:
+        """One more combination for ``family`` (a key of :data:`FAMILY_NAMES`, or a family's name);
+        False, counted, when its budget is spent."""
+        budget = self.budgets.get(family)
+        if budget is None:
+            with self._lock:
+                budget = self.budgets.setdefault(family, Budget(family, self.cap))
+        if budget.take():
+            return True
+        self._count(FAMILY_NAMES.get(family, family))
+        return False
+
+    def admit(self, family: str, labels: tuple[str, ...], key: Any, seen: Container[Any]) -> tuple[Any, bool]:
+        """``key`` (one value, or a tuple of one per label in ``labels``) folded by the labels' caps, and
+        whether it is admitted: ``seen`` has it, or the family's budget allows one more."""
+        if len(labels) == 1:
+            folded: Any = self.caps[labels[0]].fold(key)
+        else:
+            caps = self.caps  # a label without a cap (a code block's outcome) takes a fixed set of values
+            folded = tuple(
+                value if label not in caps else caps[label].fold(value)
+                for label, value in zip(labels, key, strict=True)
+            )
+        return folded, folded in seen or self.take(family)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 
 from claude_exporter.families import DURATION_BUCKETS, FAMILIES
-from claude_exporter.recording.series import Histogram
+from claude_exporter.recording.storage.memory import Histogram
 
 __all__ = ["AGENT_INFO", "COUNTERS", "TOOL_DURATION", "ClaudeCodeStore", "Snapshot"]
 

@@ -16,8 +16,8 @@ from typing import Any, TypeVar, cast
 
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.records import Totals
-from claude_exporter.recording.series import ExecSeries
 from claude_exporter.recording.state import ACTIVE, CURRENT_EXECUTION
+from claude_exporter.recording.storage.memory import ExecSeries
 
 __all__ = ["Execution", "execution"]
 

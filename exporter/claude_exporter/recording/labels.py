@@ -1,11 +1,13 @@
-"""What a request resolves once per (agent, model): its series, its price, its open labels' caps.
+"""What a request resolves once per (agent, model), and the one way a finished request is recorded.
 
-The open-ended labels: stop_reason, error_type, error_code, reason, tool, cache-miss reason, refusal
-category.
+:meth:`RequestLabels.record` is used by every source: the SDK seams (through
+:class:`~claude_exporter.recording.call.Call`), ``/v1/events`` and ``--tail``, and Claude Code's OTLP
+events, so each reaches the same families.
 
-The common case, a value this series has seen before, costs a dict lookup and then one locked update of
-the series. A value never seen goes the slow way once: its label's cap, then its family's combination
-budget; past the budget the combination is recorded under the ``(__overflow__, __overflow__)`` series.
+The open-ended labels (stop_reason, error_type, error_code, reason, tool, cache-miss reason, refusal
+category) cost a dict lookup when the series has seen the value. A value never seen goes through the
+admission once (:class:`~claude_exporter.recording.cardinality.Admission`); past its family's budget
+the combination is recorded under the ``(__overflow__, __overflow__)`` series.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from claude_exporter.recording.cardinality import FAMILY_NAMES, OVERFLOW, Budget, LabelCap
+from claude_exporter.recording.cardinality import OVERFLOW, Admission
 from claude_exporter.recording.pricing import iterations_of
-from claude_exporter.recording.series import ExecSeries, RequestSeries
 from claude_exporter.recording.usage import Usage
 
 if TYPE_CHECKING:
@@ -23,13 +24,17 @@ if TYPE_CHECKING:
 
 __all__ = ["RequestLabels"]
 
+_STOPS = ("stop_reason",)
+_ERRORS = ("error_type", "error_code")
+_RETRIES = ("reason", "error_code")
+_CODE = ("tool", "outcome")
+
 
 class RequestLabels:
-    """The resolved labels of one (agent, model) and the policy for its open-ended labels."""
+    """The resolved labels of one (agent, model), its price, and the policy for its open-ended labels."""
 
     __slots__ = (
-        "_budgets",
-        "_caps",
+        "_admission",
         "_default_exec",
         "_rec",
         "agent",
@@ -43,35 +48,69 @@ class RequestLabels:
     def __init__(
         self,
         rec: Recorder,
-        series: RequestSeries,
+        series: Any,
         price: Any,
         code_tools: frozenset[str],
         unpriced_reason: str = "model",
     ) -> None:
         self._rec = rec
+        self._admission: Admission = rec.admission
         self.series = series
-        self.agent = series.agent
-        self.model = series.model
-        self._caps: dict[str, LabelCap] = rec.caps
-        self._budgets: dict[str, Budget] = rec.budgets
-        self._default_exec: ExecSeries | None = None
+        self.agent: str = series.agent
+        self.model: str = series.model
+        self._default_exec: Any = None
         self.price = price  # None: unpriced, or a folded model priced per request
         self.unpriced_reason = unpriced_reason  # why price is None: model, or platform (its own list)
         self.code_tools = code_tools  # client-side tools whose results count as code execution
 
-    def default_exec(self) -> ExecSeries:
+    def default_exec(self) -> Any:
         """The (agent, "default") execution series, for requests made outside any execution."""
         found = self._default_exec
         if found is None:
             found = self._default_exec = self._rec.exec_labels(self.agent, "default")
         return found
 
-    def cost(self, usage: Usage, raw_model: str) -> float:
-        """The request's cost from every field its usage bills on; what cannot be priced (a model missing
-        from the table, a platform billing on its own list, a mode without figures) is counted as unpriced
-        tokens with its reason. With ``usage.iterations`` the request is billed as the sum of its
-        iterations, compaction included (the top-level counts leave compaction out), so ``usage``'s counts
-        become those sums before the tokens are recorded."""
+    # -- the one way a finished request is recorded -----------------------------------------------------
+
+    def record(
+        self,
+        ok: bool,
+        seconds: float,
+        usage: Usage | None,
+        stop_reason: str | None = None,
+        error: tuple[str, str] | None = None,
+        blocks: Sequence[tuple[str, str]] = (),
+        raw_model: str = "",
+        cost: float | None = None,
+    ) -> tuple[float, int]:
+        """Record one finished request: priced from ``usage`` (unless the source gives its own ``cost``),
+        every family it touches updated under its series' one lock, then what the response said beside
+        its usage. Returns its cost and its duration bucket (a lone request's execution reuses both).
+        ``raw_model``: the model the request named, which prices it when the label folded it."""
+        if usage is None:
+            cost = savings = 0.0
+        elif cost is None:
+            cost, savings = self._price(usage, raw_model)
+        else:
+            savings = 0.0
+        series = self.series
+        if (
+            (stop_reason is not None and stop_reason not in series.stops)
+            or (error is not None and error not in series.errors)
+            or (blocks and any(key not in series.code for key in blocks))
+        ):
+            stop_reason, error, blocks = self._admit_new(stop_reason, error, blocks)
+        bucket: int = series.finish(ok, seconds, usage, cost, savings, stop_reason, error, blocks)
+        if usage is not None and (usage.cache_miss is not None or usage.refusal is not None):
+            self._response_facts(usage.cache_miss, usage.cache_missed, usage.refusal)
+        return cost, bucket
+
+    def _price(self, usage: Usage, raw_model: str) -> tuple[float, float]:
+        """The request's cost and cache savings; what cannot be priced (a model missing from the table, a
+        platform billing on its own list, a mode without figures) is counted as unpriced tokens with its
+        reason. With ``usage.iterations`` the request is billed as the sum of its iterations, compaction
+        included (the top-level counts leave compaction out), so ``usage``'s counts become those sums
+        before the tokens are recorded."""
         iterations = iterations_of(usage.iterations) if usage.iterations else ()
         if iterations:
             usage.input = sum(it.input for it in iterations)
@@ -81,118 +120,89 @@ class RequestLabels:
             usage.cache_creation = usage.cache_5m + usage.cache_1h
             usage.cache_read = sum(it.cache_read for it in iterations)
         price = self.price
+        rec = self._rec
         if price is None and self.model == OVERFLOW and self.unpriced_reason == "model":
             # A folded model holds many real ones: price each request by the model it named.
-            price = self._rec.price_lookup(raw_model)
-        rec = self._rec
+            price = rec.price_lookup(raw_model)
         if price is None:
             total = usage.all_input + usage.output
             if total:
                 rec.unpriced.inc((self.model, self.unpriced_reason), total)
-            return 0.0
+            return 0.0, 0.0
         usd, unpriced, reason, savings = rec.cost(price, usage, iterations)
         if unpriced:
             rec.unpriced.inc((self.model, reason or "model"), unpriced)
-        if savings:
-            self.series.add_savings(savings)
-        return usd
+        return usd, savings
 
-    def finish(
-        self,
-        ok: bool,
-        seconds: float,
-        usage: Usage | None,
-        cost: float,
-        stop_reason: str | None,
-        error: tuple[str, str] | None,
-        blocks: Sequence[tuple[str, str]],
-    ) -> None:
-        series = self.series
-        if (
-            (stop_reason is not None and stop_reason not in series.stops)
-            or (error is not None and error not in series.errors)
-            or (blocks and any(key not in series.code for key in blocks))
-        ):
-            stop_reason, error, blocks = self._admit_new(stop_reason, error, blocks)
-        series.finish(ok, seconds, usage, cost, stop_reason, error, blocks)
+    # -- what is reported apart from a finished request ------------------------------------------------
+
+    def add_usage(self, usage: Usage, cost: float) -> None:
+        """Tokens and cost reported apart from any request (Claude Code's usage metrics)."""
+        self.series.add_usage(usage, cost, 0.0)
 
     def add_blocks(self, blocks: Sequence[tuple[str, str]]) -> None:
         """Code-block results reported apart from their request (Claude Code's tool results)."""
-        series = self.series
-        if any(key not in series.code for key in blocks):
-            _, _, blocks = self._admit_new(None, None, blocks)
-        if blocks:
-            series.finish(True, 0.0, None, 0.0, None, None, blocks, count=False)
+        for key in blocks:
+            self._add("code", "code_blocks", _CODE, key)
 
     def retry(self, reason: str, code: str = "none") -> None:
-        series = self.series
-        key = (reason, code)
-        if key not in series.retries:
-            key = (self._caps["reason"].fold(reason), self._caps["error_code"].fold(code))
-            if key not in series.retries and not self._budgets["retries"].take():
-                self._overflowed("retries").add_retry(key)
-                return
-        series.add_retry(key)
+        """An attempt after the first, by what caused it."""
+        self._add("retries", "retries", _RETRIES, (reason, code))
 
     def rate_limited(self, code: str) -> None:
         """A 429 attempt, by its error_code."""
-        series = self.series
-        if code not in series.rate_limited:
-            code = self._caps["error_code"].fold(code)
-            if code not in series.rate_limited and not self._budgets["rate_limited"].take():
-                self._overflowed("rate_limited").add_rate_limited(code)
-                return
-        series.add_rate_limited(code)
+        self._add("rate_limited", "rate_limited", ("error_code",), code)
 
-    def response_facts(self, miss: str | None, missed_tokens: int, refusal: str | None) -> None:
+    def ttft(self, seconds: float) -> None:
+        """A streaming request's time to its first content delta."""
+        self.series.add_ttft(seconds)
+
+    def _add(self, field: str, family: str, labels: tuple[str, ...], key: Any) -> None:
+        series = self.series
+        if key not in getattr(series, field):
+            key, admitted = self._admission.admit(family, labels, key, getattr(series, field))
+            if not admitted:
+                series = self._rec.overflow_series()
+        series.add(field, key)
+
+    def _response_facts(self, miss: str | None, missed_tokens: int, refusal: str | None) -> None:
         """A cache miss the API diagnosed and the category of a refusal (bounded by the SDK's values)."""
         series = self.series
         if miss is not None:
+            target = series
             if miss not in series.misses:
-                miss = self._caps["cache_miss_reason"].fold(miss)
-                if miss not in series.misses and not self._budgets["cache_misses"].take():
-                    self._overflowed("cache_misses").add_cache_miss(miss, missed_tokens)
-                    miss = None
-            if miss is not None:
-                series.add_cache_miss(miss, missed_tokens)
+                miss, admitted = self._admission.admit(
+                    "cache_misses", ("cache_miss_reason",), miss, series.misses
+                )
+                if not admitted:
+                    target = self._rec.overflow_series()
+            target.add_cache_miss(miss, missed_tokens)
         if refusal is not None:
-            if refusal not in series.refusals:
-                refusal = self._caps["category"].fold(refusal)
-                if refusal not in series.refusals and not self._budgets["refusals"].take():
-                    self._overflowed("refusals").add_refusal(refusal)
-                    return
-            series.add_refusal(refusal)
+            self._add("refusals", "refusals", ("category",), refusal)
 
     def _admit_new(
         self, stop_reason: str | None, error: tuple[str, str] | None, blocks: Sequence[tuple[str, str]]
     ) -> tuple[str | None, tuple[str, str] | None, Sequence[tuple[str, str]]]:
-        """Fold new values by their label caps; what the family budget refuses goes to the overflow series."""
-        series = self.series
+        """Admit values this series has not seen; what a family's budget refuses goes to the overflow
+        series instead of this request's."""
+        series, admit = self.series, self._admission.admit
         if stop_reason is not None and stop_reason not in series.stops:
-            stop_reason = self._caps["stop_reason"].fold(stop_reason)
-            if stop_reason not in series.stops and not self._budgets["stop_reasons"].take():
-                self._overflowed("stop_reasons").finish(
-                    True, 0.0, None, 0.0, stop_reason, None, (), count=False
-                )
+            stop_reason, admitted = admit("stop_reasons", _STOPS, stop_reason, series.stops)
+            if not admitted:
+                self._rec.overflow_series().add("stops", stop_reason)
                 stop_reason = None
         if error is not None and error not in series.errors:
-            error = (self._caps["error_type"].fold(error[0]), self._caps["error_code"].fold(error[1]))
-            if error not in series.errors and not self._budgets["errors"].take():
-                self._overflowed("errors").finish(False, 0.0, None, 0.0, None, error, (), count=False)
+            error, admitted = admit("errors", _ERRORS, error, series.errors)
+            if not admitted:
+                self._rec.overflow_series().add("errors", error)
                 error = None
         kept: list[tuple[str, str]] = []
-        for tool, outcome in blocks:
-            key = (tool, outcome)
+        for block in blocks:
+            key = block
             if key not in series.code:
-                key = (self._caps["tool"].fold(tool), outcome)
-                if key not in series.code and not self._budgets["code_blocks"].take():
-                    self._overflowed("code_blocks").finish(
-                        True, 0.0, None, 0.0, None, None, (key,), count=False
-                    )
+                key, admitted = admit("code_blocks", _CODE, key, series.code)
+                if not admitted:
+                    self._rec.overflow_series().add("code", key)
                     continue
             kept.append(key)
         return stop_reason, error, kept
-
-    def _overflowed(self, family: str) -> RequestSeries:
-        self._rec.count_overflow(FAMILY_NAMES[family])
-        return self._rec.overflow_series()

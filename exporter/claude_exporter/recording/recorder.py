@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from claude_exporter.families import REQUEST_BUCKETS, TOKEN_BUCKETS, TTFT_BUCKETS, duration_buckets
 from claude_exporter.recording.admission import MAX_LENGTH, LabelGate
-from claude_exporter.recording.cardinality import FAMILY_NAMES, OVERFLOW, Budget, LabelCap
+from claude_exporter.recording.cardinality import OVERFLOW, Admission, LabelCap
 from claude_exporter.recording.labels import RequestLabels
 from claude_exporter.recording.records import ExecutionRecord, Totals
-from claude_exporter.recording.series import ExecSeries, LabelledCounter, RequestSeries
+from claude_exporter.recording.storage import MemoryStorage, Storage
 
 if TYPE_CHECKING:
-    from claude_exporter.exposition.multiprocess import MultiprocessBackend
     from claude_exporter.recording.call import Call
     from claude_exporter.recording.execution import Execution
     from claude_exporter.recording.usage import Usage
@@ -37,6 +36,10 @@ log = logging.getLogger("claude_exporter")
 PriceLookup = Callable[[str], Any]
 # (prices, usage, parsed usage.iterations) -> (USD, unpriced tokens, why, USD saved by cache reads)
 CostFunction = Callable[[Any, "Usage", tuple[Any, ...]], tuple[float, int, "str | None", float]]
+# Execution histograms compare integer counts: integer bounds make each bisect an int comparison.
+_TOKEN_BOUNDS = tuple(int(bound) for bound in TOKEN_BUCKETS)
+_REQUEST_BOUNDS = tuple(int(bound) for bound in REQUEST_BUCKETS)
+_OPEN_LABELS = ("stop_reason", "error_type", "error_code", "reason", "tool", "cache_miss_reason", "category")
 
 
 def _no_message(exc: BaseException) -> str | None:
@@ -69,21 +72,25 @@ class RecorderOptions:
 
 
 class Recorder:
-    """Records requests and executions; :mod:`claude_exporter.exposition` exposes what it keeps."""
+    """Records requests and executions into its storage; :mod:`claude_exporter.exposition` exposes them.
+
+    ``storage`` is chosen once by whoever opens the recorder (memory by default, or the mmap files of
+    multiprocess mode); ``describe_error`` gives the event log's message for an exception the
+    instrumentation knows (the SDK's own errors), None for any other.
+    """
 
     def __init__(
         self,
         options: RecorderOptions,
         price_lookup: PriceLookup,
         cost: CostFunction,
-        backend: MultiprocessBackend | None = None,
+        storage: Storage | None = None,
+        describe_error: Callable[[BaseException], str | None] = _no_message,
     ) -> None:
         self.options = options
-        # Multiprocess mode is decided here, once: the backend's series classes, counters and running-work
-        # maps also write through per-process files. Without one, nothing on the request path differs.
-        self.backend = backend
-        self._request_series = RequestSeries if backend is None else backend.request_series
-        self._exec_series = ExecSeries if backend is None else backend.exec_series
+        if storage is None:
+            storage = MemoryStorage()
+        self.storage: Storage = storage
         self.duration_bounds = duration_buckets(options.timeout_seconds)
         # Every label value passes the admission rule once, where its cap first sees it.
         self.gate = LabelGate(options.label_length, self.count_change)
@@ -92,57 +99,49 @@ class Recorder:
             "agent": LabelCap("agent", options.agent_cap, count, gate),
             "task": LabelCap("task", options.task_cap, count, gate),
             "model": LabelCap("model", options.model_cap, count, gate),
-            **{
-                name: LabelCap(name, options.open_label_cap, count, gate)
-                for name in (
-                    "stop_reason",
-                    "error_type",
-                    "error_code",
-                    "reason",
-                    "tool",
-                    "cache_miss_reason",
-                    "category",
-                )
-            },
+            **{name: LabelCap(name, options.open_label_cap, count, gate) for name in _OPEN_LABELS},
         }
-        self.budgets = {name: Budget(name, options.combination_cap) for name in FAMILY_NAMES}
+        self.admission = Admission(self.caps, options.combination_cap, count)
         self.price_lookup = price_lookup
         self.cost = cost
+        self.describe_error = describe_error
         # The exporter's own counters (claude_exporter_*_total).
-        self.overflow = LabelledCounter() if backend is None else backend.overflow
-        self.changes = LabelledCounter() if backend is None else backend.changes
-        self.unpriced = LabelledCounter() if backend is None else backend.unpriced
-        self.internal_errors = LabelledCounter() if backend is None else backend.internal_errors
-        self.events = LabelledCounter() if backend is None else backend.events
+        self.overflow = storage.counter("claude_exporter_label_overflow_total")
+        self.changes = storage.counter("claude_exporter_label_changes_total")
+        self.unpriced = storage.counter("claude_exporter_unpriced_tokens_total")
+        self.internal_errors = storage.counter("claude_exporter_internal_errors_total")
+        self.events = storage.counter("claude_exporter_events_total")
         # Keyed (agent, model), or (agent, model, platform) for a client of another platform.
         self._requests: dict[tuple[str, ...], RequestLabels] = {}
         # One series per (agent, model), shared by the platforms that use that model name.
-        self._series: dict[tuple[str, str], RequestSeries] = {}
-        self.exec_series: dict[tuple[str, str], ExecSeries] = {}
+        self._series: dict[tuple[str, str], Any] = {}
+        self.exec_series: dict[tuple[str, str], Any] = {}
         self._lock = threading.RLock()
         # Running work, keyed by id(); read at scrape time for the in-flight gauges.
-        self.running_calls: dict[int, Call] = {} if backend is None else backend.running_calls
-        self.running_executions: dict[int, Execution] = {} if backend is None else backend.running_executions
-        # (model, response headers) not parsed yet, oldest first; bounded, since only the newest matter.
-        # In multiprocess mode, a sink that parses them on arrival into the files.
-        self.recent_headers: deque[tuple[str, Any]] = (
-            deque(maxlen=64) if backend is None else backend.rate_limit_sink(self.fault)
-        )
+        self.running_calls: dict[int, Call] = storage.running_calls
+        self.running_executions: dict[int, Execution] = storage.running_executions
+        # (model, response headers) with rate-limit values, for the exposition (see the storages).
+        self.recent_headers: Any = storage.rate_limit_sink(self.fault)
         # Requests a finaliser (garbage collection) ended: finished by the next ordinary call or scrape,
         # never inside the finaliser, which may run while this thread holds a series lock.
         self.orphans: deque[Callable[[], None]] = deque()
         self.busy = _Busy()  # per thread: is this thread inside a recording section right now?
-        self.listeners: list[Callable[[ExecutionRecord], None]] = []
+        self._listeners: list[Callable[[ExecutionRecord], None]] = []
         # Each listener's gate: a record is built only when some gate says a listener would use it.
-        self.gates: list[Callable[[], bool]] = []
-        self.closers: list[Callable[[], None]] = []  # run by close(): stop threads, close files
-        self.describe_error: Callable[[BaseException], str | None] = _no_message
-        self.config: Any = None  # the Config it was made from, for the endpoints that read it
-        self.health: Any = None  # the HealthWindow, when a listener set one
-        self.claude_code: Any = None  # the ClaudeCodeIngest that OTLP and hooks feed (ingest.claude_code)
+        self._gates: list[Callable[[], bool]] = []
+        self._closers: list[Callable[[], None]] = [storage.close]  # run by close()
+
+    def listen(self, listener: Callable[[ExecutionRecord], None], gate: Callable[[], bool]) -> None:
+        """Hand every finished execution to ``listener`` while ``gate()`` says it would use it."""
+        self._listeners.append(listener)
+        self._gates.append(gate)
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Run ``closer`` (stop a thread, close a file) when the recorder closes."""
+        self._closers.append(closer)
 
     @property
-    def request_series(self) -> list[RequestSeries]:
+    def request_series(self) -> list[Any]:
         return list(self._series.values())
 
     @property
@@ -155,29 +154,24 @@ class Recorder:
         """The labels of requests by ``agent`` to ``model`` through a client of ``platform`` (whose price
         list applies: anthropic, aws and foundry bill at the first-party list, bedrock and vertex on their
         own)."""
-        # Only strings are looked up as they are: anything else (even unhashable) goes to the gate.
-        plain = type(agent) is str and type(model) is str
         key: tuple[str, ...] = (agent, model) if platform == "anthropic" else (agent, model, platform)
-        found = self._requests.get(key) if plain else None
+        # Only strings are looked up as they are: anything else (even unhashable) goes to the admission.
+        found = self._requests.get(key) if type(agent) is str and type(model) is str else None
         if found is not None:
             return found
         with self._lock:
-            found = self._requests.get(key) if plain else None
-            if found is not None:
-                return found
-            fagent = self.caps["agent"].fold(agent)
-            fmodel = self.caps["model"].fold(model)
-            folded = (fagent, fmodel) if platform == "anthropic" else (fagent, fmodel, platform)
-            found = self._requests.get(folded)
-            if found is None and (fagent, fmodel) not in self._series and not self.budgets["series"].take():
-                self.count_overflow(FAMILY_NAMES["series"])
-                fagent = fmodel = OVERFLOW
-                folded = (fagent, fmodel) if platform == "anthropic" else (fagent, fmodel, platform)
-                found = self._requests.get(folded)
-            if found is None:
-                found = self._new_request_labels(fagent, fmodel, platform)
-            # A folded pair is cached under its folded key only, so each folded request counts.
-            return found
+            return self._resolve(agent, model, platform)
+
+    def _resolve(self, agent: str, model: str, platform: str) -> RequestLabels:
+        pair, admitted = self.admission.admit("series", ("agent", "model"), (agent, model), self._series)
+        if not admitted:
+            pair = (OVERFLOW, OVERFLOW)
+        folded = pair if platform == "anthropic" else (*pair, platform)
+        # A folded pair is cached under its folded key only, so each folded request counts.
+        found = self._requests.get(folded)
+        if found is None:
+            found = self._new_request_labels(pair[0], pair[1], platform)
+        return found
 
     def _new_request_labels(self, agent: str, model: str, platform: str = "anthropic") -> RequestLabels:
         if platform in self.options.unpriced_platforms:
@@ -187,35 +181,35 @@ class Recorder:
             price, reason = (None if model == OVERFLOW else self.price_lookup(model)), "model"
         series = self._series.get((agent, model))
         if series is None:
-            series = self._series[(agent, model)] = self._request_series(
+            series = self._series[(agent, model)] = self.storage.request_series(
                 agent, model, self.duration_bounds, TTFT_BUCKETS
             )
         labels = RequestLabels(self, series, price, self.options.code_tools_for(agent), reason)
         self._requests[(agent, model) if platform == "anthropic" else (agent, model, platform)] = labels
         return labels
 
-    def overflow_series(self) -> RequestSeries:
+    def overflow_series(self) -> Any:
         with self._lock:
             found = self._requests.get((OVERFLOW, OVERFLOW))
             if found is None:
                 found = self._new_request_labels(OVERFLOW, OVERFLOW)
             return found.series
 
-    def exec_labels(self, agent: str, task: str) -> ExecSeries:
+    def exec_labels(self, agent: str, task: str) -> Any:
         found = self.exec_series.get((agent, task)) if type(agent) is str and type(task) is str else None
         if found is not None:
             return found
         with self._lock:
-            fagent = self.caps["agent"].fold(agent)
-            ftask = self.caps["task"].fold(task)
-            found = self.exec_series.get((fagent, ftask))
-            if found is None and not self.budgets["executions"].take():
-                self.count_overflow(FAMILY_NAMES["executions"])
-                fagent = ftask = OVERFLOW
-                found = self.exec_series.get((fagent, ftask))
+            pair, admitted = self.admission.admit(
+                "executions", ("agent", "task"), (agent, task), self.exec_series
+            )
+            if not admitted:
+                pair = (OVERFLOW, OVERFLOW)
+            found = self.exec_series.get(pair)
             if found is None:
-                found = self._exec_series(fagent, ftask, self.duration_bounds, TOKEN_BUCKETS, REQUEST_BUCKETS)
-                self.exec_series[(fagent, ftask)] = found
+                found = self.exec_series[pair] = self.storage.exec_series(
+                    pair[0], pair[1], self.duration_bounds, _TOKEN_BOUNDS, _REQUEST_BOUNDS
+                )
             return found
 
     # -- faults and overflow ------------------------------------------------------------------------------
@@ -238,24 +232,26 @@ class Recorder:
 
     def finish_execution(
         self,
-        series: ExecSeries,
+        series: Any,
         seconds: float,
         totals: Totals,
         error_type: str | None,
         error_message: str | None,
+        bucket: int = -1,
     ) -> None:
-        """The one way an execution ends: its series, then its listeners (when one would use it)."""
-        series.record(error_type is None, seconds, totals.all_input, totals.output, totals.requests)
-        if self.listeners and self.listening():
+        """The one way an execution ends, whatever its source: its series, then its listeners (when one
+        would use it). ``bucket``: its duration bucket when known (a lone request's)."""
+        series.record(error_type is None, seconds, totals.all_input, totals.output, totals.requests, bucket)
+        if self._listeners and self.listening():
             record = ExecutionRecord.of(series.agent, series.task, seconds, totals, error_type, error_message)
-            for listener in self.listeners:
+            for listener in self._listeners:
                 try:
                     listener(record)
                 except Exception:
                     self.fault("listener")
 
     def listening(self) -> bool:
-        for gate in self.gates:  # noqa: SIM110 - a plain loop: any() with a generator costs more per execution
+        for gate in self._gates:  # noqa: SIM110 - a plain loop: any() with a generator costs more per execution
             if gate():
                 return True
         return False
@@ -274,7 +270,7 @@ class Recorder:
                 self.fault("orphan")
 
     def close(self) -> None:
-        for close in self.closers:
+        for close in self._closers:
             try:
                 close()
             except Exception:

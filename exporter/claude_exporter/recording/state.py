@@ -7,7 +7,7 @@ Kept apart so every layer can read it without importing the instrumentor. The ho
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from claude_exporter.recording.call import Call
@@ -18,10 +18,13 @@ __all__ = ["ACTIVE", "CURRENT_CALL", "CURRENT_EXECUTION"]
 
 
 class _Active:
-    __slots__ = ("recorder",)
+    __slots__ = ("opened", "recorder")
 
     def __init__(self) -> None:
         self.recorder: Recorder | None = None
+        # What was opened with it (its configuration, health window, Claude Code ingestion), for the
+        # endpoints that read those: set and cleared with ``recorder`` by whoever opens it.
+        self.opened: Any = None
 
 
 ACTIVE = _Active()

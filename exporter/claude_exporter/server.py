@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from claude_exporter.config import ServerConfig
+from claude_exporter.config import ServerConfig, as_config
 from claude_exporter.recording.state import ACTIVE
 
 __all__ = [
@@ -183,16 +183,18 @@ def default_routes(otlp: bool = False) -> dict[str, Route]:
     def active() -> Any:
         return ACTIVE.recorder
 
+    def health() -> Any:
+        return getattr(ACTIVE.opened, "health", None)
+
     routes: dict[str, Route] = {
-        "/health/claude-agent": health_route(active),
+        "/health/claude-agent": health_route(health),
         "/v1/events": events_route(active),
     }
     if otlp:
         from claude_exporter.ingest.otlp_http import hooks_route, otlp_route
 
         def claude_code() -> Any:
-            rec = ACTIVE.recorder
-            return None if rec is None else rec.claude_code
+            return getattr(ACTIVE.opened, "claude_code", None)
 
         for signal in ("metrics", "logs", "traces"):
             routes[f"/v1/{signal}"] = otlp_route(signal, claude_code)
@@ -222,11 +224,9 @@ def start_http_server(
     """
     # Without a config: the active instrumentation's, else CLAUDE_EXPORTER_CONFIG's, else the defaults,
     # so a token in CLAUDE_EXPORTER_TOKEN protects the endpoints however the server was started.
-    active = ACTIVE.recorder.config if ACTIVE.recorder is not None else None
+    active = getattr(ACTIVE.opened, "config", None)
     if config is None and active is not None and active.source != "<default>":
         config = active
-    from claude_exporter.settings import as_config
-
     resolved = as_config(config)
     server_config = resolved.server
     token = token if token is not None else read_token(server_config)

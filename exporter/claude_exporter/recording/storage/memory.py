@@ -1,24 +1,28 @@
-"""The hot-path storage: one series object per (agent, model) and per (agent, task).
+"""Storage in this process's memory: one series object per (agent, model) and per (agent, task).
 
-A finished request updates every family it touches (requests, duration, tokens, cost, stop reason, code
-blocks) under the one lock of its series: plain integer and float adds and a bisect, where
-prometheus_client would take a lock per value. :mod:`claude_exporter.exposition` turns the series into
-metric families when Prometheus scrapes.
+A finished request updates every family it touches (requests, duration, tokens, cost, savings, stop
+reason, error, code blocks) under the one lock of its series: plain integer and float adds and a bisect,
+where prometheus_client would take a lock per value. The exposition copies each series under that lock
+when Prometheus scrapes, so a scrape sees every request whole or not at all.
+
+The label-keyed fields (``stops``, ``errors``, ...) are dicts keyed by label values; the admission reads
+them to know which values a series has seen (:mod:`claude_exporter.recording.labels`). The mmap storage
+keeps fields of the same names, so the admission reads either alike.
 """
 
 from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from claude_exporter.recording.usage import Usage
 
-__all__ = ["TOKEN_TYPES", "ExecSeries", "Histogram", "LabelledCounter", "RequestSeries"]
-
-TOKEN_TYPES = ("input", "output", "cache_creation", "cache_read")
+__all__ = ["Counter", "ExecSeries", "Histogram", "MemoryStorage", "RequestSeries"]
 
 
 class Histogram:
@@ -40,7 +44,8 @@ class Histogram:
 
 
 class RequestSeries:
-    """Every request-level family for one (agent, model)."""
+    """Every request-level family for one (agent, model); which field is which family is
+    :mod:`claude_exporter.recording.storage.layout`'s table."""
 
     __slots__ = (
         "agent",
@@ -70,16 +75,16 @@ class RequestSeries:
         self.outcomes = [0, 0]  # success, error
         self.duration = Histogram(duration_bounds)
         self.ttft = Histogram(ttft_bounds)
-        self.tokens = [0, 0, 0, 0]
+        self.tokens = [0, 0, 0, 0]  # layout.TOKEN_TYPES
         self.cost = 0.0
+        self.savings = 0.0  # USD the cache reads saved
         self.rate_limited: dict[str, int] = {}  # by error_code
         self.stops: dict[str, int] = {}
         self.errors: dict[tuple[str, str], int] = {}  # (error_type, error_code)
         self.retries: dict[tuple[str, str], int] = {}  # (reason, error_code)
-        self.code: dict[tuple[str, str], int] = {}
+        self.code: dict[tuple[str, str], int] = {}  # (tool, outcome)
         self.misses: dict[str, list[int]] = {}  # cache-miss reason -> [responses, missed input tokens]
         self.refusals: dict[str, int] = {}  # refusal category
-        self.savings = 0.0  # USD the cache reads saved
 
     def finish(
         self,
@@ -87,18 +92,18 @@ class RequestSeries:
         seconds: float,
         usage: Usage | None,
         cost: float,
+        savings: float,
         stop_reason: str | None,
         error: tuple[str, str] | None,
-        blocks: Iterable[tuple[str, str]],
-        count: bool = True,
-    ) -> None:
-        """Record one finished request; ``count=False`` records only its open-ended labels (an overflow)."""
+        blocks: Sequence[tuple[str, str]],
+    ) -> int:
+        """Record one finished request; returns its duration bucket (an implicit execution reuses it)."""
+        duration = self.duration
+        bucket = bisect_left(duration.bounds, seconds)
         with self.lock:
-            if count:
-                self.outcomes[0 if ok else 1] += 1
-                duration = self.duration  # observe() inlined: this runs once per request
-                duration.counts[bisect_left(duration.bounds, seconds)] += 1
-                duration.sum += seconds
+            self.outcomes[0 if ok else 1] += 1
+            duration.counts[bucket] += 1
+            duration.sum += seconds
             if usage is not None:
                 counts = self.tokens
                 counts[0] += usage.input
@@ -106,20 +111,33 @@ class RequestSeries:
                 counts[2] += usage.cache_creation
                 counts[3] += usage.cache_read
                 self.cost += cost
+                if savings:
+                    self.savings += savings
             if stop_reason is not None:
                 self.stops[stop_reason] = self.stops.get(stop_reason, 0) + 1
             if error is not None:
                 self.errors[error] = self.errors.get(error, 0) + 1
             for key in blocks:
                 self.code[key] = self.code.get(key, 0) + 1
+        return bucket
 
-    def add_retry(self, key: tuple[str, str]) -> None:
+    def add_usage(self, usage: Usage, cost: float, savings: float) -> None:
+        """Tokens and cost reported apart from any request (Claude Code's usage metrics)."""
         with self.lock:
-            self.retries[key] = self.retries.get(key, 0) + 1
+            counts = self.tokens
+            counts[0] += usage.input
+            counts[1] += usage.output
+            counts[2] += usage.cache_creation
+            counts[3] += usage.cache_read
+            self.cost += cost
+            self.savings += savings
 
-    def add_rate_limited(self, code: str) -> None:
+    def add(self, field: str, key: Any, amount: int = 1) -> None:
+        """One more of a label-keyed field (``stops``, ``errors``, ``retries``, ``code``, ``refusals``,
+        ``rate_limited``), apart from a finished request."""
         with self.lock:
-            self.rate_limited[code] = self.rate_limited.get(code, 0) + 1
+            values = getattr(self, field)
+            values[key] = values.get(key, 0) + amount
 
     def add_cache_miss(self, reason: str, missed_tokens: int) -> None:
         with self.lock:
@@ -129,14 +147,6 @@ class RequestSeries:
             else:
                 found[0] += 1
                 found[1] += missed_tokens
-
-    def add_savings(self, usd: float) -> None:
-        with self.lock:
-            self.savings += usd
-
-    def add_refusal(self, category: str) -> None:
-        with self.lock:
-            self.refusals[category] = self.refusals.get(category, 0) + 1
 
     def add_ttft(self, seconds: float) -> None:
         with self.lock:
@@ -150,6 +160,7 @@ class RequestSeries:
                 "ttft": self.ttft.snapshot(),
                 "tokens": list(self.tokens),
                 "cost": self.cost,
+                "savings": self.savings,
                 "rate_limited": dict(self.rate_limited),
                 "stops": dict(self.stops),
                 "errors": dict(self.errors),
@@ -157,7 +168,6 @@ class RequestSeries:
                 "code": dict(self.code),
                 "misses": {reason: tuple(v) for reason, v in self.misses.items()},
                 "refusals": dict(self.refusals),
-                "savings": self.savings,
             }
 
 
@@ -171,29 +181,43 @@ class ExecSeries:
         agent: str,
         task: str,
         duration_bounds: tuple[float, ...],
-        token_bounds: tuple[float, ...],
-        request_bounds: tuple[float, ...],
+        token_bounds: tuple[int, ...],
+        request_bounds: tuple[int, ...],
     ) -> None:
         self.agent = agent
         self.task = task
         self.lock = threading.Lock()
         self.outcomes = [0, 0]
         self.duration = Histogram(duration_bounds)
-        self.tokens_in = Histogram(token_bounds)
+        self.tokens_in = Histogram(token_bounds)  # ints: compared with int counts, faster than floats
         self.tokens_out = Histogram(token_bounds)
         self.requests = Histogram(request_bounds)
 
-    def record(self, ok: bool, seconds: float, input_tokens: int, output_tokens: int, requests: int) -> None:
+    def record(
+        self,
+        ok: bool,
+        seconds: float,
+        input_tokens: int,
+        output_tokens: int,
+        requests: int,
+        bucket: int = -1,
+    ) -> None:
+        """One finished execution; ``bucket``: its duration bucket when already known (a lone request's)."""
         duration, tokens_in, tokens_out, turns = self.duration, self.tokens_in, self.tokens_out, self.requests
+        if bucket < 0:
+            bucket = bisect_left(duration.bounds, seconds)
+        at_in = bisect_left(tokens_in.bounds, input_tokens)
+        at_out = bisect_left(tokens_out.bounds, output_tokens)
+        at_turns = 0 if requests == 1 else bisect_left(turns.bounds, requests)  # 1 is the first bound
         with self.lock:  # observe() unrolled: this runs once per execution
             self.outcomes[0 if ok else 1] += 1
-            duration.counts[bisect_left(duration.bounds, seconds)] += 1
+            duration.counts[bucket] += 1
             duration.sum += seconds
-            tokens_in.counts[bisect_left(tokens_in.bounds, input_tokens)] += 1
+            tokens_in.counts[at_in] += 1
             tokens_in.sum += input_tokens
-            tokens_out.counts[bisect_left(tokens_out.bounds, output_tokens)] += 1
+            tokens_out.counts[at_out] += 1
             tokens_out.sum += output_tokens
-            turns.counts[bisect_left(turns.bounds, requests)] += 1
+            turns.counts[at_turns] += 1
             turns.sum += requests
 
     def snapshot(self) -> dict[str, Any]:
@@ -207,9 +231,9 @@ class ExecSeries:
             }
 
 
-class LabelledCounter:
+class Counter:
     """A rarely updated counter family (overflow, unpriced tokens, faults, ingested events): values by
-    label values under one lock, exposed at scrape time like the series above."""
+    label values under one lock."""
 
     __slots__ = ("lock", "values")
 
@@ -224,3 +248,30 @@ class LabelledCounter:
     def snapshot(self) -> dict[tuple[str, ...], float]:
         with self.lock:
             return dict(self.values)
+
+
+class MemoryStorage:
+    """The storage of a single process: series and counters in memory, read by the scraping thread."""
+
+    path: str | None = None  # no files
+
+    def __init__(self) -> None:
+        self.running_calls: dict[int, Any] = {}
+        self.running_executions: dict[int, Any] = {}
+
+    request_series = RequestSeries
+    exec_series = ExecSeries
+
+    def counter(self, family: str) -> Counter:
+        return Counter()
+
+    def rate_limit_sink(self, fault: Callable[[str], None]) -> deque[tuple[str, Any]]:
+        """(model, response headers) not parsed yet, oldest first; bounded, since only the newest matter.
+        The exposition parses them when Prometheus scrapes."""
+        return deque(maxlen=64)
+
+    def build_info(self, labelvalues: tuple[str, str]) -> None:
+        pass  # computed at scrape time
+
+    def close(self) -> None:
+        pass
