@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import operator
 import random
 import re
 import sys
@@ -66,10 +67,6 @@ def event_fields(record: ExecutionRecord, now: datetime | None = None) -> dict[s
     return fields
 
 
-def _has_own_handler(logger: logging.Logger) -> bool:
-    return bool(logger.handlers) and logger.isEnabledFor(logging.INFO)
-
-
 class _JSONLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return record.getMessage()
@@ -110,6 +107,8 @@ def event_log_listener(
         default_rate = config.defaults.sampling_rate
 
         def write(record: ExecutionRecord) -> None:
+            if not logger.isEnabledFor(logging.INFO):
+                return
             if record.ok:
                 rate = rates.get(record.agent, default_rate)
                 if rate < 1.0 and rng() >= rate:
@@ -124,6 +123,8 @@ def event_log_listener(
             # Without a configuration file the log is written only when the application put a handler
             # on this logger itself: a root logger at INFO (logging.basicConfig) does not ask for it, and
             # would otherwise pay for a JSON line on every execution.
-            rec.listen(write, functools.partial(_has_own_handler, logger))
+            # The gate runs once per execution: the handler list itself (truthy when the application
+            # added one), read without a Python frame; write() checks the level.
+            rec.listen(write, functools.partial(operator.attrgetter("handlers"), logger))
 
     return attach

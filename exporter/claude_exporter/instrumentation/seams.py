@@ -39,7 +39,6 @@ from claude_exporter.instrumentation.extract import (
 )
 from claude_exporter.instrumentation.streams import WATCH_ATTR, watch_stream
 from claude_exporter.recording.call import Call
-from claude_exporter.recording.ratelimit import PREFIX
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.state import CURRENT_CALL, CURRENT_EXECUTION
 from claude_exporter.recording.usage import Usage
@@ -264,25 +263,12 @@ def _attempt_failed(call: Call, exc: BaseException) -> None:
         call.fault("attempt_error")
 
 
-_PREFIX = PREFIX.encode()
-_PREFIX_LENGTH = len(_PREFIX)
-
-
-def _ratelimit_headers(headers: Any) -> Any:
-    """``headers`` when one of them is an ``anthropic-ratelimit-*`` header, else None: one pass over the
-    raw names, where looking each of the twelve up would scan them twelve times."""
-    for name, _ in headers.raw:
-        if name[:_PREFIX_LENGTH].lower() == _PREFIX:
-            return headers
-    return None
-
-
 def _responded(call: Call, response: Any) -> bool:
     """Note the attempt's status and headers; True when its error_code is still to be read (429, 529).
     Error bodies are small, and the SDK reads the body of the one it raises anyway (httpx2 keeps what
     was read)."""
     try:
-        return call.responded(response.status_code, _ratelimit_headers(response.headers))
+        return call.responded(response.status_code, response.headers)
     except Exception:
         call.fault("attempt_response")
     return False

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["Call"]
 
 _NO_CODE = "none"
+_NO_TOKENS = (0, 0, 1)  # a lone request that failed: no tokens, one request
 # Statuses whose error_code the instrumentation reads from the body at the attempt: the SDK closes a
 # response it retries without reading it, so only there can a retried 429 tell a spend limit from
 # throttling.
@@ -82,12 +83,10 @@ class Call:
         self.last_reason = reason
         self.last_code = _NO_CODE
 
-    def responded(self, status: int, ratelimit_headers: Any) -> bool:
-        """The attempt answered ``status``; ``ratelimit_headers``: its headers when they carry
-        ``anthropic-ratelimit-*`` values, else None. True when its error_code should be read from the
-        body (429, 529) and handed to :meth:`error_code`."""
-        if ratelimit_headers is not None:
-            self.rec.recent_headers.append((self.labels.model, ratelimit_headers))
+    def responded(self, status: int, headers: Any) -> bool:
+        """The attempt answered ``status`` with ``headers`` (kept for their rate-limit values). True when
+        its error_code should be read from the body (429, 529) and handed to :meth:`error_code`."""
+        self.rec.recent_headers.append((self.labels.model, headers))
         if status >= 400:
             self.last_reason = str(status)
             self.last_code = _NO_CODE
@@ -142,9 +141,14 @@ class Call:
             if ex is not None:
                 ex.totals.add(usage, cost, len(blocks), labels.model, stop_reason)
             else:  # outside any execution the request is an execution of its own
-                totals = Totals.of_request(usage, cost, len(blocks), labels.model, stop_reason)
                 rec.finish_execution(
-                    labels.default_exec(), seconds, totals, error_type, error_message, bucket
+                    labels.default_exec(),
+                    seconds,
+                    lambda: Totals.of_request(usage, cost, len(blocks), labels.model, stop_reason),
+                    error_type,
+                    error_message,
+                    bucket,
+                    _NO_TOKENS if usage is None else (usage.all_input, usage.output, 1),
                 )
         finally:  # even after a fault: a request left "in flight" would look like a hung agent
             busy.on = False

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-__all__ = ["GAUGES", "HEADERS", "PREFIX", "RESOURCES", "parse_ratelimit"]
+__all__ = ["GAUGES", "HEADERS", "PREFIX", "RESOURCES", "parse_ratelimit", "present"]
 
 RESOURCES = ("requests", "tokens", "input_tokens", "output_tokens")
 _FIELDS = ("limit", "remaining", "reset")
@@ -29,6 +29,23 @@ HEADERS: tuple[tuple[str, str, str], ...] = tuple(
     for resource in RESOURCES
     for field in _FIELDS
 )
+
+
+_PREFIX = PREFIX.encode()
+_PREFIX_LENGTH = len(_PREFIX)
+
+
+def present(headers: Any) -> bool:
+    """Whether any ``anthropic-ratelimit-*`` header is there. One pass over the raw names when the
+    headers have them (httpx's ``Headers.raw``), where looking up each of the twelve would scan all the
+    headers twelve times; most responses of a gateway or a fake have none."""
+    raw = getattr(headers, "raw", None)
+    if raw is None:
+        return any(headers.get(name) is not None for name, _, _ in HEADERS)
+    for name, _ in raw:  # noqa: SIM110 - a plain loop: any() with a generator costs more per response
+        if name[:_PREFIX_LENGTH].lower() == _PREFIX:
+            return True
+    return False
 
 
 def parse_ratelimit(headers: Any, fault: Callable[[str], None]) -> Iterator[tuple[str, str, float]]:

@@ -33,7 +33,7 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.utils import floatToGoString
 
 from claude_exporter.families import BY_NAME, FAMILIES
-from claude_exporter.recording.ratelimit import GAUGES, parse_ratelimit
+from claude_exporter.recording.ratelimit import GAUGES, parse_ratelimit, present
 from claude_exporter.recording.storage.layout import EXEC_FIELDS, MISSES, REQUEST_FIELDS, TOKEN_TYPES
 
 if TYPE_CHECKING:
@@ -520,6 +520,8 @@ class _RateLimitSink:
 
     def append(self, item: tuple[str, Any]) -> None:
         model, headers = item
+        if not present(headers):
+            return
         found = list(parse_ratelimit(headers, self._fault))
         if not found:
             return
