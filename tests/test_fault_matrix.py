@@ -246,8 +246,8 @@ def test_the_targets_are_the_whole_recording_path():
     } <= names
     assert {
         "_settle",
-        "_attempt",
-        "_responded",
+        "_attempt_failed",
+        "Call.responded",
         "StreamWatch.observe",
         "Usage.update",
         "LabelGate.admit",

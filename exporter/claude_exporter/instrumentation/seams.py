@@ -47,25 +47,22 @@ __all__ = ["async_request", "async_send", "async_stream_close", "stream_close", 
 
 Factory = Callable[[Callable[..., Any], Recorder], Callable[..., Any]]
 
+_NOTHING: dict[str, Any] = {}
 _MESSAGES = "/v1/messages"
 _MESSAGES_QUERY = "/v1/messages?"  # beta: /v1/messages?beta=true
 
 
-def _messages_options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The request options when the call is a Messages request, else None."""
-    options = args[1] if len(args) > 1 else kwargs.get("options")
-    url = getattr(options, "url", None)
-    if url == _MESSAGES or (isinstance(url, str) and url.startswith(_MESSAGES_QUERY)):
-        return options
-    return None
-
-
-def _opener(rec: Recorder) -> Callable[[Any, Any], Call | None]:
+def _opener(rec: Recorder) -> Callable[[Any, tuple[Any, ...], dict[str, Any]], Call | None]:
     default_agent = rec.options.default_agent
     resolve = rec.request_labels
     platforms: dict[type, str] = {}  # client class -> the platform that bills it, decided once per class
 
-    def open_call(client: Any, options: Any) -> Call | None:
+    def open_call(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+        """A Call for a Messages request (``request(cast_to, options, ...)``'s arguments), else None."""
+        options: Any = args[1] if len(args) > 1 else kwargs.get("options")
+        url = getattr(options, "url", None)
+        if url != _MESSAGES and not (isinstance(url, str) and url.startswith(_MESSAGES_QUERY)):
+            return None
         try:
             body = options.json_data
             model = body.get("model") if isinstance(body, dict) else None
@@ -106,10 +103,12 @@ def _failed(call: Call, exc: BaseException) -> None:
 def _message(call: Call, message: Any) -> None:
     usage = Usage()
     usage.update(message.usage)
-    message_facts(message, usage)
+    stop_reason = message.stop_reason
+    if stop_reason == "refusal" or getattr(message, "__dict__", _NOTHING).get("diagnostics") is not None:
+        message_facts(message, usage)  # most replies carry neither
     content = message.content
     # Most replies hold no code-execution result: skip the scan unless a block could be one.
-    call.finish(usage, message.stop_reason, list(code_blocks(content)) if len(content) > 1 else ())
+    call.finish(usage, stop_reason, list(code_blocks(content)) if len(content) > 1 else ())
 
 
 async def _parse_async(call: Call, response: Any) -> Any:
@@ -172,8 +171,7 @@ def sync_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., A
     @functools.wraps(original)
     def request(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            options = _messages_options(args, kwargs)
-            call = open_call(self, options) if options is not None else None
+            call = open_call(self, args, kwargs)
         except Exception:
             rec.fault("request_start")
             call = None
@@ -207,8 +205,7 @@ def async_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., 
     @functools.wraps(original)
     async def request(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            options = _messages_options(args, kwargs)
-            call = open_call(self, options) if options is not None else None
+            call = open_call(self, args, kwargs)
         except Exception:
             rec.fault("request_start")
             call = None
@@ -249,29 +246,11 @@ def async_request(original: Callable[..., Any], rec: Recorder) -> Callable[..., 
 # -- the attempt seam -----------------------------------------------------------------------------------
 
 
-def _attempt(call: Call) -> None:
-    try:
-        call.attempt()
-    except Exception:
-        call.fault("attempt")
-
-
 def _attempt_failed(call: Call, exc: BaseException) -> None:
     try:
         call.attempt_failed(retry_reason(exc))
     except Exception:
         call.fault("attempt_error")
-
-
-def _responded(call: Call, response: Any) -> bool:
-    """Note the attempt's status and headers; True when its error_code is still to be read (429, 529).
-    Error bodies are small, and the SDK reads the body of the one it raises anyway (httpx2 keeps what
-    was read)."""
-    try:
-        return call.responded(response.status_code, response.headers)
-    except Exception:
-        call.fault("attempt_response")
-    return False
 
 
 def _coded(call: Call, body: bytes | None) -> None:
@@ -293,7 +272,7 @@ def sync_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]
         if call is None or self is not call.http:  # not an attempt of the measured request
             return original(self, request, *args, **kwargs)
         try:
-            _attempt(call)
+            call.attempt()
         except Exception:
             rec.fault("attempt")
         try:
@@ -305,7 +284,7 @@ def sync_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any]
                 rec.fault("attempt_error")
             raise
         try:
-            coded = _responded(call, response)
+            coded = call.responded(response.status_code, response.headers)
         except Exception:
             rec.fault("attempt_response")
             coded = False
@@ -330,7 +309,7 @@ def async_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any
         if call is None or self is not call.http:
             return await original(self, request, *args, **kwargs)
         try:
-            _attempt(call)
+            call.attempt()
         except Exception:
             rec.fault("attempt")
         try:
@@ -342,7 +321,7 @@ def async_send(original: Callable[..., Any], rec: Recorder) -> Callable[..., Any
                 rec.fault("attempt_error")
             raise
         try:
-            coded = _responded(call, response)
+            coded = call.responded(response.status_code, response.headers)
         except Exception:
             rec.fault("attempt_response")
             coded = False
