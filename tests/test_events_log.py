@@ -480,3 +480,30 @@ def test_never_the_prompt_nor_the_api_key(tmp_path, fake_anthropic, capfd):
         assert "zebra-quartz" not in where
         assert API_KEY not in where
         assert "SECRET123" not in where
+
+
+@pytest.mark.integration
+def test_ingested_events_reach_the_event_log_as_sdk_executions_do(tmp_path):
+    """/v1/events and --tail end their executions the one way an execution ends, so the event log (and the
+    health window) see an agent in another language as they see one on the SDK."""
+    from claude_exporter.ingest.events import apply_events, parse_event
+
+    config, log = file_config(tmp_path, coder={"sampling_rate": 1.0})
+    instrument(config)
+    rec = ACTIVE.recorder
+    assert rec is not None
+    events = [
+        parse_event({"event": "claude_execution_complete", "agent": "coder", "task": "port", "model": MODEL,
+                     "duration_ms": 1500, "input_tokens": 10, "output_tokens": 20, "requests": 3}),
+        parse_event({"event": "claude_execution_error", "agent": "coder", "duration_ms": 250,
+                     "error_type": "RateLimitError", "error_message": "slow down"}),
+    ]  # fmt: skip
+    assert apply_events(rec, events) == 2  # type: ignore[arg-type]
+    lines = read_lines(log)
+    assert [(ln["event"], ln["task"]) for ln in lines] == [
+        ("claude_execution_complete", "port"),
+        ("claude_execution_error", "default"),
+    ]
+    assert (lines[0]["input_tokens"], lines[0]["output_tokens"], lines[0]["requests"]) == (10, 20, 3)
+    assert lines[0]["duration_ms"] == 1500
+    assert (lines[1]["error_type"], lines[1]["error_message"]) == ("RateLimitError", "slow down")
