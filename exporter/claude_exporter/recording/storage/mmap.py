@@ -436,34 +436,45 @@ class _Live:
             gauge = store[key] = self._files.gauge(metric, names, values, mode)
         return gauge
 
-    def request(self, agent: str, delta: int) -> None:
+    def request(self, agent: str, delta: int, key: object, start: float | None, lone: bool) -> None:
+        """A request started (``delta`` 1, ``start`` its perf_counter start) or finished (-1, None); a
+        ``lone`` one (outside any execution) is also an execution of its own. One lock section."""
         with self._files:
-            self._gauge(self._requests, "claude_requests_in_flight", "livesum", ("agent",), agent).add(delta)
+            gauge = self._requests.get(agent)
+            if gauge is None:
+                gauge = self._gauge(self._requests, "claude_requests_in_flight", "livesum", ("agent",), agent)
+            gauge.add(delta)
+            if lone:
+                self._execution(key, agent, "default", start)
 
     def execution(self, key: object, agent: str, task: str, start: float | None) -> None:
         """An execution started (``start``: its perf_counter start) or finished (``start`` None)."""
         with self._files:
-            gauge = self._gauge(
-                self._executions, "claude_executions_in_flight", "livesum", ("agent", "task"), (agent, task)
-            )
-            gauge.add(1 if start is not None else -1)
-            starts = self._starts.get(agent)
-            if starts is None:
-                starts = self._starts[agent] = {}
-            # The oldest start changes only when the oldest starts or ends: no scan otherwise.
-            if start is not None:
-                begun = time.time() - (time.perf_counter() - start)
-                starts[key] = begun
-                if len(starts) > 1 and begun >= self._oldest[agent].value:
-                    return
-                after = begun
-            else:
-                begun = starts.pop(key, _INF)
-                oldest = self._oldest.get(agent)
-                if oldest is not None and begun > oldest.value:
-                    return
-                after = min(starts.values(), default=_INF)
-            self._gauge(self._oldest, OLDEST_START, "livemin", ("agent",), agent).set(after)
+            self._execution(key, agent, task, start)
+
+    def _execution(self, key: object, agent: str, task: str, start: float | None) -> None:
+        """(The caller holds the files' lock.)"""
+        gauge = self._gauge(
+            self._executions, "claude_executions_in_flight", "livesum", ("agent", "task"), (agent, task)
+        )
+        gauge.add(1 if start is not None else -1)
+        starts = self._starts.get(agent)
+        if starts is None:
+            starts = self._starts[agent] = {}
+        # The oldest start changes only when the oldest starts or ends: no scan otherwise.
+        if start is not None:
+            begun = time.time() - (time.perf_counter() - start)
+            starts[key] = begun
+            if len(starts) > 1 and begun >= self._oldest[agent].value:
+                return
+            after = begun
+        else:
+            begun = starts.pop(key, _INF)
+            oldest = self._oldest.get(agent)
+            if oldest is not None and begun > oldest.value:
+                return
+            after = min(starts.values(), default=_INF)
+        self._gauge(self._oldest, OLDEST_START, "livemin", ("agent",), agent).set(after)
 
 
 class _RunningCalls(dict[int, Any]):
@@ -476,18 +487,12 @@ class _RunningCalls(dict[int, Any]):
 
     def __setitem__(self, key: int, call: Any) -> None:
         super().__setitem__(key, call)
-        agent = call.labels.agent
-        self._live.request(agent, 1)
-        if call.execution is None:
-            self._live.execution(("call", key), agent, "default", call.start)
+        self._live.request(call.labels.agent, 1, key, call.start, call.execution is None)
 
     def pop(self, key: int, *default: Any) -> Any:
         call = super().pop(key, *default)
         if call is not None:
-            agent = call.labels.agent
-            self._live.request(agent, -1)
-            if call.execution is None:
-                self._live.execution(("call", key), agent, "default", None)
+            self._live.request(call.labels.agent, -1, key, None, call.execution is None)
         return call
 
 
@@ -501,12 +506,12 @@ class _RunningExecutions(dict[int, Any]):
     def __setitem__(self, key: int, ex: Any) -> None:
         super().__setitem__(key, ex)
         if ex.series is not None:
-            self._live.execution(("execution", key), ex.series.agent, ex.series.task, ex.start)
+            self._live.execution(key, ex.series.agent, ex.series.task, ex.start)
 
     def pop(self, key: int, *default: Any) -> Any:
         ex = super().pop(key, *default)
         if ex is not None and ex.series is not None:
-            self._live.execution(("execution", key), ex.series.agent, ex.series.task, None)
+            self._live.execution(key, ex.series.agent, ex.series.task, None)
         return ex
 
 
