@@ -184,7 +184,10 @@ def default_routes(otlp: bool = False) -> dict[str, Route]:
         return ACTIVE.recorder
 
     def health() -> Any:
-        return getattr(ACTIVE.opened, "health", None)
+        opened = ACTIVE.opened
+        return None if opened is None else opened.health_window()
+
+    health()  # the window starts with the endpoint that reads it, so it holds what came since
 
     routes: dict[str, Route] = {
         "/health/claude-agent": health_route(health),

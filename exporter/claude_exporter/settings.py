@@ -11,6 +11,7 @@ is undone before the error propagates, so a retry starts from a clean slate.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,6 +143,15 @@ class Opened:
     claude_code: ClaudeCodeIngest
     collectors: list[Collector] = field(default_factory=list)
     health: HealthWindow | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def health_window(self) -> HealthWindow:
+        """The health window, started by the first endpoint that can ask for it: its thread ticks once a
+        second, which an application that serves no health endpoint should not pay for."""
+        with self._lock:
+            if self.health is None:
+                self.health = start_health(self.config, self.recorder)
+            return self.health
 
 
 def open_recorder(
@@ -160,7 +170,6 @@ def open_recorder(
     opened = Opened(rec, registry, settings.config, ClaudeCodeIngest(rec, settings.config.otlp))
     try:
         opened.collectors.append(register(rec, registry, settings.enabled, opened.claude_code))
-        opened.health = start_health(settings.config, rec)
         settings.attach(rec)
     except BaseException:
         close_recorder(opened)
