@@ -8,11 +8,10 @@ attempt (:meth:`Call.attempt`, :meth:`Call.attempt_failed`, :meth:`Call.responde
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
-
-from claude_exporter.recording.records import Totals
 
 if TYPE_CHECKING:
     from claude_exporter.recording.execution import Execution
@@ -33,19 +32,12 @@ _CODED = frozenset((429, 529))
 class Call:
     """A request in progress; its attempts add retries, :meth:`finish` ends it."""
 
-    __slots__ = (
-        "attempts",
-        "client_blocks",
-        "done",
-        "execution",
-        "http",
-        "labels",
-        "last_code",
-        "last_reason",
-        "raw_model",
-        "rec",
-        "start",
-    )
+    # Class-level defaults for what most requests never change: a new Call writes six fields, not eleven.
+    attempts = 0
+    last_reason = "unknown"
+    last_code = _NO_CODE  # the error_code of the last failed attempt
+    done = False
+    client_blocks: list[tuple[str, str]] | None = None  # results of client code tools sent in
 
     def __init__(
         self,
@@ -60,11 +52,8 @@ class Call:
         self.labels = labels
         self.execution = execution
         self.raw_model = raw_model  # the model the caller named, which the label may have folded
-        self.attempts = 0
-        self.last_reason = "unknown"
-        self.last_code = _NO_CODE  # the error_code of the last failed attempt
-        self.done = False
-        self.client_blocks = client_blocks  # results of client code tools sent in
+        if client_blocks is not None:
+            self.client_blocks = client_blocks
         self.http = http  # the transport client whose sends are this request's attempts
         self.start = time.perf_counter()
         rec.running_calls[id(self)] = self
@@ -123,8 +112,11 @@ class Call:
         if busy.on:
             # Reached from a finaliser (the garbage collector closing a caller's stream) while this
             # thread is recording: it may hold a series lock, so leave the finish to the next call.
+            # (A partial, not a lambda: a lambda would make every variable it names a cell on each call.)
             rec.orphans.append(
-                lambda: self.finish(usage, stop_reason, blocks, error_type, error_message, error_code)
+                functools.partial(
+                    self.finish, usage, stop_reason, blocks, error_type, error_message, error_code
+                )
             )
             return
         self.done = True
@@ -144,7 +136,7 @@ class Call:
                 rec.finish_execution(
                     labels.default_exec(),
                     seconds,
-                    lambda: Totals.of_request(usage, cost, len(blocks), labels.model, stop_reason),
+                    (usage, cost, len(blocks), labels.model, stop_reason),  # Totals.of_request's, if needed
                     error_type,
                     error_message,
                     bucket,

@@ -65,7 +65,7 @@ class Execution:
         if busy.on:
             # A finaliser (a caller's generator closed by the garbage collector) while this thread is
             # recording and may hold a series lock: leave the finish to the next ordinary call.
-            rec.orphans.append(lambda: self._finish(rec, seconds, error))
+            rec.orphans.append(functools.partial(self._finish, rec, seconds, error))
             return
         busy.on = True
         try:

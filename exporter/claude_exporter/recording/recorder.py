@@ -234,22 +234,22 @@ class Recorder:
         self,
         series: Any,
         seconds: float,
-        totals: Totals | Callable[[], Totals],
+        totals: Totals | tuple[Any, ...],
         error_type: str | None,
         error_message: str | None,
         bucket: int = -1,
         counts: tuple[int, int, int] | None = None,
     ) -> None:
         """The one way an execution ends, whatever its source: its series, then its listeners (when one
-        would use it). ``totals``: a :class:`Totals`, or a zero-argument function that makes them (a lone
-        request's, made only when a listener would read them), with ``counts``: (input tokens, cache
-        included; output tokens; requests). ``bucket``: its duration bucket when known."""
+        would use it). ``totals``: a :class:`Totals`, or for a lone request the arguments of
+        :meth:`Totals.of_request` (made only when a listener would read them) with ``counts``: (input
+        tokens, cache included; output tokens; requests). ``bucket``: its duration bucket when known."""
         if counts is None:
             counts = (totals.all_input, totals.output, totals.requests)  # type: ignore[union-attr]
         series.record(error_type is None, seconds, counts[0], counts[1], counts[2], bucket)
         if self._listeners and self.listening():
             if not isinstance(totals, Totals):
-                totals = totals()
+                totals = Totals.of_request(*totals)
             record = ExecutionRecord.of(series.agent, series.task, seconds, totals, error_type, error_message)
             for listener in self._listeners:
                 try:
