@@ -29,6 +29,7 @@ from claude_exporter.recording.pricing import (
     load_price_table,
     split_cache_creation,
     token_counts,
+    with_overrides,
 )
 
 pytestmark = pytest.mark.unit
@@ -360,7 +361,7 @@ def test_dated_snapshot_needs_its_family_in_the_table(table: PriceTable) -> None
 
 
 def test_partial_override_keeps_other_figures(table: PriceTable) -> None:
-    new = table.with_overrides({"claude-sonnet-4-5": {"input": 2.0}})
+    new = with_overrides(table, {"claude-sonnet-4-5": {"input": 2.0}})
     p = price(new, "claude-sonnet-4-5")
     assert (p.input, p.output, p.cache_write_5m, p.cache_read) == (2.0, 15, 3.75, 0.30)
     assert p.long_context_threshold == 200_000  # long-context figures kept
@@ -372,13 +373,13 @@ def test_partial_override_keeps_other_figures(table: PriceTable) -> None:
 
 
 def test_override_by_alias_overrides_the_canonical_model(table: PriceTable) -> None:
-    new = table.with_overrides({"claude-haiku-4-5-20251001": {"output": 4}})
+    new = with_overrides(table, {"claude-haiku-4-5-20251001": {"output": 4}})
     assert price(new, "claude-haiku-4-5").output == 4
     assert price(new, "claude-haiku-4-5").input == 1
 
 
 def test_override_adds_a_new_model_with_derived_cache_figures(table: PriceTable) -> None:
-    new = table.with_overrides({"my-tuned-claude": {"input": 4, "output": 12}})
+    new = with_overrides(table, {"my-tuned-claude": {"input": 4, "output": 12}})
     p = price(new, "my-tuned-claude")
     # cache figures derived with the documented multipliers: 1.25 x 4, 2 x 4, 0.1 x 4
     assert (p.input, p.output) == (4.0, 12.0)
@@ -393,7 +394,7 @@ def test_override_adds_a_new_model_with_derived_cache_figures(table: PriceTable)
 
 
 def test_new_model_keeps_given_cache_figures(table: PriceTable) -> None:
-    new = table.with_overrides({"other": {"input": 1, "output": 2, "cache_read": 0.5}})
+    new = with_overrides(table, {"other": {"input": 1, "output": 2, "cache_read": 0.5}})
     assert price(new, "other").cache_read == 0.5
     assert price(new, "other").cache_write_5m == pytest.approx(1.25)
 
@@ -416,14 +417,14 @@ def test_bad_override_raises_naming_model_and_key(
     table: PriceTable, overrides: Any, words: list[str]
 ) -> None:
     with pytest.raises(ValueError) as info:
-        table.with_overrides(overrides)
+        with_overrides(table, overrides)
     for word in words:
         assert word in str(info.value)
 
 
 def test_override_argument_must_be_a_mapping(table: PriceTable) -> None:
     with pytest.raises(ValueError):
-        table.with_overrides([("claude-sonnet-4-5", {"input": 1})])  # type: ignore[arg-type]
+        with_overrides(table, [("claude-sonnet-4-5", {"input": 1})])  # type: ignore[arg-type]
 
 
 # -------------------------------------------------------------------------------- split_cache_creation
@@ -523,7 +524,8 @@ def test_token_counts_from_usage(table: PriceTable) -> None:
 
 
 def _packaged_yaml() -> dict[str, Any]:
-    text = resources.files("claude_exporter.recording").joinpath("pricing.yaml").read_text(encoding="utf-8")
+    packaged = resources.files("claude_exporter.recording.pricing").joinpath("pricing.yaml")
+    text = packaged.read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     assert isinstance(data, dict)
     return data

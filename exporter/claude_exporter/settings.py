@@ -35,6 +35,7 @@ from claude_exporter.recording.pricing import (
     load_price_table,
     split_cache_writes,
     unpriced_reason,
+    with_overrides,
 )
 from claude_exporter.recording.recorder import Recorder, RecorderOptions
 from claude_exporter.recording.usage import Usage
@@ -124,7 +125,7 @@ def resolve_settings(config: Any, listeners: tuple[Callable[[Recorder], None], .
     cfg = as_config(config)
     prices = load_price_table()
     if cfg.pricing_overrides:
-        prices = prices.with_overrides(cfg.pricing_overrides)
+        prices = with_overrides(prices, cfg.pricing_overrides)
     caps = cfg.label_caps
     options = RecorderOptions(
         default_agent=cfg.default_agent,
