@@ -41,7 +41,7 @@ CASES: list[tuple[str, str, dict[str, object]]] = [
         },
     ),
     (
-        "fast, us, batch",
+        "fast+us+batch",
         "claude-opus-5-5",
         {
             "input_tokens": 2000,
@@ -54,7 +54,7 @@ CASES: list[tuple[str, str, dict[str, object]]] = [
         },
     ),
     (
-        "iterations, search",
+        "iterations+search",
         "claude-fable-5",
         {
             "input_tokens": 10_000,
@@ -188,7 +188,11 @@ def _same(a: list[object], b: list[object]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--baseline", help="a git revision to measure beside the working tree")
+    parser.add_argument(
+        "--baseline",
+        help="a git revision (or another checkout's exporter/ directory) to measure beside this tree",
+    )
+    parser.add_argument("--cases", help="comma-separated case names (default: all)")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--no-callgrind", action="store_true", help="time only")
@@ -198,31 +202,37 @@ def main() -> None:
         workdir = Path(tmp)
         trees = {"this tree": ROOT / "exporter"}
         if args.baseline:
-            base = workdir / "baseline"
-            base.mkdir()
-            trees = {args.baseline: _extract(args.baseline, base), **trees}
-        every = json.dumps(CASES)
+            if Path(args.baseline).is_dir():
+                trees = {args.baseline: Path(args.baseline).resolve(), **trees}
+            else:
+                base = workdir / "baseline"
+                base.mkdir()
+                trees = {args.baseline: _extract(args.baseline, base), **trees}
+        cases = [c for c in CASES if not args.cases or c[0] in args.cases.split(",")]
+        if not cases:
+            parser.error(f"--cases: none of {args.cases!r}; the cases are {', '.join(c[0] for c in CASES)}")
+        every = json.dumps(cases)
         results, times, instructions = {}, {}, {}
         for label, tree in trees.items():
             results[label] = json.loads(_run(tree, [every, "result", "1", "1"], workdir))
             times[label] = json.loads(_run(tree, [every, "time", str(args.calls), str(args.rounds)], workdir))
             if callgrind:
-                instructions[label] = {c[0]: _instructions(tree, c, args.calls // 4, workdir) for c in CASES}
+                instructions[label] = {c[0]: _instructions(tree, c, args.calls // 4, workdir) for c in cases}
     labels = list(trees)
     head = f"{'case':<22}" + "".join(f"{label[:14] + ' ns':>18}" for label in labels)
     if callgrind:
         head += "".join(f"{label[:14] + ' Ir':>18}" for label in labels)
     print(head)
-    for name, _, _ in CASES:
+    for name, _, _ in cases:
         row = f"{name:<22}" + "".join(f"{times[label][name]:>18.0f}" for label in labels)
         if callgrind:
             row += "".join(f"{instructions[label][name]:>18.0f}" for label in labels)
         print(row)
-    for name, _, _ in CASES:
+    for name, _, _ in cases:
         print(f"{name}: {results[labels[-1]][name]}")
     if len(labels) == 2:
         before, after = results[labels[0]], results[labels[1]]
-        differ = [name for name, _, _ in CASES if not _same(before[name], after[name])]
+        differ = [name for name, _, _ in cases if not _same(before[name], after[name])]
         for name in differ:
             print(f"DIFFERENT: {name}: {before[name]} vs {after[name]}")
         if differ:

@@ -665,11 +665,8 @@ def test_model_price_validates() -> None:
 def test_the_per_request_cost_splits_cache_writes_as_the_price_table_does() -> None:
     """The exporter's per-request cost and the pricing module apply one rule: a part of the cache-write
     total that the 5m/1h breakdown leaves out is charged as 5-minute writes."""
-    from claude_exporter.recording.pricing import cost_usd, token_counts
+    from claude_exporter.recording.pricing import cost_usd, price_request, token_counts
     from claude_exporter.recording.usage import Usage
-    from claude_exporter.settings import cost_function
-
-    usage_cost = cost_function(load_price_table())
 
     price = load_price_table().lookup("claude-haiku-4-5")
     assert price is not None
@@ -685,5 +682,11 @@ def test_the_per_request_cost_splits_cache_writes_as_the_price_table_does() -> N
     # haiku-4-5: 10 x $1 + 20 x $5 + (300 + 200 unaccounted) x $1.25 + 500 x $2 + 30 x $0.10, per million
     expected = (10 * 1 + 20 * 5 + 500 * 1.25 + 500 * 2 + 30 * 0.10) / 1e6
     # no cache-read savings to speak of: 30 reads x ($1 - $0.10) = $0.000027
-    assert usage_cost(price, usage, ()) == (pytest.approx(expected), 0, None, pytest.approx(30 * 0.9 / 1e6))
-    assert usage_cost(price, usage, ())[0] == pytest.approx(cost_usd(price, token_counts(raw)))
+    got = price_request(price, usage)
+    assert (got.usd, got.unpriced, got.reason, got.savings) == (
+        pytest.approx(expected),
+        0,
+        None,
+        pytest.approx(30 * 0.9 / 1e6),
+    )
+    assert got.usd == pytest.approx(cost_usd(price, token_counts(raw)))

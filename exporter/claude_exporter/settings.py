@@ -25,16 +25,11 @@ from claude_exporter.exposition.health import health_listener
 from claude_exporter.families import SEED_GROUPS
 from claude_exporter.ingest.claude_code import ClaudeCodeIngest
 from claude_exporter.recording.pricing import (
-    Iteration,
     ModelPrice,
-    PriceTable,
-    cache_savings,
-    cost_of,
-    estimate,
-    fallback_redeemed,
+    Priced,
+    PriceLookup,
     load_price_table,
-    split_cache_writes,
-    unpriced_reason,
+    price_request,
     with_overrides,
 )
 from claude_exporter.recording.recorder import Recorder, RecorderOptions
@@ -45,20 +40,17 @@ __all__ = [
     "Settings",
     "as_config",
     "close_recorder",
-    "cost_function",
     "open_recorder",
     "resolve_settings",
 ]
-
-CostResult = tuple[float, int, "str | None", float]  # USD, unpriced tokens, why, cache savings USD
 
 
 @dataclass(frozen=True)
 class Settings:
     config: Config
     recorder: RecorderOptions
-    price_lookup: Callable[[str], ModelPrice | None]
-    cost: Callable[[Any, Usage, tuple[Iteration, ...]], CostResult]
+    price_lookup: PriceLookup
+    cost: Callable[[ModelPrice | None, Usage, PriceLookup], Priced]  # pricing.price_request
     listeners: tuple[Callable[[Recorder], None], ...] = field(default=())
 
     def attach(self, rec: Recorder) -> None:
@@ -71,43 +63,6 @@ class Settings:
         if group in metrics:
             return True
         return group not in SEED_GROUPS and metrics <= SEED_GROUPS
-
-
-def cost_function(table: PriceTable) -> Callable[[ModelPrice, Usage, tuple[Iteration, ...]], CostResult]:
-    """The per-request estimate bound to ``table`` (iterations on other models are priced from it)."""
-    lookup = table.lookup
-
-    def usage_cost(price: ModelPrice, usage: Usage, iterations: tuple[Iteration, ...] = ()) -> CostResult:
-        cache_5m, cache_1h = split_cache_writes(usage.cache_creation, usage.cache_5m, usage.cache_1h)
-        tier, speed, geo, read = usage.service_tier, usage.speed, usage.geo, usage.cache_read
-        savings = cache_savings(price, usage.input, usage.output, cache_5m, cache_1h, read, tier, speed, geo)
-        if iterations or usage.web_search or usage.web_fetch or usage.fallback is not None:
-            usd, unpriced, reason = estimate(
-                price,
-                lookup,
-                usage.input,
-                usage.output,
-                cache_5m,
-                cache_1h,
-                read,
-                tier,
-                speed,
-                geo,
-                usage.web_search,
-                usage.web_fetch,
-                iterations,
-                usage.fallback is not None and fallback_redeemed(usage.fallback),
-            )
-            return usd, unpriced, reason, savings
-        # The common case: one cost_of, nothing allocated but the result.
-        cost = cost_of(
-            price, usage.input, usage.output, cache_5m, cache_1h, read, tier == "batch", speed, geo, tier
-        )
-        if cost is None:
-            return 0.0, usage.all_input + usage.output, unpriced_reason(price, speed), savings
-        return cost, 0, None, savings
-
-    return usage_cost
 
 
 def as_config(config: Any) -> Config:
@@ -140,7 +95,7 @@ def resolve_settings(config: Any, listeners: tuple[Callable[[Recorder], None], .
         unpriced_platforms=prices.modifiers.unpriced_platforms,
     )
     defaults = (event_log_listener(cfg), health_listener(cfg))
-    return Settings(cfg, options, prices.lookup, cost_function(prices), (*defaults, *listeners))
+    return Settings(cfg, options, prices.lookup, price_request, (*defaults, *listeners))
 
 
 @dataclass

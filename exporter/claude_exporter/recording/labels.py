@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from claude_exporter.recording.cardinality import FAMILY_NAMES, OVERFLOW, Budget, LabelCap
-from claude_exporter.recording.pricing import iterations_of
 from claude_exporter.recording.series import ExecSeries, RequestSeries
 from claude_exporter.recording.usage import Usage
 
@@ -72,30 +71,17 @@ class RequestLabels:
         tokens with its reason. With ``usage.iterations`` the request is billed as the sum of its
         iterations, compaction included (the top-level counts leave compaction out), so ``usage``'s counts
         become those sums before the tokens are recorded."""
-        iterations = iterations_of(usage.iterations) if usage.iterations else ()
-        if iterations:
-            usage.input = sum(it.input for it in iterations)
-            usage.output = sum(it.output for it in iterations)
-            usage.cache_5m = sum(it.cache_write_5m for it in iterations)
-            usage.cache_1h = sum(it.cache_write_1h for it in iterations)
-            usage.cache_creation = usage.cache_5m + usage.cache_1h
-            usage.cache_read = sum(it.cache_read for it in iterations)
         price = self.price
         if price is None and self.model == OVERFLOW and self.unpriced_reason == "model":
             # A folded model holds many real ones: price each request by the model it named.
             price = self._rec.price_lookup(raw_model)
         rec = self._rec
-        if price is None:
-            total = usage.all_input + usage.output
-            if total:
-                rec.unpriced.inc((self.model, self.unpriced_reason), total)
-            return 0.0
-        usd, unpriced, reason, savings = rec.cost(price, usage, iterations)
-        if unpriced:
-            rec.unpriced.inc((self.model, reason or "model"), unpriced)
-        if savings:
-            self.series.add_savings(savings)
-        return usd
+        priced = rec.cost(price, usage, rec.price_lookup)
+        if priced.unpriced:
+            rec.unpriced.inc((self.model, priced.reason or self.unpriced_reason), priced.unpriced)
+        if priced.savings:
+            self.series.add_savings(priced.savings)
+        return priced.usd
 
     def finish(
         self,

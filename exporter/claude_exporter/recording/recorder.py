@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from claude_exporter.exposition.multiprocess import MultiprocessBackend
     from claude_exporter.recording.call import Call
     from claude_exporter.recording.execution import Execution
+    from claude_exporter.recording.pricing import Priced
     from claude_exporter.recording.usage import Usage
 
 __all__ = ["Recorder", "RecorderOptions"]
@@ -35,8 +36,8 @@ __all__ = ["Recorder", "RecorderOptions"]
 log = logging.getLogger("claude_exporter")
 
 PriceLookup = Callable[[str], Any]
-# (prices, usage, parsed usage.iterations) -> (USD, unpriced tokens, why, USD saved by cache reads)
-CostFunction = Callable[[Any, "Usage", tuple[Any, ...]], tuple[float, int, "str | None", float]]
+# (prices or None, usage, the lookup for its iterations' models) -> pricing.price_request's result
+CostFunction = Callable[[Any, "Usage", PriceLookup], "Priced"]
 
 
 def _no_message(exc: BaseException) -> str | None:

@@ -10,12 +10,14 @@ request, reading the raw parts of a usage with :mod:`.reading`.
 from claude_exporter.recording.pricing.cost import (
     UNPRICED_REASONS,
     Estimate,
+    Priced,
     TokenCounts,
     cache_savings,
     cost_of,
     cost_usd,
     estimate,
     estimate_tokens,
+    price_request,
     token_counts,
     unpriced_reason,
 )
@@ -27,7 +29,13 @@ from claude_exporter.recording.pricing.reading import (
     split_cache_creation,
     split_cache_writes,
 )
-from claude_exporter.recording.pricing.table import PRICE_FIELDS, ModelPrice, Modifiers, PriceTable
+from claude_exporter.recording.pricing.table import (
+    PRICE_FIELDS,
+    ModelPrice,
+    Modifiers,
+    PriceLookup,
+    PriceTable,
+)
 
 __all__ = [
     "CACHE_MULTIPLIERS",
@@ -37,7 +45,9 @@ __all__ = [
     "Iteration",
     "ModelPrice",
     "Modifiers",
+    "PriceLookup",
     "PriceTable",
+    "Priced",
     "TokenCounts",
     "cache_savings",
     "cost_of",
@@ -47,6 +57,7 @@ __all__ = [
     "fallback_redeemed",
     "iterations_of",
     "load_price_table",
+    "price_request",
     "split_cache_creation",
     "split_cache_writes",
     "token_counts",

@@ -19,10 +19,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Iteration:
     """One entry of ``usage.iterations``: its type (message, compaction, fallback_message,
-    advisor_message), its model (``None``: the request's own) and its tokens."""
+    advisor_message), its model (``None``: the request's own) and its tokens. Not frozen: a frozen
+    dataclass sets each field through ``object.__setattr__``, and one is made per iteration priced."""
 
     kind: str
     model: str | None
