@@ -10,13 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = [
-    "Iteration",
-    "fallback_redeemed",
-    "iterations_of",
-    "split_cache_creation",
-    "split_cache_writes",
-]
+__all__ = ["Iteration", "fallback_redeemed", "iterations_of", "split_cache_writes"]
 
 
 @dataclass(slots=True)
@@ -55,7 +49,7 @@ def iterations_of(items: object) -> tuple[Iteration, ...]:
         return ()
     out = []
     for item in items:
-        five, hour = split_cache_creation(item)
+        five, hour = _split_cache_creation(item)
         model = _get(item, "model")
         out.append(
             Iteration(
@@ -78,7 +72,7 @@ def fallback_redeemed(credit: object) -> bool:
     return bool(_get(_get(credit, "status"), "type") == "redeemed")
 
 
-def split_cache_creation(usage: object) -> tuple[int, int]:
+def _split_cache_creation(usage: object) -> tuple[int, int]:
     """``(5-minute, 1-hour)`` cache writes of a usage-shaped object: its ``cache_creation`` breakdown
     (``ephemeral_5m_input_tokens`` / ``ephemeral_1h_input_tokens``) of ``cache_creation_input_tokens``."""
     breakdown = _get(usage, "cache_creation")

@@ -202,13 +202,5 @@ class PriceTable:
         canonical = self.resolve(model)
         return None if canonical is None else self._prices[canonical]
 
-    def lookup_on(self, model: str, platform: str) -> tuple[ModelPrice | None, str | None]:
-        """``(prices, None)`` for ``model`` on ``platform`` (``anthropic``, ``bedrock``, ``vertex``,
-        ``foundry``, ...), or ``(None, reason)``: ``platform`` or ``model``."""
-        if platform in self.modifiers.unpriced_platforms:
-            return None, "platform"
-        found = self.lookup(model)
-        return (found, None) if found is not None else (None, "model")
-
     def __repr__(self) -> str:
         return f"PriceTable(as_of={self.as_of!r}, source={self.source!r}, models={len(self._prices)})"
