@@ -29,6 +29,7 @@ import pytest
 from claude_exporter.config import parse_config
 from claude_exporter.recording.pricing import load_price_table
 from claude_exporter.recording.state import ACTIVE
+from claude_exporter.recording.usage import Usage
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -138,6 +139,26 @@ def expected_cost(
         + cache_read * price.cache_read
     ) / 1_000_000
     return total * price.batch_multiplier if batch else total
+
+
+def usage_of(
+    *,
+    input: int = 0,
+    output: int = 0,
+    cache_5m: int = 0,
+    cache_1h: int = 0,
+    cache_read: int = 0,
+    **fields: Any,
+) -> Usage:
+    """A request's ``Usage`` as the SDK's response fills it: these counts (1-hour writes given, as the API
+    does, in the 5m/1h breakdown) and any other of its fields by name (``service_tier``, ``speed``,
+    ``geo``, ``web_search``, ``web_fetch``, ``iterations``, ``fallback``)."""
+    usage = Usage(input, output, cache_5m + cache_1h, cache_read)
+    if cache_1h:
+        usage.cache_5m, usage.cache_1h = cache_5m, cache_1h
+    for name, value in fields.items():
+        setattr(usage, name, value)
+    return usage
 
 
 def scrape(reg: CollectorRegistry) -> str:

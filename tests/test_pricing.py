@@ -24,12 +24,12 @@ from claude_exporter.recording.pricing import (
     PRICE_FIELDS,
     ModelPrice,
     PriceTable,
-    TokenCounts,
-    cost_usd,
     load_price_table,
-    split_cache_creation,
-    token_counts,
+    price_request,
+    with_overrides,
 )
+from claude_exporter.recording.usage import Usage as RequestUsage
+from conftest import usage_of
 
 pytestmark = pytest.mark.unit
 
@@ -201,56 +201,58 @@ def test_long_context_applies_only_where_the_price_list_says(table: PriceTable) 
     )
 
 
-# ------------------------------------------------------------------------------------------ cost_usd
+# ------------------------------------------------------------------------------------- price_request
 
 
 def test_plain_input_and_output(table: PriceTable) -> None:
     # claude-sonnet-4-5: 1000 input x $3/M + 500 output x $15/M = 0.003 + 0.0075 = $0.0105
-    assert cost_usd(price(table, "claude-sonnet-4-5"), TokenCounts(input=1000, output=500)) == approx(0.0105)
+    sonnet = price(table, "claude-sonnet-4-5")
+    assert price_request(sonnet, usage_of(input=1000, output=500)).usd == approx(0.0105)
     # claude-opus-4-1: 2000 input x $15/M + 1000 output x $75/M = 0.03 + 0.075 = $0.105
-    assert cost_usd(price(table, "claude-opus-4-1"), TokenCounts(input=2000, output=1000)) == approx(0.105)
+    opus = price(table, "claude-opus-4-1")
+    assert price_request(opus, usage_of(input=2000, output=1000)).usd == approx(0.105)
     # claude-fable-5-2: 1,000,000 input x $8/M + 100,000 output x $40/M = 8 + 4 = $12
     p = price(table, "claude-fable-5-2")
-    assert cost_usd(p, TokenCounts(input=1_000_000, output=100_000)) == approx(12.0)
+    assert price_request(p, usage_of(input=1_000_000, output=100_000)).usd == approx(12.0)
 
 
 def test_zero_tokens_cost_nothing(table: PriceTable) -> None:
-    assert cost_usd(price(table, "claude-opus-4-6"), TokenCounts()) == 0.0
+    assert price_request(price(table, "claude-opus-4-6"), usage_of()).usd == 0.0
 
 
 def test_5m_and_1h_cache_writes_are_priced_apart(table: PriceTable) -> None:
     # claude-opus-4-6: 100 input x $5 = 0.0005; 2000 5m writes x $6.25 = 0.0125;
     # 1000 1h writes x $10 = 0.01; 200 output x $25 = 0.005  ->  $0.028
-    tokens = TokenCounts(input=100, output=200, cache_write_5m=2000, cache_write_1h=1000)
-    assert cost_usd(price(table, "claude-opus-4-6"), tokens) == approx(0.028)
+    usage = usage_of(input=100, output=200, cache_5m=2000, cache_1h=1000)
+    assert price_request(price(table, "claude-opus-4-6"), usage).usd == approx(0.028)
     # Same 3000 written tokens all at 5m: 0.0005 + 3000 x $6.25 = 0.01875 + 0.005 -> $0.02425
-    tokens = TokenCounts(input=100, output=200, cache_write_5m=3000)
-    assert cost_usd(price(table, "claude-opus-4-6"), tokens) == approx(0.02425)
+    usage = usage_of(input=100, output=200, cache_5m=3000)
+    assert price_request(price(table, "claude-opus-4-6"), usage).usd == approx(0.02425)
 
 
 def test_cache_reads(table: PriceTable) -> None:
     # claude-haiku-4-5: 50 input x $1 = 0.00005; 10,000 reads x $0.10 = 0.001; 100 output x $5 = 0.0005
     #   -> $0.00155
-    tokens = TokenCounts(input=50, output=100, cache_read=10_000)
-    assert cost_usd(price(table, "claude-haiku-4-5"), tokens) == approx(0.00155)
+    usage = usage_of(input=50, output=100, cache_read=10_000)
+    assert price_request(price(table, "claude-haiku-4-5"), usage).usd == approx(0.00155)
     # claude-fable-5-1 reads at 0.025x: 1,000,000 reads x $0.25 = $0.25 (Fable 5 pays $1)
-    assert cost_usd(price(table, "claude-fable-5-1"), TokenCounts(cache_read=1_000_000)) == approx(0.25)
-    assert cost_usd(price(table, "claude-fable-5"), TokenCounts(cache_read=1_000_000)) == approx(1.0)
+    assert price_request(price(table, "claude-fable-5-1"), usage_of(cache_read=1_000_000)).usd == approx(0.25)
+    assert price_request(price(table, "claude-fable-5"), usage_of(cache_read=1_000_000)).usd == approx(1.0)
     # claude-sonnet-5-5 reads at $0.10 since 2026-10-07: 500,000 reads -> $0.05
-    assert cost_usd(price(table, "claude-sonnet-5-5"), TokenCounts(cache_read=500_000)) == approx(0.05)
+    assert price_request(price(table, "claude-sonnet-5-5"), usage_of(cache_read=500_000)).usd == approx(0.05)
 
 
 def test_batch_discount(table: PriceTable) -> None:
     # claude-sonnet-4-5 on the Batch API: (1000 x $3 + 500 x $15) / 1M x 50% = 0.0105 / 2 = $0.00525
-    tokens = TokenCounts(input=1000, output=500, batch=True)
-    assert cost_usd(price(table, "claude-sonnet-4-5"), tokens) == approx(0.00525)
+    usage = usage_of(input=1000, output=500, service_tier="batch")
+    assert price_request(price(table, "claude-sonnet-4-5"), usage).usd == approx(0.00525)
     # The price list's batch rows: Haiku 4.5 $0.50 in / $2.50 out:
     # 1,000,000 in x $0.50 + 1,000,000 out x $2.50 = $3.00
-    tokens = TokenCounts(input=1_000_000, output=1_000_000, batch=True)
-    assert cost_usd(price(table, "claude-haiku-4-5"), tokens) == approx(3.0)
+    usage = usage_of(input=1_000_000, output=1_000_000, service_tier="batch")
+    assert price_request(price(table, "claude-haiku-4-5"), usage).usd == approx(3.0)
     # caching stacks with batch: claude-opus-4-6 10,000 reads x $0.50 x 50% = $0.0025
-    tokens = TokenCounts(cache_read=10_000, batch=True)
-    assert cost_usd(price(table, "claude-opus-4-6"), tokens) == approx(0.0025)
+    usage = usage_of(cache_read=10_000, service_tier="batch")
+    assert price_request(price(table, "claude-opus-4-6"), usage).usd == approx(0.0025)
 
 
 def test_long_context_premium_above_the_threshold(table: PriceTable) -> None:
@@ -258,49 +260,49 @@ def test_long_context_premium_above_the_threshold(table: PriceTable) -> None:
     # 150,000 input + 60,000 cache reads = 210,000 prompt tokens > 200,000: every token at long rates.
     # 150,000 x $6 = 0.9; 60,000 reads x $0.60 (0.1 x $6) = 0.036; 1000 output x $22.50 = 0.0225
     #   -> $0.9585
-    tokens = TokenCounts(input=150_000, output=1000, cache_read=60_000)
-    assert cost_usd(p, tokens) == approx(0.9585)
+    usage = usage_of(input=150_000, output=1000, cache_read=60_000)
+    assert price_request(p, usage).usd == approx(0.9585)
     # 200,001 input x $6 = 1.200006 + 1000 output x $22.50 = 0.0225 -> $1.222506
-    assert cost_usd(p, TokenCounts(input=200_001, output=1000)) == approx(1.222506)
+    assert price_request(p, usage_of(input=200_001, output=1000)).usd == approx(1.222506)
     # cache writes count toward the threshold: 100,000 input + 100,001 5m writes
     #   100,000 x $6 = 0.6; 100,001 x $7.50 = 0.7500075; no output -> $1.3500075
-    assert cost_usd(p, TokenCounts(input=100_000, cache_write_5m=100_001)) == approx(1.3500075)
+    assert price_request(p, usage_of(input=100_000, cache_5m=100_001)).usd == approx(1.3500075)
 
 
 def test_no_long_context_premium_at_or_below_the_threshold(table: PriceTable) -> None:
     p = price(table, "claude-sonnet-4-5")
     # exactly 200,000 input: 200,000 x $3 = 0.6 + 1000 output x $15 = 0.015 -> $0.615
-    assert cost_usd(p, TokenCounts(input=200_000, output=1000)) == approx(0.615)
+    assert price_request(p, usage_of(input=200_000, output=1000)).usd == approx(0.615)
     # output does not count toward the threshold: 1000 input x $3 + 300,000 output x $15 = $4.503
-    assert cost_usd(p, TokenCounts(input=1000, output=300_000)) == approx(4.503)
+    assert price_request(p, usage_of(input=1000, output=300_000)).usd == approx(4.503)
     # Sonnet 4.6 has no premium at any size: 900,000 input x $3 = $2.70
-    assert cost_usd(price(table, "claude-sonnet-4-6"), TokenCounts(input=900_000)) == approx(2.70)
+    assert price_request(price(table, "claude-sonnet-4-6"), usage_of(input=900_000)).usd == approx(2.70)
 
 
 def test_haiku_5_5_prompt_length_tiers(table: PriceTable) -> None:
     p = price(table, "claude-haiku-5-5")
     # up to 100,000: 100,000 input x $0.10 = 0.01 + 1000 output x $0.50 = 0.0005 -> $0.0105
-    assert cost_usd(p, TokenCounts(input=100_000, output=1000)) == approx(0.0105)
+    assert price_request(p, usage_of(input=100_000, output=1000)).usd == approx(0.0105)
     # over: 100,001 input x $0.50 = 0.0500005 + 1000 output x $2.50 = 0.0025 -> $0.0525005
-    assert cost_usd(p, TokenCounts(input=100_001, output=1000)) == approx(0.0525005)
+    assert price_request(p, usage_of(input=100_001, output=1000)).usd == approx(0.0525005)
     # 90,000 input + 20,000 reads = 110,000 > 100,000:
     #   90,000 x $0.50 = 0.045; 20,000 x $0.05 = 0.001; 1000 x $2.50 = 0.0025 -> $0.0485
-    tokens = TokenCounts(input=90_000, output=1000, cache_read=20_000)
-    assert cost_usd(p, tokens) == approx(0.0485)
+    usage = usage_of(input=90_000, output=1000, cache_read=20_000)
+    assert price_request(p, usage).usd == approx(0.0485)
 
 
 def test_long_context_and_batch_stack(table: PriceTable) -> None:
     # claude-sonnet-4-5, 250,000 input + 2000 output on the Batch API:
     #   (250,000 x $6 + 2000 x $22.50) / 1M = 1.5 + 0.045 = 1.545; x 50% -> $0.7725
-    tokens = TokenCounts(input=250_000, output=2000, batch=True)
-    assert cost_usd(price(table, "claude-sonnet-4-5"), tokens) == approx(0.7725)
+    usage = usage_of(input=250_000, output=2000, service_tier="batch")
+    assert price_request(price(table, "claude-sonnet-4-5"), usage).usd == approx(0.7725)
 
 
 def test_long_context_without_cache_rates_falls_back_to_base_cache_rates() -> None:
     p = ModelPrice(1, 2, 3, 4, 5, long_context_threshold=10, long_context_input=10, long_context_output=20)
     # prompt 10 input + 1 read = 11 > 10: 10 input x $10 + 1 output x $20 + 1 read x $5 (base rate)
     #   = 125 per M -> $0.000125
-    assert cost_usd(p, TokenCounts(input=10, output=1, cache_read=1)) == approx(125e-6)
+    assert price_request(p, usage_of(input=10, output=1, cache_read=1)).usd == approx(125e-6)
 
 
 # ------------------------------------------------------------------------------------------- lookup
@@ -360,7 +362,7 @@ def test_dated_snapshot_needs_its_family_in_the_table(table: PriceTable) -> None
 
 
 def test_partial_override_keeps_other_figures(table: PriceTable) -> None:
-    new = table.with_overrides({"claude-sonnet-4-5": {"input": 2.0}})
+    new = with_overrides(table, {"claude-sonnet-4-5": {"input": 2.0}})
     p = price(new, "claude-sonnet-4-5")
     assert (p.input, p.output, p.cache_write_5m, p.cache_read) == (2.0, 15, 3.75, 0.30)
     assert p.long_context_threshold == 200_000  # long-context figures kept
@@ -368,17 +370,17 @@ def test_partial_override_keeps_other_figures(table: PriceTable) -> None:
     assert price(table, "claude-sonnet-4-5").input == 3  # the original is untouched
     assert (new.as_of, new.source) == (table.as_of, table.source)
     # 1000 input x $2 + 500 output x $15 = 0.002 + 0.0075 -> $0.0095
-    assert cost_usd(p, TokenCounts(input=1000, output=500)) == approx(0.0095)
+    assert price_request(p, usage_of(input=1000, output=500)).usd == approx(0.0095)
 
 
 def test_override_by_alias_overrides_the_canonical_model(table: PriceTable) -> None:
-    new = table.with_overrides({"claude-haiku-4-5-20251001": {"output": 4}})
+    new = with_overrides(table, {"claude-haiku-4-5-20251001": {"output": 4}})
     assert price(new, "claude-haiku-4-5").output == 4
     assert price(new, "claude-haiku-4-5").input == 1
 
 
 def test_override_adds_a_new_model_with_derived_cache_figures(table: PriceTable) -> None:
-    new = table.with_overrides({"my-tuned-claude": {"input": 4, "output": 12}})
+    new = with_overrides(table, {"my-tuned-claude": {"input": 4, "output": 12}})
     p = price(new, "my-tuned-claude")
     # cache figures derived with the documented multipliers: 1.25 x 4, 2 x 4, 0.1 x 4
     assert (p.input, p.output) == (4.0, 12.0)
@@ -389,11 +391,11 @@ def test_override_adds_a_new_model_with_derived_cache_figures(table: PriceTable)
     assert "my-tuned-claude" in new.models()
     assert table.lookup("my-tuned-claude") is None
     # 1000 input x $4 + 1000 5m writes x $5 + 1000 output x $12 = 0.004 + 0.005 + 0.012 -> $0.021
-    assert cost_usd(p, TokenCounts(input=1000, output=1000, cache_write_5m=1000)) == approx(0.021)
+    assert price_request(p, usage_of(input=1000, output=1000, cache_5m=1000)).usd == approx(0.021)
 
 
 def test_new_model_keeps_given_cache_figures(table: PriceTable) -> None:
-    new = table.with_overrides({"other": {"input": 1, "output": 2, "cache_read": 0.5}})
+    new = with_overrides(table, {"other": {"input": 1, "output": 2, "cache_read": 0.5}})
     assert price(new, "other").cache_read == 0.5
     assert price(new, "other").cache_write_5m == pytest.approx(1.25)
 
@@ -416,20 +418,36 @@ def test_bad_override_raises_naming_model_and_key(
     table: PriceTable, overrides: Any, words: list[str]
 ) -> None:
     with pytest.raises(ValueError) as info:
-        table.with_overrides(overrides)
+        with_overrides(table, overrides)
     for word in words:
         assert word in str(info.value)
 
 
 def test_override_argument_must_be_a_mapping(table: PriceTable) -> None:
     with pytest.raises(ValueError):
-        table.with_overrides([("claude-sonnet-4-5", {"input": 1})])  # type: ignore[arg-type]
+        with_overrides(table, [("claude-sonnet-4-5", {"input": 1})])  # type: ignore[arg-type]
 
 
-# -------------------------------------------------------------------------------- split_cache_creation
+# -------------------------------------------------------------------------- the 5m / 1h cache writes
+
+# Prices that read the 5-minute / 1-hour split back from a cost: a 5-minute write costs $1 per million
+# tokens, a 1-hour write $1 each, nothing else anything, and no service tier changes that.
+SPLIT = ModelPrice(0, 0, 1, 1_000_000, 0, batch_multiplier=1.0)
 
 
-def test_split_cache_creation_with_breakdown() -> None:
+def split_of(usage: object) -> tuple[int, int]:
+    """``(5-minute, 1-hour)`` cache writes as price_request bills them: an SDK usage as the recorder
+    reads it (``Usage.update``), or a dict as an entry of ``usage.iterations``."""
+    recorded = RequestUsage()
+    if isinstance(usage, dict):
+        recorded.iterations = [{"type": "message", **usage}]
+    else:
+        recorded.update(usage)
+    hour, five = divmod(round(price_request(SPLIT, recorded).usd * 1e6), 1_000_000)
+    return five, hour
+
+
+def test_cache_write_split_with_breakdown() -> None:
     usage = Usage.model_validate(
         {
             "input_tokens": 10,
@@ -439,10 +457,10 @@ def test_split_cache_creation_with_breakdown() -> None:
             "cache_creation": {"ephemeral_5m_input_tokens": 40, "ephemeral_1h_input_tokens": 60},
         }
     )
-    assert split_cache_creation(usage) == (40, 60)
+    assert split_of(usage) == (40, 60)
 
 
-def test_split_cache_creation_without_breakdown_counts_all_as_5m() -> None:
+def test_cache_write_split_without_breakdown_counts_all_as_5m() -> None:
     usage = Usage.model_validate(
         {
             "input_tokens": 10,
@@ -452,15 +470,15 @@ def test_split_cache_creation_without_breakdown_counts_all_as_5m() -> None:
         }
     )
     assert usage.cache_creation is None
-    assert split_cache_creation(usage) == (100, 0)
+    assert split_of(usage) == (100, 0)
 
 
-def test_split_cache_creation_with_no_cache_fields() -> None:
+def test_cache_write_split_with_no_cache_fields() -> None:
     usage = Usage.model_validate({"input_tokens": 10, "output_tokens": 5})
-    assert split_cache_creation(usage) == (0, 0)
+    assert split_of(usage) == (0, 0)
 
 
-def test_split_cache_creation_unaccounted_remainder_counts_as_5m() -> None:
+def test_cache_write_split_unaccounted_remainder_counts_as_5m() -> None:
     usage = Usage.model_validate(
         {
             "input_tokens": 1,
@@ -469,10 +487,10 @@ def test_split_cache_creation_unaccounted_remainder_counts_as_5m() -> None:
             "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 70},
         }
     )
-    assert split_cache_creation(usage) == (30, 70)
+    assert split_of(usage) == (30, 70)
 
 
-def test_split_cache_creation_beta_usage_and_dicts() -> None:
+def test_cache_write_split_of_beta_usage_and_iteration_dicts() -> None:
     beta = BetaUsage.model_validate(
         {
             "input_tokens": 1,
@@ -481,17 +499,17 @@ def test_split_cache_creation_beta_usage_and_dicts() -> None:
             "cache_creation": {"ephemeral_5m_input_tokens": 2, "ephemeral_1h_input_tokens": 5},
         }
     )
-    assert split_cache_creation(beta) == (2, 5)
+    assert split_of(beta) == (2, 5)
     as_dict = {
         "cache_creation_input_tokens": 9,
         "cache_creation": {"ephemeral_5m_input_tokens": 4, "ephemeral_1h_input_tokens": 5},
     }
-    assert split_cache_creation(as_dict) == (4, 5)
-    assert split_cache_creation({"cache_creation_input_tokens": 9}) == (9, 0)
-    assert split_cache_creation({"cache_creation_input_tokens": None, "cache_creation": None}) == (0, 0)
+    assert split_of(as_dict) == (4, 5)
+    assert split_of({"cache_creation_input_tokens": 9}) == (9, 0)
+    assert split_of({"cache_creation_input_tokens": None, "cache_creation": None}) == (0, 0)
 
 
-def test_token_counts_from_usage(table: PriceTable) -> None:
+def test_an_sdk_usage_is_billed_on_every_count(table: PriceTable) -> None:
     usage = Usage.model_validate(
         {
             "input_tokens": 1000,
@@ -502,28 +520,36 @@ def test_token_counts_from_usage(table: PriceTable) -> None:
             "service_tier": "batch",
         }
     )
-    tokens = token_counts(usage)
-    assert tokens == TokenCounts(
-        input=1000,
-        output=500,
-        cache_write_5m=1000,
-        cache_write_1h=2000,
-        cache_read=4000,
-        batch=True,
-        service_tier="batch",
+    recorded = RequestUsage()
+    recorded.update(usage)
+    assert (recorded.input, recorded.output, recorded.cache_read, recorded.service_tier) == (
+        1000,
+        500,
+        4000,
+        "batch",
     )
+    assert split_of(usage) == (1000, 2000)
     # claude-sonnet-4-5: 1000 x $3 + 1000 x $3.75 + 2000 x $6 + 4000 x $0.30 + 500 x $15
     #   = 0.003 + 0.00375 + 0.012 + 0.0012 + 0.0075 = 0.02745; batch x 50% -> $0.013725
-    assert cost_usd(price(table, "claude-sonnet-4-5"), tokens) == approx(0.013725)
-    standard = token_counts(Usage.model_validate({"input_tokens": 1, "output_tokens": 2}))
-    assert standard == TokenCounts(input=1, output=2)
+    assert price_request(price(table, "claude-sonnet-4-5"), recorded).usd == approx(0.013725)
+    standard = RequestUsage()
+    standard.update(Usage.model_validate({"input_tokens": 1, "output_tokens": 2}))
+    assert (standard.cache_creation, standard.cache_read, standard.service_tier, standard.speed) == (
+        0,
+        0,
+        None,
+        None,
+    )
+    # at list rates: 1 x $3 + 2 x $15 = 33 per M -> $0.000033
+    assert price_request(price(table, "claude-sonnet-4-5"), standard).usd == approx(33e-6)
 
 
 # ----------------------------------------------------------------------------------- the data file
 
 
 def _packaged_yaml() -> dict[str, Any]:
-    text = resources.files("claude_exporter.recording").joinpath("pricing.yaml").read_text(encoding="utf-8")
+    packaged = resources.files("claude_exporter.recording.pricing").joinpath("pricing.yaml")
+    text = packaged.read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     assert isinstance(data, dict)
     return data
@@ -660,15 +686,9 @@ def test_model_price_validates() -> None:
         ModelPrice(1, 1, 1, 1, 1, long_context_input=2, long_context_output=2)  # no threshold
 
 
-def test_the_per_request_cost_splits_cache_writes_as_the_price_table_does() -> None:
-    """The exporter's per-request cost and the pricing module apply one rule: a part of the cache-write
-    total that the 5m/1h breakdown leaves out is charged as 5-minute writes."""
-    from claude_exporter.recording.pricing import cost_usd, token_counts
-    from claude_exporter.recording.usage import Usage
-    from claude_exporter.settings import cost_function
-
-    usage_cost = cost_function(load_price_table())
-
+def test_the_per_request_cost_charges_an_unaccounted_cache_write_part_as_5m() -> None:
+    """A part of the cache-write total that the 5m/1h breakdown leaves out is charged as 5-minute writes,
+    on an SDK usage as the recorder reads it."""
     price = load_price_table().lookup("claude-haiku-4-5")
     assert price is not None
     raw = {
@@ -678,10 +698,15 @@ def test_the_per_request_cost_splits_cache_writes_as_the_price_table_does() -> N
         "cache_read_input_tokens": 30,
         "cache_creation": {"ephemeral_5m_input_tokens": 300, "ephemeral_1h_input_tokens": 500},
     }
-    usage = Usage()
+    usage = RequestUsage()
     usage.update(anthropic.types.Usage.model_validate(raw))
     # haiku-4-5: 10 x $1 + 20 x $5 + (300 + 200 unaccounted) x $1.25 + 500 x $2 + 30 x $0.10, per million
     expected = (10 * 1 + 20 * 5 + 500 * 1.25 + 500 * 2 + 30 * 0.10) / 1e6
     # no cache-read savings to speak of: 30 reads x ($1 - $0.10) = $0.000027
-    assert usage_cost(price, usage, ()) == (pytest.approx(expected), 0, None, pytest.approx(30 * 0.9 / 1e6))
-    assert usage_cost(price, usage, ())[0] == pytest.approx(cost_usd(price, token_counts(raw)))
+    got = price_request(price, usage)
+    assert (got.usd, got.unpriced, got.reason, got.savings) == (
+        pytest.approx(expected),
+        0,
+        None,
+        pytest.approx(30 * 0.9 / 1e6),
+    )

@@ -85,7 +85,7 @@ def test_pricing_applies_the_configs_overrides(tmp_path: Path, capsys: pytest.Ca
 
 def test_models_the_table_lacks_are_listed(tmp_path: Path) -> None:
     packaged = yaml.safe_load(
-        (Path(__file__).parents[1] / "exporter/claude_exporter/recording/pricing.yaml").read_text()
+        (Path(__file__).parents[1] / "exporter/claude_exporter/recording/pricing/pricing.yaml").read_text()
     )
     packaged["models"] = {"claude-haiku-4-5": packaged["models"]["claude-haiku-4-5"]}
     packaged["modifiers"]["inference_geo"]["models"] = []

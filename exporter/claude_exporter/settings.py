@@ -26,16 +26,12 @@ from claude_exporter.exposition.health import HealthWindow, start_health
 from claude_exporter.families import SEED_GROUPS
 from claude_exporter.ingest.claude_code import ClaudeCodeIngest
 from claude_exporter.recording.pricing import (
-    Iteration,
     ModelPrice,
-    PriceTable,
-    cache_savings,
-    cost_of,
-    estimate,
-    fallback_redeemed,
+    Priced,
+    PriceLookup,
     load_price_table,
-    split_cache_writes,
-    unpriced_reason,
+    price_request,
+    with_overrides,
 )
 from claude_exporter.recording.recorder import Recorder, RecorderOptions
 from claude_exporter.recording.storage import open_storage
@@ -45,20 +41,17 @@ __all__ = [
     "Opened",
     "Settings",
     "close_recorder",
-    "cost_function",
     "open_recorder",
     "resolve_settings",
 ]
-
-CostResult = tuple[float, int, "str | None", float]  # USD, unpriced tokens, why, cache savings USD
 
 
 @dataclass(frozen=True)
 class Settings:
     config: Config
     recorder: RecorderOptions
-    price_lookup: Callable[[str], ModelPrice | None]
-    cost: Callable[[Any, Usage, tuple[Iteration, ...]], CostResult]
+    price_lookup: PriceLookup
+    cost: Callable[[ModelPrice | None, Usage, PriceLookup], Priced]  # pricing.price_request
     listeners: tuple[Callable[[Recorder], None], ...] = field(default=())
 
     def attach(self, rec: Recorder) -> None:
@@ -73,48 +66,11 @@ class Settings:
         return group not in SEED_GROUPS and metrics <= SEED_GROUPS
 
 
-def cost_function(table: PriceTable) -> Callable[[ModelPrice, Usage, tuple[Iteration, ...]], CostResult]:
-    """The per-request estimate bound to ``table`` (iterations on other models are priced from it)."""
-    lookup = table.lookup
-
-    def usage_cost(price: ModelPrice, usage: Usage, iterations: tuple[Iteration, ...] = ()) -> CostResult:
-        cache_5m, cache_1h = split_cache_writes(usage.cache_creation, usage.cache_5m, usage.cache_1h)
-        tier, speed, geo, read = usage.service_tier, usage.speed, usage.geo, usage.cache_read
-        savings = cache_savings(price, usage.input, usage.output, cache_5m, cache_1h, read, tier, speed, geo)
-        if iterations or usage.web_search or usage.web_fetch or usage.fallback is not None:
-            usd, unpriced, reason = estimate(
-                price,
-                lookup,
-                usage.input,
-                usage.output,
-                cache_5m,
-                cache_1h,
-                read,
-                tier,
-                speed,
-                geo,
-                usage.web_search,
-                usage.web_fetch,
-                iterations,
-                usage.fallback is not None and fallback_redeemed(usage.fallback),
-            )
-            return usd, unpriced, reason, savings
-        # The common case: one cost_of, nothing allocated but the result.
-        cost = cost_of(
-            price, usage.input, usage.output, cache_5m, cache_1h, read, tier == "batch", speed, geo, tier
-        )
-        if cost is None:
-            return 0.0, usage.all_input + usage.output, unpriced_reason(price, speed), savings
-        return cost, 0, None, savings
-
-    return usage_cost
-
-
 def resolve_settings(config: Any, listeners: tuple[Callable[[Recorder], None], ...] = ()) -> Settings:
     cfg = as_config(config)
     prices = load_price_table()
     if cfg.pricing_overrides:
-        prices = prices.with_overrides(cfg.pricing_overrides)
+        prices = with_overrides(prices, cfg.pricing_overrides)
     caps = cfg.label_caps
     options = RecorderOptions(
         default_agent=cfg.default_agent,
@@ -128,7 +84,7 @@ def resolve_settings(config: Any, listeners: tuple[Callable[[Recorder], None], .
         default_code_tools=cfg.defaults.code_tools,
         unpriced_platforms=prices.modifiers.unpriced_platforms,
     )
-    return Settings(cfg, options, prices.lookup, cost_function(prices), (event_log_listener(cfg), *listeners))
+    return Settings(cfg, options, prices.lookup, price_request, (event_log_listener(cfg), *listeners))
 
 
 @dataclass

@@ -109,12 +109,12 @@ def _pricing(args: argparse.Namespace) -> int:
     import anthropic
 
     from claude_exporter.cli.pricing import missing_models, render, sdk_models
-    from claude_exporter.recording.pricing import load_price_table
+    from claude_exporter.recording.pricing import load_price_table, with_overrides
 
     table = load_price_table()
     try:
         if config.pricing_overrides:
-            table = table.with_overrides(config.pricing_overrides)
+            table = with_overrides(table, config.pricing_overrides)
     except ValueError as err:
         raise UsageError(str(err)) from None
     models = sdk_models()

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from claude_exporter.recording.cardinality import OVERFLOW, Admission
-from claude_exporter.recording.pricing import iterations_of
 from claude_exporter.recording.usage import Usage
 
 if TYPE_CHECKING:
@@ -111,28 +110,15 @@ class RequestLabels:
         reason. With ``usage.iterations`` the request is billed as the sum of its iterations, compaction
         included (the top-level counts leave compaction out), so ``usage``'s counts become those sums
         before the tokens are recorded."""
-        iterations = iterations_of(usage.iterations) if usage.iterations else ()
-        if iterations:
-            usage.input = sum(it.input for it in iterations)
-            usage.output = sum(it.output for it in iterations)
-            usage.cache_5m = sum(it.cache_write_5m for it in iterations)
-            usage.cache_1h = sum(it.cache_write_1h for it in iterations)
-            usage.cache_creation = usage.cache_5m + usage.cache_1h
-            usage.cache_read = sum(it.cache_read for it in iterations)
         price = self.price
         rec = self._rec
         if price is None and self.model == OVERFLOW and self.unpriced_reason == "model":
             # A folded model holds many real ones: price each request by the model it named.
             price = rec.price_lookup(raw_model)
-        if price is None:
-            total = usage.all_input + usage.output
-            if total:
-                rec.unpriced.inc((self.model, self.unpriced_reason), total)
-            return 0.0, 0.0
-        usd, unpriced, reason, savings = rec.cost(price, usage, iterations)
-        if unpriced:
-            rec.unpriced.inc((self.model, reason or "model"), unpriced)
-        return usd, savings
+        priced = rec.cost(price, usage, rec.price_lookup)
+        if priced.unpriced:
+            rec.unpriced.inc((self.model, priced.reason or self.unpriced_reason), priced.unpriced)
+        return priced.usd, priced.savings
 
     # -- what is reported apart from a finished request ------------------------------------------------
 

@@ -27,6 +27,7 @@ from claude_exporter.recording.storage import MemoryStorage, Storage
 if TYPE_CHECKING:
     from claude_exporter.recording.call import Call
     from claude_exporter.recording.execution import Execution
+    from claude_exporter.recording.pricing import Priced
     from claude_exporter.recording.usage import Usage
 
 __all__ = ["Recorder", "RecorderOptions"]
@@ -34,8 +35,8 @@ __all__ = ["Recorder", "RecorderOptions"]
 log = logging.getLogger("claude_exporter")
 
 PriceLookup = Callable[[str], Any]
-# (prices, usage, parsed usage.iterations) -> (USD, unpriced tokens, why, USD saved by cache reads)
-CostFunction = Callable[[Any, "Usage", tuple[Any, ...]], tuple[float, int, "str | None", float]]
+# (prices or None, usage, the lookup for its iterations' models) -> pricing.price_request's result
+CostFunction = Callable[[Any, "Usage", PriceLookup], "Priced"]
 # Execution histograms compare integer counts: integer bounds make each bisect an int comparison.
 _TOKEN_BOUNDS = tuple(int(bound) for bound in TOKEN_BUCKETS)
 _REQUEST_BOUNDS = tuple(int(bound) for bound in REQUEST_BUCKETS)
