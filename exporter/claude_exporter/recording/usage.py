@@ -6,6 +6,7 @@ paths' plain values) all fit; nothing here imports the SDK.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, NoReturn
 
 __all__ = ["MAX_TOKENS", "Usage"]
@@ -23,6 +24,9 @@ _USAGE_FIELDS = (
     "iterations",
     "fallback_credit",
 )
+_READ = operator.itemgetter(*_USAGE_FIELDS)
+_NONE = dict.fromkeys(_USAGE_FIELDS)
+_COMPLETE: dict[type, bool] = {}  # usage class -> whether its models' __dict__ has every field read
 # The most tokens one request may report: far above any real request, far below where the float sums
 # of the counters lose whole tokens. A count outside [0, MAX_TOKENS] is refused before it is stored.
 MAX_TOKENS = 10**12
@@ -69,46 +73,55 @@ class Usage:
         """Overwrite with every count ``usage`` carries (message_delta usage is cumulative)."""
         if usage is None:
             return
-        # A pydantic model keeps its fields in its __dict__: one attribute read, then dict lookups, where
-        # each missing optional field read as an attribute would go through pydantic's __getattr__.
+        # A pydantic model keeps its fields in its __dict__: every one read in one C call, where each
+        # missing optional field read as an attribute would go through pydantic's __getattr__.
         fields = getattr(usage, "__dict__", None)
-        if fields is None:
+        if fields is None:  # not a model
             fields = {name: getattr(usage, name, None) for name in _USAGE_FIELDS}
-        get = fields.get
+        else:
+            cls = usage.__class__
+            complete = _COMPLETE.get(cls)
+            if complete is None:  # decided once per class: a model's __dict__ holds every declared field
+                complete = _COMPLETE[cls] = all(name in fields for name in _USAGE_FIELDS)
+            if not complete:  # a usage class without some of the fields (message_delta's, an older SDK's)
+                fields = {**_NONE, **fields}
+        (
+            input, output, written, read, split, tier, speed, geo, tools, iterations, credit
+        ) = _READ(fields)  # fmt: skip
         # The four counts, checked inline: this runs once per response and per stream delta.
-        if (value := get("input_tokens")) is not None:
-            if value.__class__ is not int or not 0 <= value <= MAX_TOKENS:
-                _refuse(value)
-            self.input = value
-        if (value := get("output_tokens")) is not None:
-            if value.__class__ is not int or not 0 <= value <= MAX_TOKENS:
-                _refuse(value)
-            self.output = value
-        if (value := get("cache_creation_input_tokens")) is not None:
-            if value.__class__ is not int or not 0 <= value <= MAX_TOKENS:
-                _refuse(value)
-            self.cache_creation = value
-        if (value := get("cache_read_input_tokens")) is not None:
-            if value.__class__ is not int or not 0 <= value <= MAX_TOKENS:
-                _refuse(value)
-            self.cache_read = value
-        if (split := get("cache_creation")) is not None:
+        if input is not None:
+            if input.__class__ is not int or not 0 <= input <= MAX_TOKENS:
+                _refuse(input)
+            self.input = input
+        if output is not None:
+            if output.__class__ is not int or not 0 <= output <= MAX_TOKENS:
+                _refuse(output)
+            self.output = output
+        if written is not None:
+            if written.__class__ is not int or not 0 <= written <= MAX_TOKENS:
+                _refuse(written)
+            self.cache_creation = written
+        if read is not None:
+            if read.__class__ is not int or not 0 <= read <= MAX_TOKENS:
+                _refuse(read)
+            self.cache_read = read
+        if split is not None:
             five = getattr(split, "ephemeral_5m_input_tokens", None)
             hour = getattr(split, "ephemeral_1h_input_tokens", None)
             self.cache_5m = None if five is None else _count(five)
             self.cache_1h = None if hour is None else _count(hour)
-        if (tier := get("service_tier")) is not None:
+        if tier is not None:
             self.service_tier = tier
-        if (speed := get("speed")) is not None:
+        if speed is not None:
             self.speed = speed
-        if (geo := get("inference_geo")) is not None:
+        if geo is not None:
             self.geo = geo
-        if (tools := get("server_tool_use")) is not None:
+        if tools is not None:
             self.web_search = getattr(tools, "web_search_requests", 0) or 0
             self.web_fetch = getattr(tools, "web_fetch_requests", 0) or 0
-        if (iterations := get("iterations")) is not None:
+        if iterations is not None:
             self.iterations = iterations
-        if (credit := get("fallback_credit")) is not None:
+        if credit is not None:
             self.fallback = credit
 
     @property
