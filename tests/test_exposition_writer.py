@@ -1,22 +1,27 @@
 """The exposition writer against prometheus_client, from one recorder state: the same bytes and the same
-parsed families in the text format and in OpenMetrics, under ``name[]`` filters and for any label value."""
+parsed families in the text format and in OpenMetrics, under ``name[]`` filters and for any label value;
+and ``/metrics`` (the writer for the recorder's families, prometheus_client for the rest) against
+prometheus_client's own ``make_wsgi_app`` for every format, encoding and method it answers."""
 
 from __future__ import annotations
 
+import gzip
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
 from claude_exporter.exposition.collectors import RecorderCollector, capturing
+from claude_exporter.exposition.endpoint import metrics_app
 from claude_exporter.exposition.writer import go_float
 from claude_exporter.families import FAMILIES
 from claude_exporter.ingest.events import apply_events, parse_event
 from claude_exporter.recording.state import ACTIVE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, Summary
 from prometheus_client import generate_latest as generate_text
+from prometheus_client import make_wsgi_app as prometheus_wsgi_app
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -264,3 +269,135 @@ def test_go_float_is_float_to_go_string(value: float) -> None:
             go_float(value)
         return
     assert go_float(value) == expected
+
+
+# -- /metrics against prometheus_client's own app ----------------------------------------------------------
+
+PROMETHEUS_2 = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+PROMETHEUS_3 = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+ACCEPTS = [
+    None,
+    "",
+    "*/*",
+    "text/plain",
+    "text/plain; version=0.0.4",
+    "text/plain;version=1.0.0",
+    "text/plain;version=1.0.0;escaping=allow-utf-8",
+    "text/plain;version=1.0.0;escaping=underscores",
+    "text/plain;version=1.0.0;escaping=dots",  # names rewritten: prometheus_client renders it all
+    "text/plain;version=1.0.0;escaping=values",
+    "application/openmetrics-text",
+    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    "application/openmetrics-text;version=1.0.0;escaping=underscores",
+    "application/openmetrics-text;version=1.0.0;escaping=values",
+    "application/openmetrics-text;version=0.0.1",  # below 1.0.0: the next type in the list, or text
+    "application/openmetrics-text;version=2.0.0",
+    "application/json",
+    PROMETHEUS_2,
+    PROMETHEUS_3,
+]
+QUERIES = [
+    "",
+    "name[]=claude_requests_total&name[]=app_jobs_total",
+    "name[]=app_latency_seconds_bucket",
+    "name[]=",
+]
+
+
+def app_metrics(registry: CollectorRegistry) -> None:
+    """The application's own metrics beside the recorder's, of every kind prometheus_client has."""
+    jobs = Counter("app_jobs", "Jobs.", ["queue"], registry=registry)
+    jobs.labels('q"1').inc(3)
+    Gauge("app_depth", "Queue depth.", registry=registry).set(7)
+    Histogram("app_latency_seconds", "Latency.", registry=registry).observe(0.2)
+    Summary("app_size_bytes", "Sizes.", registry=registry).observe(512)
+    Info("app_build", "Build.", registry=registry).info({"version": "1.2"})
+    Enum("app_state", "State.", states=["up", "down"], registry=registry).state("up")
+
+
+def call(
+    app: Callable[..., Iterable[bytes]], method: str, accept: str | None, encoding: str | None, query: str
+) -> Any:
+    environ: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": "/metrics", "QUERY_STRING": query}
+    if accept is not None:
+        environ["HTTP_ACCEPT"] = accept
+    if encoding is not None:
+        environ["HTTP_ACCEPT_ENCODING"] = encoding
+    response: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        response.update(status=status, headers=dict(headers))
+
+    body = b"".join(app(environ, start_response))
+    if response["headers"].get("Content-Encoding") == "gzip":
+        body = gzip.decompress(body)
+    return response["status"], response["headers"], body
+
+
+def by_family(body: bytes, content_type: str) -> dict[str, Any]:
+    """Parsed families by name: /metrics writes the recorder's families first, prometheus_client in
+    registration order, so the order of families may differ; nothing else may."""
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    families = parsed(body.decode(), openmetrics)
+    out = {family[0]: family for family in families}
+    assert len(out) == len(families), "a family written twice"
+    return out
+
+
+@pytest.fixture
+def both(instrumented: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """/metrics and prometheus_client's app, on the recorder's registry with the application's metrics."""
+    registry, rec = instrumented
+    rich_state(rec)
+    app_metrics(registry)
+    generate_text(registry)
+    return metrics_app(registry), prometheus_wsgi_app(registry)
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_metrics_serves_what_prometheus_client_serves(both: Any, accept: str | None) -> None:
+    ours, theirs = both
+    requests = [(query, None) for query in QUERIES] + [
+        ("", e) for e in ("gzip", "br, gzip;q=0.5", "identity")
+    ]
+    for query, encoding in requests:
+        status, headers, body = call(ours, "GET", accept, encoding, query)
+        want_status, want_headers, want_body = call(theirs, "GET", accept, encoding, query)
+        assert (status, headers) == (want_status, want_headers), (accept, encoding, query)
+        content_type = headers["Content-Type"]
+        if "escaping=dots" in content_type or "escaping=values" in content_type:
+            # Escapings that rewrite names (which prometheus_client's parsers do not all read back):
+            # prometheus_client writes everything.
+            assert body == want_body
+        else:
+            assert by_family(body, content_type) == by_family(want_body, content_type)
+        if headers["Content-Type"].startswith("application/openmetrics-text"):
+            assert body.endswith(b"\n# EOF\n") and body.count(b"# EOF") == 1
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "POST", "PUT", "DELETE"])
+def test_other_methods_are_answered_as_prometheus_client_answers_them(both: Any, method: str) -> None:
+    ours, theirs = both
+    assert call(ours, method, None, None, "") == call(theirs, method, None, None, "")
+
+
+def test_the_writer_writes_the_recorder_families_and_prometheus_client_the_rest(both: Any) -> None:
+    ours, _ = both
+    _, headers, body = call(ours, "GET", PROMETHEUS_3, "gzip", "")
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["Content-Type"] == (
+        "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=allow-utf-8"
+    )
+    families = by_family(body, headers["Content-Type"])
+    assert {"claude_requests", "app_jobs", "app_build", "app_state", "claude_agent_info"} <= set(families)
+    # The recorder's families come first; prometheus_client writes the others and the one # EOF.
+    text = body.decode()
+    assert text.startswith("# HELP claude_requests ")
+    assert text.index("# TYPE app_jobs counter") > text.index("# TYPE claude_refusals counter")
