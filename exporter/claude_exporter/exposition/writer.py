@@ -85,7 +85,7 @@ class _Layout:
             (f"{base}_bucket", f"{base}_count", f"{base}_sum") if self.histogram else (family.name,)
         )
         # Label values -> the text before a sample's value: "name{...} ", or for a histogram the bucket
-        # line's text before and after its le value, and the count's and sum's text.
+        # line's text before and after its le value, and the labels' "{...}" for the count and the sum.
         self.cache: dict[tuple[str, ...], Any] = {}
         self.bounds: dict[tuple[float, ...], _Bounds] = {}  # a histogram's bucket layouts (one or two)
 
@@ -94,15 +94,14 @@ class _Layout:
         pairs = sorted(zip(self.names, checked(labels), strict=False))
         return f"{self.samples[0]}{{{_pairs(pairs)}}} " if pairs else f"{self.samples[0]} "
 
-    def histogram_prefixes(self, labels: tuple[str, ...]) -> tuple[str, str, str, str]:
+    def histogram_prefixes(self, labels: tuple[str, ...]) -> tuple[str, str, str]:
         pairs = sorted(zip(self.names, checked(labels), strict=False))
         before = _pairs(p for p in pairs if p[0] < "le")
         after = _pairs(p for p in pairs if p[0] > "le")
-        bucket, count, total = self.samples
+        bucket = self.samples[0]
         head = f'{bucket}{{{before}{"," if before else ""}le="'
         tail = f'"{"," if after else ""}{after}}} '
-        plain = f"{{{_pairs(pairs)}}}" if pairs else ""
-        return head, tail, f"{count}{plain} ", f"{total}{plain} "
+        return head, tail, f"{{{_pairs(pairs)}}}" if pairs else ""
 
 
 class FamilyText:
@@ -143,7 +142,7 @@ class FamilyText:
             found = cache.get(labels)
             if found is None:
                 found = cache[labels] = self.layout.histogram_prefixes(labels)
-            head, tail, count_prefix, sum_prefix = found
+            head, tail, plain = found
             layout = self.layout.bounds.get(bounds)
             if layout is None:
                 layout = self.layout.bounds[bounds] = _Bounds(bounds)
@@ -153,6 +152,7 @@ class FamilyText:
             cumulative = list(accumulate(counts))
             last = cumulative[-1]
             bucket, count, total_wanted = self.wanted
+            _, count_name, sum_name = self.layout.samples
             lines = self.lines
             if bucket:
                 # Plain ints (the storages' counts) below 1e6 are written "n.0", as floatToGoString would.
@@ -166,9 +166,9 @@ class FamilyText:
                     ]
             if layout.with_sum:
                 if count:
-                    lines.append(f"{count_prefix}{go_float(float(last))}\n")
+                    lines.append(f"{count_name}{plain} {go_float(float(last))}\n")
                 if total_wanted:
-                    lines.append(f"{sum_prefix}{go_float(float(total))}\n")
+                    lines.append(f"{sum_name}{plain} {go_float(float(total))}\n")
             self.series += 1
         except Exception:
             self.broken = True
