@@ -71,7 +71,7 @@ class _Layout:
     """One family's fixed text (HELP and TYPE lines per format) and its label sets' text, kept across
     scrapes."""
 
-    __slots__ = ("bounds", "cache", "histogram", "names", "om_header", "samples", "text_header")
+    __slots__ = ("bounds", "cache", "names", "om_header", "samples", "text_header")
 
     def __init__(self, family: Family) -> None:
         base, doc = family.base, family.help
@@ -80,9 +80,9 @@ class _Layout:
         self.text_header = f"# HELP {text_name} {text_doc}\n# TYPE {text_name} {family.type}\n"
         self.om_header = f"# HELP {base} {escape(doc)}\n# TYPE {base} {family.type}\n"
         self.names = family.labels
-        self.histogram = family.type == "histogram"
+        histogram = family.type == "histogram"
         self.samples: tuple[str, ...] = (
-            (f"{base}_bucket", f"{base}_count", f"{base}_sum") if self.histogram else (family.name,)
+            (f"{base}_bucket", f"{base}_count", f"{base}_sum") if histogram else (family.name,)
         )
         # Label values -> the text before a sample's value: "name{...} ", or for a histogram the bucket
         # line's text before and after its le value, and the labels' "{...}" for the count and the sum.
@@ -156,7 +156,8 @@ class FamilyText:
             lines = self.lines
             if bucket:
                 # Plain ints (the storages' counts) below 1e6 are written "n.0", as floatToGoString would.
-                ints = last.__class__ is int and cumulative[0].__class__ is int  # so every sum is an int
+                # (An int first and last: no float among the counts, so every running sum is an int.)
+                ints = last.__class__ is int and cumulative[0].__class__ is int
                 if ints and last < 1_000_000 and min(counts) >= 0:
                     lines += [f"{head}{le}{tail}{n}.0\n" for le, n in zip(les, cumulative, strict=True)]
                 else:
