@@ -1,7 +1,8 @@
 """The benchmarks' own checks, on tiny runs in the project's venv (no peers' venv, no figures asserted).
 
 peers.py must flag a configuration that records nothing and report one that cannot start, rather than
-time either silently; scrape.py must build the series it says it measures, without folding any.
+time either silently; scrape.py must build the series it says it measures, without folding any, and
+compare /metrics before and after the exposition writer on the same fleet.
 """
 
 from __future__ import annotations
@@ -72,3 +73,17 @@ def test_scrape_builds_the_series_it_measures(tmp_path: Path) -> None:
     assert size["overflowed"] == 0
     assert size["executions"] >= 2
     assert size["bytes_per_series"] > 0 and size["scrape_ms"] > 0
+
+
+def test_scrape_fleets_time_both_paths_on_the_same_series(tmp_path: Path) -> None:
+    out = tmp_path / "scrape.json"
+    run = _run("scrape.py", "--fleets", "2x2x1s", "--repeat", "2", "--json", str(out))
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    assert result["sizes"] == []
+    (fleet,) = result["fleets"]
+    assert fleet["executions"] == 4 and fleet["streamed"] is True
+    assert fleet["identical"] is True and fleet["overflowed"] == 0
+    assert set(fleet["ms"]) >= {"before_metrics_om_gzip", "after_metrics_om_gzip", "after_metrics_text"}
+    assert 0 < fleet["gzip_bytes"] < fleet["openmetrics_bytes"]
+    assert "-> **" in run.stdout  # the before/after table

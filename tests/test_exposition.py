@@ -1,5 +1,5 @@
-"""/metrics over real HTTP: every contract family with its type, `promtool check metrics` on a real scrape,
-OpenMetrics and gzip on request, bucket layouts, and /-/healthy."""
+"""/metrics over real HTTP: every contract family with its type, `promtool check metrics` on a real scrape
+and on label values that need escaping, OpenMetrics and gzip on request, bucket layouts, and /-/healthy."""
 
 from __future__ import annotations
 
@@ -180,6 +180,28 @@ def test_promtool_check_metrics_on_a_real_scrape(reg, fake_anthropic, server):
     )
     assert result.returncode == 0, (result.stdout + result.stderr).decode()
     assert result.stdout.strip() == b"", result.stdout.decode()  # no lint warnings either
+
+
+@pytest.mark.system
+def test_promtool_reads_label_values_that_need_escaping(reg, fake_anthropic, server):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is required for this test (install Prometheus' promtool on PATH)")
+    agents = {'say "hi"', "back\\slash", 'both \\" at once', "ünïcödé エージェント"}
+    client = fake_anthropic.client(max_retries=0)
+    for agent in agents:
+        with ce.execution('t"1\\', agent=agent):
+            client.messages.create(**kw())
+    status, _, body = get(server.url + "/metrics")
+    assert status == 200
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    assert result.stdout.strip() == b"", result.stdout.decode()
+    families = {family.name: family for family in text_string_to_metric_families(body.decode())}
+    assert agents <= {s.labels["agent"] for s in families["claude_executions"].samples}
+    assert {s.labels["task"] for s in families["claude_executions"].samples} == {'t"1\\'}
 
 
 @pytest.mark.integration

@@ -1,4 +1,5 @@
-"""The server's promises: loopback by default, and ``make_wsgi_app()`` mounted inside an existing app."""
+"""The server's promises: loopback by default, ``make_wsgi_app()`` mounted inside an existing app, and
+``/metrics`` serving the recorder's families beside the registry's other collectors, each once."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import claude_exporter as ce
 import pytest
 from conftest import kw
+from prometheus_client import Counter, ProcessCollector, generate_latest
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +80,50 @@ def test_make_wsgi_app_mounts_in_an_existing_app(mounted: str, fake_anthropic: A
     status, body = get(f"{url}/claude/health/claude-agent", token="s3cret")
     assert status == 200
     assert '"executions": 1' in body
+
+
+def type_lines(text: str) -> list[str]:
+    return [line.split(" ")[2] for line in text.splitlines() if line.startswith("# TYPE ")]
+
+
+def test_metrics_serves_the_recorder_and_the_application_families_once(
+    instrumented: Any, fake_anthropic: Any
+) -> None:
+    registry, _ = instrumented
+    jobs = Counter("app_jobs", "The application's own counter.", ["queue"], registry=registry)
+    jobs.labels("default").inc()
+    ProcessCollector(registry=registry)
+    fake_anthropic.client(max_retries=0).messages.create(**kw())
+    server = ce.start_http_server(0, registry=registry, token="s3cret")
+    try:
+        assert get(f"{server.url}/metrics")[0] == 401
+        status, text = get(f"{server.url}/metrics", token="s3cret")
+    finally:
+        server.close()
+    assert status == 200
+    names = type_lines(text)
+    assert len(names) == len(set(names)), "a family written twice"
+    assert {"claude_requests_total", "app_jobs_total", "claude_agent_info"} <= set(names)
+    assert 'app_jobs_total{queue="default"} 1.0' in text
+    # generate_latest on the registry still has the recorder's families, through collect().
+    assert 'claude_requests_total{agent="default",model="claude-haiku-4-5",outcome="success"} 1.0' in (
+        generate_latest(registry).decode()
+    )
+
+
+def test_metrics_on_the_default_registry_keeps_the_process_collectors(
+    fresh: None, fake_anthropic: Any
+) -> None:
+    ce.instrument()  # prometheus_client's REGISTRY, with its process, platform and gc collectors
+    fake_anthropic.client(max_retries=0).messages.create(**kw())
+    server = ce.start_http_server(0, token="s3cret")
+    try:
+        status, text = get(f"{server.url}/metrics?name[]=claude_requests_total&name[]=python_info", "s3cret")
+        assert status == 200
+        assert type_lines(text) == ["claude_requests_total", "python_info"]
+        status, text = get(f"{server.url}/metrics", token="s3cret")
+    finally:
+        server.close()
+    names = type_lines(text)
+    assert len(names) == len(set(names)), "a family written twice"
+    assert {"claude_requests_total", "python_info", "python_gc_objects_collected_total"} <= set(names)

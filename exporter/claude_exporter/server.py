@@ -1,7 +1,9 @@
 """The HTTP endpoints as one WSGI app: ``/metrics``, ``/health/claude-agent``, ``/v1/events``, ``/-/healthy``.
 
-``/metrics`` is prometheus_client's own app, so content negotiation (OpenMetrics) and gzip behave exactly
-as Prometheus expects. ``/-/healthy`` is never authenticated, so liveness probes need no secret.
+``/metrics`` negotiates as prometheus_client's own app does (OpenMetrics, gzip, ``name[]``), so it behaves
+exactly as Prometheus expects; the recorder's families are written by the exposition's writer, the
+registry's other collectors by prometheus_client. ``/-/healthy`` is never authenticated, so liveness probes
+need no secret.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import prometheus_client
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from claude_exporter.config import ServerConfig, as_config
+from claude_exporter.exposition.endpoint import metrics_app
 from claude_exporter.recording.state import ACTIVE
 
 __all__ = [
@@ -59,8 +61,8 @@ def make_wsgi_app(
     ``otlp``: also receive Claude Code's telemetry (OTLP ``/v1/metrics``, ``/v1/logs``, ``/v1/traces``;
     ``/v1/hooks``).
     """
-    metrics_app = prometheus_client.make_wsgi_app(REGISTRY if registry is None else registry)
-    table: dict[str, Route] = {"/metrics": metrics_app, **default_routes(otlp), **(routes or {})}
+    metrics = metrics_app(REGISTRY if registry is None else registry)
+    table: dict[str, Route] = {"/metrics": metrics, **default_routes(otlp), **(routes or {})}
     # Header values reach WSGI as latin-1 text (PEP 3333): encoding back to latin-1 recovers the client's
     # bytes, which match a token's UTF-8 bytes whatever its characters.
     expected = token.encode("utf-8") if token else None

@@ -6,12 +6,17 @@ request either whole or not at all. Histogram bucket bounds are written the way 
 them (``le="30.0"``), so rules and dashboards see one format whichever family they read. Live gauges (in
 flight, longest running, rate-limit headroom, build info) are computed here from the recorder's state, so
 the request path never touches them.
+
+One traversal of the series fills either prometheus_client families (``collect()``, for any registry
+user) or the text writer's (:meth:`RecorderCollector.exposition`, which ``/metrics`` serves): while
+:func:`capturing` is on, ``collect()`` yields nothing and hands the collector to the caller instead.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextvars import ContextVar
 from importlib import metadata
 from typing import Any
 
@@ -27,6 +32,7 @@ from prometheus_client.utils import floatToGoString
 
 from claude_exporter._version import __version__
 from claude_exporter.exposition.flags import family_flags
+from claude_exporter.exposition.writer import Writer, checked
 from claude_exporter.families import BY_NAME, DURATION_BUCKETS, FAMILIES, Family
 from claude_exporter.recording.cardinality import OVERFLOW
 from claude_exporter.recording.claude_code_series import AGENT_INFO, COUNTERS, TOOL_DURATION
@@ -34,7 +40,7 @@ from claude_exporter.recording.ratelimit import GAUGES, parse_ratelimit
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.storage.layout import EXEC_FIELDS, KEYED, MISSES, REQUEST_FIELDS, TOKEN_TYPES
 
-__all__ = ["RateLimits", "RecorderCollector", "register", "unregister"]
+__all__ = ["RateLimits", "RecorderCollector", "capturing", "register", "unregister"]
 
 Samples = Iterator[tuple[tuple[str, ...], float]]
 
@@ -57,6 +63,23 @@ def _buckets(
         cumulative += count
         out.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
     return out, total
+
+
+# The collectors a registry collected from while capturing() is on, in this thread; None when off.
+_CAPTURED: ContextVar[list[RecorderCollector] | None] = ContextVar("claude_exporter_captured", default=None)
+
+
+@contextlib.contextmanager
+def capturing() -> Iterator[list[RecorderCollector]]:
+    """While on (in this thread), a :class:`RecorderCollector` that a registry collects from yields no
+    family and joins the list instead, for the caller to render with :meth:`RecorderCollector.exposition`;
+    every other collector renders as usual, so no family is written twice."""
+    found: list[RecorderCollector] = []
+    token = _CAPTURED.set(found)
+    try:
+        yield found
+    finally:
+        _CAPTURED.reset(token)
 
 
 class RateLimits:
@@ -93,7 +116,8 @@ def _sdk_version() -> str:
 
 class _Guarded:
     """One family being built: every value made a float and every label checked to be a string here, so
-    rendering cannot fail on a stored value; a sample that cannot be added marks the family broken."""
+    rendering cannot fail on a stored value; a sample that cannot be added marks the family broken. The
+    writer's :class:`~claude_exporter.exposition.writer.FamilyText` takes the same calls."""
 
     __slots__ = ("broken", "family")
 
@@ -101,17 +125,23 @@ class _Guarded:
         self.family = family
         self.broken = False
 
-    def add_metric(self, labels: tuple[str, ...], value: Any, *rest: Any) -> None:
+    def add_metric(self, labels: tuple[str, ...], value: Any) -> None:
         if self.broken:
             return
         try:
-            for label in labels:
-                if label.__class__ is not str:
-                    raise TypeError(f"label value {label!r:.40} is not a string")
-            if rest:  # a histogram: (buckets, sum)
-                self.family.add_metric(labels, value, float(rest[0]))  # type: ignore[attr-defined]
-            else:
-                self.family.add_metric(labels, float(value))  # type: ignore[attr-defined]
+            self.family.add_metric(checked(labels), float(value))  # type: ignore[attr-defined]
+        except Exception:
+            self.broken = True
+
+    def add_histogram(
+        self, labels: tuple[str, ...], bounds: tuple[float, ...], snapshot: tuple[list[int], float]
+    ) -> None:
+        """Non-cumulative bucket counts (the last is +Inf's) and their sum, as the storages keep them."""
+        if self.broken:
+            return
+        try:
+            buckets, total = _buckets(bounds, snapshot)
+            self.family.add_metric(checked(labels), buckets, float(total))  # type: ignore[attr-defined]
         except Exception:
             self.broken = True
 
@@ -132,33 +162,53 @@ class RecorderCollector(Collector):
         self._enabled = enabled or (lambda agent, group: True)
         self._limits = RateLimits(rec)
         self._build = ((__version__, _sdk_version()), 1.0)
+        self._writer = Writer(FAMILIES)
 
     def describe(self) -> Iterable[Metric]:
         return [_family(family.name) for family in FAMILIES]
 
     def collect(self) -> Iterable[Metric]:
+        captured = _CAPTURED.get()
+        if captured is not None:  # the caller writes this collector's families itself
+            captured.append(self)
+            return []
+        out = {family.name: _Guarded(_family(family.name)) for family in FAMILIES}
+        self._fill(out)
+        return [guarded.family for guarded in out.values() if not guarded.broken]
+
+    def exposition(self, openmetrics: bool = False, names: Collection[str] | None = None) -> bytes:
+        """The families as exposition text, byte for byte what prometheus_client writes from
+        :meth:`collect` (OpenMetrics without its closing ``# EOF``); ``names``: keep only these sample
+        names, as prometheus_client's ``restricted_registry`` does."""
+        out = self._writer.families(names)
+        self._fill(out)
+        return self._writer.text(out, openmetrics, restricted=names is not None)
+
+    def _fill(self, out: dict[str, Any]) -> None:
         rec = self._rec
         if rec.orphans:
             rec.settle_orphans()
-        out = {family.name: _Guarded(_family(family.name)) for family in FAMILIES}
-        # Claude Code first: it ends the turns that went quiet, before the executions are read.
-        for step in (self._claude_code, self._requests, self._executions, self._live, self._exporter):
+        flags = family_flags(self._enabled)  # per agent, once a scrape for both kinds of series
+        steps: tuple[Callable[[dict[str, Any]], None], ...] = (
+            # Claude Code first: it ends the turns that went quiet, before the executions are read.
+            self._claude_code,
+            lambda out: self._requests(out, flags),
+            lambda out: self._executions(out, flags),
+            self._live,
+            self._exporter,
+        )
+        for step in steps:
             try:
                 step(out)
             except Exception:  # one broken part must not cost the whole scrape
                 rec.fault("scrape")
         # A family with a sample that could not be added is left out whole (a partial family would be a
         # wrong one) and counted; the others are served.
-        for guarded in out.values():
-            if guarded.broken:
+        for family in out.values():
+            if family.broken:
                 rec.fault("scrape")
-        return [guarded.family for guarded in out.values() if not guarded.broken]
 
-    def _flags(self) -> Callable[[str], dict[str, bool]]:
-        return family_flags(self._enabled)
-
-    def _requests(self, out: dict[str, Any]) -> None:
-        flags = self._flags()
+    def _requests(self, out: dict[str, Any], flags: Callable[[str], dict[str, bool]]) -> None:
         requests, duration = out[REQUEST_FIELDS["outcomes"]], out[REQUEST_FIELDS["duration"]]
         tokens, ttft = out[REQUEST_FIELDS["tokens"]], out[REQUEST_FIELDS["ttft"]]
         for series in self._rec.request_series:
@@ -171,7 +221,7 @@ class RecorderCollector(Collector):
                 requests.add_metric((*key, "success"), snap["outcomes"][0])
                 requests.add_metric((*key, "error"), snap["outcomes"][1])
                 if on[REQUEST_FIELDS["duration"]]:
-                    duration.add_metric(key, *_buckets(series.duration.bounds, snap["duration"]))
+                    duration.add_histogram(key, series.duration.bounds, snap["duration"])
                 for kind, count in zip(TOKEN_TYPES, snap["tokens"], strict=True):
                     if on[kind]:
                         tokens.add_metric((*key, kind), count)
@@ -181,7 +231,7 @@ class RecorderCollector(Collector):
                 # A zero series per (agent, model) whatever the codes seen, so rate() reads a 0.
                 snap["rate_limited"].setdefault("none", 0)
             if any(snap["ttft"][0]) and on[REQUEST_FIELDS["ttft"]]:
-                ttft.add_metric(key, *_buckets(series.ttft.bounds, snap["ttft"]))
+                ttft.add_histogram(key, series.ttft.bounds, snap["ttft"])
             for field in KEYED:
                 name = REQUEST_FIELDS[field]
                 if on[name]:
@@ -193,8 +243,7 @@ class RecorderCollector(Collector):
                     out[MISSES[0]].add_metric((*key, reason), count)
                     out[MISSES[1]].add_metric((*key, reason), missed)
 
-    def _executions(self, out: dict[str, Any]) -> None:
-        flags = self._flags()
+    def _executions(self, out: dict[str, Any], flags: Callable[[str], dict[str, bool]]) -> None:
         for series in list(self._rec.exec_series.values()):
             key = (series.agent, series.task)
             on = flags(series.agent)
@@ -207,7 +256,7 @@ class RecorderCollector(Collector):
                 if on[name] and (kind is None or on[kind]):
                     histogram = getattr(series, field)
                     labels = key if kind is None else (*key, kind)
-                    out[name].add_metric(labels, *_buckets(histogram.bounds, snap[field]))
+                    out[name].add_histogram(labels, histogram.bounds, snap[field])
 
     def _live(self, out: dict[str, Any]) -> None:
         rec = self._rec
@@ -230,9 +279,12 @@ class RecorderCollector(Collector):
     def claude_code_families(self, more_agents: frozenset[str]) -> list[Metric]:
         """The families only this process knows in multiprocess mode: Claude Code ingestion (which
         ``serve`` runs in one process) and each agent's source."""
-        out = {name: _family(name) for name in (AGENT_INFO, TOOL_DURATION, *COUNTERS)}
+        out = {name: _Guarded(_family(name)) for name in (AGENT_INFO, TOOL_DURATION, *COUNTERS)}
         self._claude_code(out, more_agents)
-        return list(out.values())
+        for guarded in out.values():
+            if guarded.broken:
+                self._rec.fault("scrape")
+        return [guarded.family for guarded in out.values() if not guarded.broken]
 
     def _claude_code(self, out: dict[str, Any], more_agents: frozenset[str] = frozenset()) -> None:
         """The Claude-Code-only families, and every agent's source (``claude_agent_info``);
@@ -247,7 +299,7 @@ class RecorderCollector(Collector):
                 for values, value in sorted(series.items()):
                     out[name].add_metric(values, value)
             for key, counts, total in sorted(durations):
-                out[TOOL_DURATION].add_metric(key, *_buckets(DURATION_BUCKETS, (counts, total)))
+                out[TOOL_DURATION].add_histogram(key, DURATION_BUCKETS, (counts, total))
         for agent in sorted(claude_code | self._rec.agents | more_agents):
             out[AGENT_INFO].add_metric((agent, "claude_code" if agent in claude_code else "sdk"), 1.0)
 
