@@ -61,7 +61,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +266,9 @@ def worker(name: str, port: int, requests: int, streams: int, result: Path) -> N
         for case, (fn, n) in cases.items():
             for half in (1, 2):
                 gc.collect()  # each segment starts from the same heap; collections inside it count
+                # httpx closes a connection idle for 5 s, and under callgrind that collection (or the
+                # previous segment's flush) can take as long: use it now, so the segment opens none.
+                fn()
                 valgrind.request(Valgrind.ZERO_STATS)
                 for _ in range(n):
                     fn()
@@ -296,11 +299,17 @@ MALLOC = frozenset((
 ))  # fmt: skip
 
 
+SOCKETS = ("connect", "recv", "send")
+
+
 @dataclass(frozen=True)
 class Dump:
     label: str
     instructions: int  # every instruction in the segment
     malloc: int  # of which in glibc's allocator (inclusive, from outside it)
+    # Calls to libc's connect, recv and send: the method's own check. With keep-alive a segment opens no
+    # connection; with replies sent in one write, a non-streaming request takes one recv.
+    sockets: dict[str, int] = field(default_factory=dict)
 
     @property
     def counted(self) -> int:
@@ -308,7 +317,8 @@ class Dump:
 
 
 def read_dump(path: Path) -> Dump:
-    """One callgrind dump: its label, total Ir, and the Ir of calls into glibc's allocator from outside it.
+    """One callgrind dump: its label, total Ir, the Ir of calls into glibc's allocator from outside it,
+    and how many calls went to the socket functions in SOCKETS.
 
     The format (callgrind's docs, "Callgrind Format Specification"): ``fn=`` names the function the
     following cost lines belong to, ``cfn=`` then ``calls=`` announce a call whose inclusive cost is on the
@@ -329,6 +339,7 @@ def read_dump(path: Path) -> Dump:
     caller = callee = ""
     in_call = False
     total = malloc = 0
+    sockets = dict.fromkeys(SOCKETS, 0)
     with path.open() as lines:
         for line in lines:
             first = line[:1]
@@ -347,13 +358,15 @@ def read_dump(path: Path) -> Dump:
                 callee = resolve(line[4:].rstrip("\n"))
             elif line.startswith("calls="):
                 in_call = True
+                if callee in SOCKETS and caller not in SOCKETS:
+                    sockets[callee] += int(line[6:].split()[0])
             elif line.startswith("desc: Trigger: Client Request: "):
                 label = line.removeprefix("desc: Trigger: Client Request: ").strip()
             elif line.startswith("positions:"):
                 positions = len(line.split()) - 1
             elif line.startswith("events:"):
                 event = line.split()[1:].index("Ir")
-    return Dump(label, total, malloc)
+    return Dump(label, total, malloc, sockets)
 
 
 # --------------------------------------------------------------------------------------- orchestrator
@@ -402,8 +415,13 @@ def measure(name: str, python: str, port: int, requests: int, streams: int, work
         if None in found:
             return {**report, "error": f"callgrind wrote no dump for {case} (found {sorted(dumps)})"}
         report["segments"][case] = [
-            {"instructions": d.instructions, "malloc": d.malloc} for d in found if d is not None
+            {"instructions": d.instructions, "malloc": d.malloc, "sockets": d.sockets}
+            for d in found
+            if d is not None
         ]
+        connects = sum(d.sockets["connect"] for d in found if d is not None)
+        if connects:  # the figure would hold connection set-ups: say so rather than print it as a request's
+            report["error"] = f"{connects} connections opened while counting {case}: keep-alive did not hold"
     return report
 
 
