@@ -30,10 +30,20 @@ segment's total. Counting edges from outside, rather than adding up each allocat
 cost as ``callgrind_annotate --inclusive=yes`` lists it, counts a nested call (were ``realloc`` to call
 ``malloc``) once.
 
-The figures. Per request: the mean of a case's two segments over N (streams: over S); "±" is half the
-difference between the two segments, per request: the method's noise in this run (the added cost's ± is
-the configuration's plus the bare SDK's). Added: the configuration minus the bare SDK. Workers run two
-at a time (``--jobs``); instruction counts do not depend on what else the machine does.
+Layouts. A process's count depends on its layout as well as its code: string hashes place keys in
+dicts and sets, and the interpreter's method cache is indexed by types' version tags and names'
+addresses, so two configurations differ by a few thousand instructions per request for that reason
+alone (a pass-through wrapper measured from -5K to +9K per request, and +5K to +69K per stream, in
+single processes). Each configuration therefore runs in ``--layouts`` processes (3 by default), layout
+N with PYTHONHASHSEED=N and N x 64 classes and N x 256 interned names made before anything is imported;
+the bare SDK runs in the same layouts, and a configuration's added cost is averaged over its
+differences from the bare SDK layout by layout.
+
+The figures. Per request: the mean over layouts of each process's two segments over N (streams: over
+S). ±: the larger of half the range over layouts and half the difference between a process's two
+segments (for an added cost: the configuration's plus the bare SDK's), per request: the method's
+resolution in this run. Workers run two at a time (``--jobs``); instruction counts do not depend on what
+else the machine does, only the run's duration does.
 
     make bench-instructions           # project venv: bare, ours, ours-mp, passthrough
     make bench-instructions-peers     # benchmarks/.venv-peers: the full table with the peers
@@ -48,6 +58,7 @@ import contextlib
 import ctypes
 import gc
 import json
+import math
 import mmap
 import os
 import platform
@@ -55,6 +66,7 @@ import re
 import shutil
 import socket
 import socketserver
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +92,7 @@ PEERS = ("otel-metrics", "otel-traces", "sdk-spans", "openlit")
 ORDER = ("openlit", "otel-traces", "otel-metrics", "sdk-spans", "ours-mp", "ours", "passthrough", "bare")
 WARMUP = 200  # requests (streams: a quarter), uninstrumented, before counting: lazy imports, caches, series,
 # and the interpreter's specialisation of the hot code (fewer left a first segment ~4K per request dearer)
+PREWARM = 5  # requests and streams each, before the configuration is set up (see worker())
 MODEL = "claude-sonnet-5-5"  # overhead.MODEL, which the fake answers with (not imported: anthropic is slow)
 
 TARGETS = {"ours plain": 25_000, "ours stream": 60_000, "mp ratio": 2.0, "otel metrics": 4.0, "tokens": 32.0}
@@ -219,9 +232,39 @@ def _telemetry_flush() -> Callable[[], None]:
     return flush
 
 
-def worker(name: str, port: int, requests: int, streams: int, result: Path) -> None:
+_LAYOUT: list[object] = []
+
+
+def layout(number: int) -> None:
+    """Move what decides collisions in the interpreter's hash tables, before anything else is imported.
+
+    A process's count depends on its layout: string hashes (PYTHONHASHSEED, set by the orchestrator to
+    the layout's number) place keys in dicts and sets, and the method cache (4096 entries in 3.11) is
+    indexed by each type's version tag, taken in the order types are first looked up, and the address of
+    the attribute's name. Two processes of the same code in different layouts differ by a few thousand
+    instructions per request; so do two configurations, for that reason alone. Layout N also makes
+    N x 64 classes and interns N x 256 strings first, so later types and names get other tags and
+    addresses; averaging over layouts leaves out what is luck of the layout.
+    """
+    for i in range(number * 64):
+        cls = type(f"Layout{i}", (), {})
+        _ = cls.__name__  # a lookup: the class takes a version tag
+        _LAYOUT.append(cls)
+    _LAYOUT.extend(sys.intern(f"layout-{number}-{i}") for i in range(number * 256))
+
+
+REVERSIBLE = ("bare", "ours", "ours-mp", "passthrough")  # undone in place, so they take turns in one process
+REWARM = 3  # requests and one stream after each set-up, in no segment: new series, first calls
+
+
+def worker(modes: list[str], port: int, rounds: int, requests: int, streams: int, result: Path) -> None:
+    """Count each of ``modes`` (configurations; bare first) in ``rounds`` rounds of segments, in this one
+    process: the reversible ones taking turns round by round, then an irreversible peer's rounds."""
     started = time.monotonic()
-    report: dict[str, Any] = {"versions": peers._versions(peers.CONFIGS[name].packages)}
+    info: dict[str, dict[str, Any]] = {
+        m: {"versions": peers._versions(peers.CONFIGS[m].packages)} for m in modes
+    }
+    report: dict[str, Any] = {"modes": info}
 
     def finish(**fields: Any) -> None:
         report.update(fields)
@@ -229,62 +272,130 @@ def worker(name: str, port: int, requests: int, streams: int, result: Path) -> N
 
     valgrind = Valgrind()
     if not valgrind.running():
-        finish(error="not running under valgrind: nothing would be counted", started=False)
+        for mode in modes:
+            info[mode].update(error="not running under valgrind: nothing would be counted", started=False)
+        finish()
         return
-    with tempfile.TemporaryDirectory() as tmp:
+    for mode in modes:
+        missing = [
+            package for package, version in info[mode]["versions"].items() if version == "not installed"
+        ]
+        if missing:  # said before the SDK's import, which takes most of a minute under valgrind
+            info[mode].update(error=f"not installed: {', '.join(missing)}", started=False)
+    modes = [m for m in modes if "error" not in info[m]]
+    if modes == ["bare"] and len(info) > 1:  # the bare SDK was there only as the peer's pair
+        finish()
+        return
+    import anthropic
+
+    client = anthropic.Anthropic(api_key="bench", base_url=f"http://127.0.0.1:{port}", max_retries=0)
+    kwargs: dict[str, Any] = {"model": MODEL, "max_tokens": 64}
+    kwargs["messages"] = [{"role": "user", "content": "hi"}]
+
+    def plain() -> object:
+        return client.messages.create(**kwargs)
+
+    def streamed() -> object:
+        return sum(1 for _ in client.messages.create(stream=True, **kwargs))
+
+    cases = {"non-streaming": (plain, requests), "50-event stream": (streamed, streams)}
+    # The SDK first, in the same order in every process: its types take their version tags and its names
+    # their addresses before any configuration's code is imported.
+    for _ in range(PREWARM):
+        plain()
+        streamed()
+    messages = anthropic.resources.messages.Messages
+    original_create = messages.__dict__["create"]
+    tmp = Path(tempfile.mkdtemp(prefix="instructions-worker-"))
+    flush = _telemetry_flush()
+
+    def activate(mode: str, tag: str) -> peers.Evidence | None:
+        (tmp / f"{mode}-{tag}").mkdir()
         try:
-            evidence = peers.set_up(name, Path(tmp))
-        except Exception as exc:  # a peer missing or broken: say so, count nothing
-            finish(error=f"{type(exc).__name__}: {exc}", started=False)
-            return
-        import anthropic
+            evidence = peers.set_up(mode, tmp / f"{mode}-{tag}")
+        except Exception as exc:  # a peer broken: say so, count nothing
+            info[mode].update(error=f"{type(exc).__name__}: {exc}", started=False)
+            return None
+        nonlocal flush
+        flush = _telemetry_flush()  # a peer may have set global providers
+        return evidence
 
-        client = anthropic.Anthropic(api_key="bench", base_url=f"http://127.0.0.1:{port}", max_retries=0)
-        kwargs: dict[str, Any] = {"model": MODEL, "max_tokens": 64}
-        kwargs["messages"] = [{"role": "user", "content": "hi"}]
+    def deactivate(mode: str) -> None:
+        if mode in ("ours", "ours-mp"):
+            import claude_exporter
 
-        def plain() -> object:
-            return client.messages.create(**kwargs)
+            claude_exporter.uninstrument()
+        elif mode == "passthrough":
+            setattr(messages, "create", original_create)  # noqa: B010 (what the wrapper replaced)
 
-        def streamed() -> object:
-            return sum(1 for _ in client.messages.create(stream=True, **kwargs))
-
-        cases = {"non-streaming": (plain, requests), "50-event stream": (streamed, streams)}
+    def warm(mode: str, evidence: peers.Evidence) -> None:
+        """Uninstrumented: what one request and one stream record, then the warm-up."""
         recorded = {}
         for case, (fn, _) in cases.items():
             before = evidence.snapshot()
             fn()
             recorded[case] = peers._delta(evidence.snapshot(), before)
+        info[mode]["recorded"] = recorded
         for _ in range(WARMUP):
             plain()
         for _ in range(WARMUP // 4):
             streamed()
-        flush = _telemetry_flush()
+
+    def count(mode: str, evidence: peers.Evidence, round_: int) -> None:
+        for _ in range(REWARM):
+            plain()
+        streamed()
         before = evidence.snapshot()
+        for case, (fn, n) in cases.items():
+            gc.collect()  # each segment starts from the same heap; collections inside it count
+            # httpx closes a connection idle for 5 s, and under callgrind that collection (or the
+            # previous segment's flush) can take as long: use it now, so the segment opens none.
+            fn()
+            valgrind.request(Valgrind.ZERO_STATS)
+            for _ in range(n):
+                fn()
+            flush()
+            valgrind.dump(f"{mode}:{SEGMENT[case]}:{round_}")
+        counted = info[mode].setdefault("recorded_counted", {})
+        for key, value in peers._delta(evidence.snapshot(), before).items():
+            counted[key] = counted.get(key, 0.0) + value
+
+    try:
+        reversible = [m for m in modes if m in REVERSIBLE]
+        for mode in reversible:  # every code path warm before anything is counted
+            evidence = activate(mode, "warm")
+            if evidence is not None:
+                warm(mode, evidence)
+                deactivate(mode)
+        reversible = [m for m in reversible if "error" not in info[m]]
         ready = time.monotonic()
         valgrind.request(Valgrind.START_INSTRUMENTATION)
-        for case, (fn, n) in cases.items():
-            for half in (1, 2):
-                gc.collect()  # each segment starts from the same heap; collections inside it count
-                # httpx closes a connection idle for 5 s, and under callgrind that collection (or the
-                # previous segment's flush) can take as long: use it now, so the segment opens none.
-                fn()
-                valgrind.request(Valgrind.ZERO_STATS)
-                for _ in range(n):
-                    fn()
-                flush()
-                valgrind.dump(f"{SEGMENT[case]}-{half}")
+        for round_ in range(rounds):
+            shift = round_ % max(1, len(reversible))  # each takes every place in the order in turn
+            for mode in reversible[shift:] + reversible[:shift]:
+                evidence = activate(mode, str(round_))
+                if evidence is not None:
+                    count(mode, evidence, round_)
+                    deactivate(mode)
         valgrind.request(Valgrind.STOP_INSTRUMENTATION)
-        counted = time.monotonic() - ready
+        for mode in (m for m in modes if m not in REVERSIBLE):  # a peer: set up once, for good
+            evidence = activate(mode, "all")
+            if evidence is None:
+                continue
+            warm(mode, evidence)
+            valgrind.request(Valgrind.START_INSTRUMENTATION)
+            for round_ in range(rounds):
+                count(mode, evidence, round_)
+            valgrind.request(Valgrind.STOP_INSTRUMENTATION)
         exporter = sys.modules.get("claude_exporter")
         finish(
-            recorded=recorded,
-            recorded_counted=peers._delta(evidence.snapshot(), before),
             claude_exporter=str(Path(exporter.__file__ or "").parent) if exporter else None,
             python=platform.python_version(),
             seconds_to_ready=round(ready - started, 1),
-            seconds_counted=round(counted, 1),
+            seconds_counted=round(time.monotonic() - ready, 1),
         )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------- callgrind's output
@@ -372,98 +483,138 @@ def read_dump(path: Path) -> Dump:
 # --------------------------------------------------------------------------------------- orchestrator
 
 
-def measure(name: str, python: str, port: int, requests: int, streams: int, workdir: Path) -> dict[str, Any]:
-    """Run one configuration's worker under callgrind; its report and its four dumps."""
-    out = workdir / f"{name}.callgrind"
-    result = workdir / f"{name}.json"
+def measure(
+    modes: list[str], layout: int, python: str, port: int, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    """Run one worker under callgrind in one layout: its report, each mode's segments read from its dumps."""
+    stem = workdir / f"{'+'.join(modes)}.{layout}"
+    out, result, log_file = (stem.with_name(f"{stem.name}.{ext}") for ext in ("callgrind", "json", "out"))
     command = [
         "valgrind",
         "--tool=callgrind",
         "--instr-atstart=no",
         f"--callgrind-out-file={out}",
-        f"--log-file={workdir / name}.valgrind.log",
+        f"--log-file={stem}.valgrind.log",
         python,
         str(Path(__file__).resolve()),
         "--worker",
-        name,
+        ",".join(modes),
+        "--layout",
+        str(layout),
         "--port",
         str(port),
+        "--rounds",
+        str(args.rounds),
         "--requests",
-        str(requests),
+        str(args.requests),
         "--streams",
-        str(streams),
+        str(args.streams),
         "--result",
         str(result),
     ]
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    env["PYTHONHASHSEED"] = "0"  # the same string hashes, so the same dict and set layouts, in every run
+    env["PYTHONHASHSEED"] = str(layout)  # see layout()
     started = time.monotonic()
-    with (workdir / f"{name}.out").open("w") as log:
+    with log_file.open("w") as log:
         run = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
     seconds = time.monotonic() - started
     if not result.exists():
-        tail = (workdir / f"{name}.out").read_text()[-2000:]
-        return {"error": f"the worker exited {run.returncode} without a report: {tail}", "seconds": seconds}
+        error = f"the worker exited {run.returncode} without a report: {log_file.read_text()[-2000:]}"
+        return {"modes": {m: {"error": error} for m in modes}, "seconds": seconds}
     report: dict[str, Any] = json.loads(result.read_text())
     report["seconds"] = seconds
-    if report.get("error"):
-        return report
-    dumps = {d.label: d for d in map(read_dump, sorted(workdir.glob(f"{name}.callgrind.*")))}
-    report["segments"] = {}
-    for case in CASES:
-        found = [dumps.get(f"{SEGMENT[case]}-{half}") for half in (1, 2)]
-        if None in found:
-            return {**report, "error": f"callgrind wrote no dump for {case} (found {sorted(dumps)})"}
-        report["segments"][case] = [
-            {"instructions": d.instructions, "malloc": d.malloc, "sockets": d.sockets}
-            for d in found
-            if d is not None
-        ]
-        connects = sum(d.sockets["connect"] for d in found if d is not None)
-        if connects:  # the figure would hold connection set-ups: say so rather than print it as a request's
-            report["error"] = f"{connects} connections opened while counting {case}: keep-alive did not hold"
+    for dump in map(read_dump, sorted(workdir.glob(f"{out.name}.*"))):
+        mode, kind, round_ = dump.label.split(":")
+        case = next(c for c in CASES if SEGMENT[c] == kind)
+        got = report["modes"][mode]
+        got.setdefault("segments", {}).setdefault(case, []).append(
+            {
+                "round": int(round_),
+                "instructions": dump.instructions,
+                "malloc": dump.malloc,
+                "sockets": dump.sockets,
+            }
+        )
+        if dump.sockets["connect"]:  # the figure would hold a connection's set-up: say so, not print it
+            got["error"] = f"a segment of {case} opened a connection: keep-alive did not hold"
+    for got in report["modes"].values():
+        found = {c: len(got.get("segments", {}).get(c, ())) for c in CASES}
+        if "error" not in got and any(n != args.rounds for n in found.values()):
+            got["error"] = f"callgrind wrote {found} segments, not {args.rounds} of each"
     return report
 
 
-def summarise(reports: dict[str, dict[str, Any]], requests: int, streams: int) -> dict[str, Any]:
+def _standard_error(values: list[float]) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
+def summarise(
+    processes: list[dict[str, Any]], names: list[str], requests: int, streams: int
+) -> dict[str, Any]:
+    """Each configuration's figures from the workers' reports (every layout's).
+
+    Per request: the mean over the configuration's segments. Added: the mean over rounds of
+    (configuration - bare SDK) in the same process and round, both sides in one layout; ± is the
+    standard error of that mean (in the bare SDK's own row: of its segments' mean).
+    """
+    per = {"non-streaming": requests, "50-event stream": streams}
     rows: dict[str, Any] = {}
-    for name, report in reports.items():
-        per = {"non-streaming": requests, "50-event stream": streams}
+
+    def figures(got: dict[str, Any], case: str) -> dict[int, float]:
+        return {s["round"]: (s["instructions"] - s["malloc"]) / per[case] for s in got["segments"][case]}
+
+    for name in names:
+        held = [p for p in processes if name in p["modes"]]
+        if name == "bare":  # its row is the shared process's; in a peer's process it is only the pair
+            held = [p for p in held if not set(p["modes"]) - set(REVERSIBLE)] or held[:1]
+        got = [p["modes"][name] for p in held]
+        failed = next((g for g in got if g.get("error")), None)
+        first = got[0] if got else {}
         row: dict[str, Any] = {
             "title": peers.CONFIGS[name].title,
-            "error": report.get("error"),
-            "started": report.get("started", True),
-            "versions": report.get("versions", {}),
-            "recorded": report.get("recorded", {}),
-            "recorded_counted": report.get("recorded_counted", {}),
-            "claude_exporter": report.get("claude_exporter"),
-            "seconds": round(report.get("seconds", 0.0), 1),
+            "error": failed.get("error") if failed else (None if got else "not run"),
+            "started": failed.get("started", True) if failed else True,
+            "versions": first.get("versions", {}),
+            "recorded": first.get("recorded", {}),
+            "recorded_counted": [g.get("recorded_counted", {}) for g in got],
+            "claude_exporter": next((p["claude_exporter"] for p in held if p.get("claude_exporter")), None),
+            "seconds": [round(p.get("seconds", 0.0), 1) for p in held],
             "cases": {},
         }
         row["recorded_nothing"] = not row["error"] and not any(
             value > 0 for case in row["recorded"].values() for value in case.values()
         )
         row["flagged"] = bool(row["error"]) or (row["recorded_nothing"] and name not in SILENT)
-        for case, segments in report.get("segments", {}).items():
-            a, b = (s["instructions"] - s["malloc"] for s in segments)
-            row["cases"][case] = {
-                "per_request": (a + b) / 2 / per[case],
-                "noise": abs(a - b) / 2 / per[case],
-                "malloc_per_request": sum(s["malloc"] for s in segments) / 2 / per[case],
+        for case in CASES if not row["error"] else ():
+            mine: list[float] = []
+            paired: list[float] = []
+            for process, g in zip(held, got, strict=True):
+                own = figures(g, case)
+                mine += own.values()
+                bare = process["modes"].get("bare", {})
+                if name != "bare" and "segments" in bare and not bare.get("error"):
+                    base = figures(bare, case)
+                    paired += [own[r] - base[r] for r in own if r in base]
+            malloc = [s["malloc"] / per[case] for g in got for s in g["segments"][case]]
+            f: dict[str, Any] = {
+                "segments": mine,
+                "per_request": sum(mine) / len(mine),
+                "noise": _standard_error(mine),
+                "spread": (max(mine) - min(mine)) / 2,
+                "malloc_per_request": sum(malloc) / len(malloc),
                 "tokens": any(v > 0 for k, v in row["recorded"].get(case, {}).items() if "tokens" in k),
             }
+            if paired:
+                f.update(added_rounds=paired, added=sum(paired) / len(paired))
+                f["added_noise"] = _standard_error(paired)
+                f["added_spread"] = (max(paired) - min(paired)) / 2
+            row["cases"][case] = f
         rows[name] = row
-    bare = rows.get("bare", {}).get("cases", {})
-    for row in rows.values():
-        for case, f in row["cases"].items():
-            if case in bare:
-                f["added"] = f["per_request"] - bare[case]["per_request"]
-                f["added_noise"] = f["noise"] + bare[case]["noise"]
     ours = rows.get("ours", {}).get("cases", {})
     for row in rows.values():
         for case, f in row["cases"].items():
-            mine = ours.get(case, {}).get("added")
-            f["ratio_to_ours"] = f["added"] / mine if "added" in f and mine and mine > 0 else None
+            base = ours.get(case, {}).get("added")
+            f["ratio_to_ours"] = f["added"] / base if "added" in f and base and base > 0 else None
     return rows
 
 
@@ -551,7 +702,8 @@ def cells(rows: dict[str, Any], names: list[str]) -> list[list[str]]:
             if f is None:
                 line += ["-", "-", "-"]
                 continue
-            added = "" if name == "bare" else f"{_n(f.get('added'), sign=True)} ± {_n(f.get('added_noise'))}"
+            added = f"{_n(f['added'], sign=True)} ± {_n(f['added_noise'])}" if "added" in f else "-"
+            added = "" if name == "bare" else added
             ratio = f.get("ratio_to_ours")
             line += [
                 f"{_n(f['per_request'])} ± {_n(f['noise'])}",
@@ -605,8 +757,10 @@ def _footnote(result: dict[str, Any], names: list[str]) -> str:
             if malloc
             else " (no bare SDK in this run: nothing added)"
         )
-        + "; ± is half the difference "
-        f"between two segments of {result['requests']} requests, or {result['streams']} streams. "
+        + f". Each figure is the mean over {result['layouts']} layouts (processes whose string hashes, type "
+        "version tags and name addresses differ; added: paired with the bare SDK's process of the same "
+        "layout); ± is the larger of half its range over the layouts and half the difference between a "
+        f"process's two segments of {result['requests']} requests, or {result['streams']} streams. "
         "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ". "
         f"Python {m['python']}, valgrind {m['valgrind']}, {m['cpu']}; {m['date']}, commit {m['commit']}; "
         f"{result['jobs']} workers at a time, {m['minutes']:.1f} minutes."
@@ -679,8 +833,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"of: {', '.join(CONFIGS)}")
-    parser.add_argument("--requests", type=int, default=200, help="non-streaming requests per segment")
-    parser.add_argument("--streams", type=int, default=50, help="50-event streams per segment")
+    parser.add_argument("--requests", type=int, default=40, help="non-streaming requests per segment")
+    parser.add_argument("--streams", type=int, default=12, help="50-event streams per segment")
+    parser.add_argument("--rounds", type=int, default=6, help="segments per configuration and case")
+    parser.add_argument("--layouts", type=int, default=1, help="each process again, in another layout")
     parser.add_argument("--jobs", type=int, default=2, help="workers under valgrind at a time")
     parser.add_argument(
         "--python", default=sys.executable, help="the workers' interpreter (default: this one)"
@@ -693,6 +849,7 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="keep the callgrind dumps and logs in this directory")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--layout", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -700,7 +857,8 @@ def main() -> int:
         serve(args.serve)
         return 0
     if args.worker:
-        worker(args.worker, args.port, args.requests, args.streams, args.result)
+        layout(args.layout)
+        worker(args.worker.split(","), args.port, args.rounds, args.requests, args.streams, args.result)
         return 0
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
@@ -722,20 +880,31 @@ def main() -> int:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="instructions-")))
         port = stack.enter_context(fake_api())
 
-        def one(name: str) -> tuple[str, dict[str, Any]]:
-            report = measure(name, args.python, port, args.requests, args.streams, workdir)
-            state = f"error: {report['error']}" if report.get("error") else "done"
-            print(f"{name}: {state} ({report['seconds']:.0f} s)", file=sys.stderr, flush=True)
-            return name, report
+        def one(job: tuple[list[str], int]) -> dict[str, Any]:
+            modes, number = job
+            report = measure(modes, number, args.python, port, args, workdir)
+            errors = [f"{m}: {got['error']}" for m, got in report["modes"].items() if got.get("error")]
+            state = "; ".join(errors) or "done"
+            print(f"{'+'.join(modes)}, layout {number}: {state} ({report['seconds']:.0f} s)", file=sys.stderr)
+            return report
 
+        # One process for the bare SDK and the configurations that can be undone, taking turns; one per
+        # peer, which cannot be, with the bare SDK counted first in it as its pair. Heaviest first.
+        group = [n for n in REVERSIBLE if n in names or n == "bare"]
+        processes = [["bare", n] for n in ORDER if n in names and n not in REVERSIBLE]
+        if len(group) > 1 or "bare" in names:
+            processes.append(group)
+        jobs = [(modes, k) for k in range(args.layouts) for modes in processes]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            reports = dict(pool.map(one, sorted(names, key=ORDER.index)))
+            reports = list(pool.map(one, jobs))
     info["minutes"] = (time.monotonic() - started) / 60
-    rows = summarise({n: reports[n] for n in names}, args.requests, args.streams)
+    rows = summarise(reports, names, args.requests, args.streams)
     result = {
         "machine": info,
         "requests": args.requests,
         "streams": args.streams,
+        "layouts": args.layouts,
+        "rounds": args.rounds,
         "jobs": args.jobs,
         "rows": rows,
     }
