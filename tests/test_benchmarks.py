@@ -144,8 +144,8 @@ def test_instructions_counts_segments_and_leaves_glibc_malloc_out(tmp_path: Path
 
 
 def test_instructions_fails_a_run_with_a_configuration_that_did_not_start(tmp_path: Path) -> None:
-    """openlit is never in the project's venv: its worker starts under valgrind, fails at set-up, and the
-    run says so and exits 1 instead of leaving the row out."""
+    """openlit is never in the project's venv: its worker starts under valgrind, finds it missing before
+    the SDK's import, and the run says so and exits 1 instead of leaving the row out."""
     assert not _installed("openlit"), (
         "openlit is in the project's venv: pick a configuration that cannot start"
     )
@@ -156,47 +156,59 @@ def test_instructions_fails_a_run_with_a_configuration_that_did_not_start(tmp_pa
     assert run.returncode == 1, run.stdout + run.stderr
     result = json.loads(out.read_text())
     row = result["rows"]["openlit"]
-    assert row["flagged"] and not row["started"] and "ModuleNotFoundError" in row["error"]
+    assert row["flagged"] and not row["started"] and row["error"].startswith("not installed: openlit")
     assert row["cases"] == {}
-    assert "did not start: ModuleNotFoundError" in run.stdout
+    assert "did not start: not installed: openlit" in run.stdout
     assert "openlit" in run.stderr.splitlines()[-1]
     assert {t["verdict"] for t in result["targets"]} == {"not measured"}
 
 
-def _report(recorded: dict[str, float], plain: int, stream: int, **extra: Any) -> dict[str, Any]:
-    """A worker's report with both segments of each case at the given instructions per request."""
+def _mode(recorded: dict[str, float], plain: int, stream: int) -> dict[str, Any]:
+    """One configuration in a worker's report: two rounds of each case at these instructions per request
+    (one more in the second round, and glibc malloc on top, which is left out)."""
     return {
         "versions": {},
         "recorded": {case: recorded for case in ("non-streaming", "50-event stream")},
         "segments": {
-            "non-streaming": [{"instructions": plain * 10 + 50, "malloc": 50}] * 2,
-            "50-event stream": [{"instructions": stream * 5 + 70, "malloc": 70}] * 2,
+            "non-streaming": [
+                {"round": r, "instructions": (plain + r) * 10 + 50, "malloc": 50} for r in (0, 1)
+            ],
+            "50-event stream": [
+                {"round": r, "instructions": (stream + r) * 5 + 70, "malloc": 70} for r in (0, 1)
+            ],
         },
-        **extra,
     }
 
 
 def test_instructions_flags_silence_and_judges_the_targets(tmp_path: Path) -> None:
-    """Figures and verdicts from workers' reports (10 requests, 5 streams a segment): one that should
-    record and recorded nothing is flagged; the pass-through, silent by design, is not."""
+    """Figures and verdicts from workers' reports (10 requests, 5 streams a segment, two rounds): one that
+    should record and recorded nothing is flagged; the pass-through, silent by design, is not. Each peer
+    is paired with the bare SDK of its own process."""
     instructions = _instructions()
     tokens = {"metric measurements": 1.0, "metric tokens": 51.0}
-    reports = {
-        "bare": _report({}, 4_000_000, 10_000_000),
-        "ours": _report(tokens, 4_020_000, 10_050_000),  # +20K, +50K: within 25K and 60K
-        "ours-mp": _report(tokens, 4_050_000, 10_090_000),  # 2.5x and 1.8x ours
-        "passthrough": _report({}, 4_005_000, 10_004_000),
-        "otel-metrics": _report({"metric measurements": 3.0}, 4_100_000, 10_150_000),  # 5x, 3x: no tokens
-        "sdk-spans": _report({"spans": 1.0, "span tokens": 51.0}, 4_300_000, 11_000_000),  # 15x, 20x
-        "openlit": _report({}, 7_000_000, 20_000_000),  # recorded nothing
+    shared = {
+        "bare": _mode({}, 4_000_000, 10_000_000),
+        "ours": _mode(tokens, 4_020_000, 10_050_000),  # +20K, +50K: within 25K and 60K
+        "ours-mp": _mode(tokens, 4_050_000, 10_090_000),  # 2.5x and 1.8x ours
+        "passthrough": _mode({}, 4_005_000, 10_004_000),
     }
-    rows = instructions.summarise(reports, 10, 5)
+    base = _mode({}, 4_100_000, 10_100_000)  # the peers' processes: another layout, another bare figure
+    peers = {
+        "otel-metrics": _mode({"metric measurements": 3.0}, 4_200_000, 10_250_000),  # 5x, 3x: no tokens
+        "sdk-spans": _mode({"spans": 1.0, "span tokens": 51.0}, 4_400_000, 11_100_000),  # 15x, 20x
+        "openlit": _mode({}, 7_000_000, 20_000_000),  # recorded nothing
+    }
+    processes = [{"modes": shared}, *({"modes": {"bare": base, name: mode}} for name, mode in peers.items())]
+    names = [*shared, *peers]
+    rows = instructions.summarise(processes, names, 10, 5)
     assert rows["ours"]["cases"]["non-streaming"]["added"] == 20_000
-    assert rows["ours"]["cases"]["non-streaming"]["noise"] == 0
+    assert rows["ours"]["cases"]["non-streaming"]["added_noise"] == 0  # the rounds differ alike
+    assert rows["bare"]["cases"]["non-streaming"]["per_request"] == 4_000_000.5  # the shared process's
     assert rows["sdk-spans"]["cases"]["non-streaming"]["ratio_to_ours"] == 15
     assert [name for name, row in rows.items() if row["flagged"]] == ["openlit"]
-    result = {"machine": {"python": "3", "valgrind": "3", "cpu": "cpu", "date": "today", "commit": "c",
-                          "minutes": 1.0}, "requests": 10, "streams": 5, "jobs": 2, "rows": rows}  # fmt: skip
+    machine = {"python": "3", "valgrind": "3", "cpu": "cpu", "date": "today", "commit": "c", "minutes": 1.0}
+    result = {"machine": machine, "requests": 10, "streams": 5, "rounds": 2, "layouts": 1, "jobs": 2}
+    result["rows"] = rows
     result["targets"] = instructions.targets(rows)
     verdicts = [(t["target"], t["verdict"]) for t in result["targets"]]
     assert [v for _, v in verdicts] == [
