@@ -3,52 +3,57 @@ multiprocess mode, a pass-through wrapper and the peers, in one run, beside the 
 
 What runs. The real anthropic SDK (its default HTTP client, so keep-alive) talks HTTP to a fake Anthropic
 API on 127.0.0.1: a threaded server in a process of its own, not under valgrind, whose two replies
-(overhead.py's message, and its 50-event stream) are encoded once at start-up and sent in one write each,
-so the client never sees a reply trickle in. Each configuration runs in one worker process under
-callgrind, set up by ``peers.set_up`` (the same code as peers.py's, imported from it), which also reads
-back what it recorded: one request and one stream are checked before counting, and a configuration that
-should record and recorded nothing (or did not start) is flagged in the table and fails the run.
+(overhead.py's message, and its 50-event stream) are encoded once at start-up and sent in one write each.
+Every configuration is set up by ``peers.set_up`` (peers.py's code, imported), which also reads back what
+it recorded: one request and one stream are checked before counting, and a configuration that should
+record and recorded nothing, or did not start, is flagged in the table and fails the run (exit 1).
 
-What is counted. The worker starts with callgrind's instrumentation off (``--instr-atstart=no``: imports
-and set-up run at a few times native speed instead of 50x), makes its check and warm-up requests, then
-turns instrumentation on with a valgrind client request and counts four segments: N non-streaming requests
-twice, then S streams twice. Each segment starts after a ``gc.collect()`` with the counters zeroed and
-ends with a dump (both client requests), so it holds exactly its requests, every thread included (an
-OpenTelemetry batch processor's too: the tracer and logger providers are flushed at the end of each
-segment, inside it, so each segment pays for handling its own spans and log records; exporting them to
-a collector is not counted, nor is reading metrics, ours or theirs, which happens at scrape time). The
-client requests are made from Python through five x86-64 instructions that valgrind.h's macros expand to,
-in an executable page called with ctypes; outside valgrind they do nothing, so the worker checks
-RUNNING_ON_VALGRIND first.
+Processes. The bare SDK, ours, ours in multiprocess mode and the pass-through wrapper can be undone in
+place (``uninstrument()``, the original method put back), so they take turns in one process: round after
+round, each is set up, counted and undone, in a rotating order. A peer cannot be undone (global
+providers), so each peer has a process of its own in which the bare SDK is counted first, as its pair.
+Every process imports the SDK and makes a few requests before any configuration's code is imported.
+
+What is counted. A worker starts with callgrind's instrumentation off (``--instr-atstart=no``: imports
+and warm-up run at a few times native speed instead of 50x), warms every configuration up, then turns
+instrumentation on with a valgrind client request. A segment is N non-streaming requests (or S streams)
+in one configuration: after a ``gc.collect()`` and one request that keeps the connection fresh (httpx
+drops one idle for 5 s), the counters are zeroed, and after the requests the tracer and logger providers
+are flushed (so a segment pays for handling its own spans and log records: a batch processor's thread is
+counted, all threads are) and the counters dumped, labelled. Exporting telemetry to a collector is not
+counted, nor is reading metrics, ours or theirs, which happens at scrape time. The client requests are
+the five x86-64 instructions valgrind.h's macros expand to, in an executable page called with ctypes;
+outside valgrind they do nothing, so the worker checks RUNNING_ON_VALGRIND first. Each segment's calls
+to libc's connect, recv and send are counted too: a segment that opened a connection fails its
+configuration (keep-alive did not hold), and one recv per request shows the reply arrived in one piece.
 
 Excluding glibc malloc. Python's small objects come from its own allocator (counted); larger blocks, and
 the Rust and C extensions' allocations, go to glibc malloc, whose cost depends on the heap's history
 (consolidation, trimming) more than on the code under test. Each dump is read call edge by call edge:
 the inclusive cost of every call from a function outside glibc's allocator (``malloc``, ``free``,
 ``realloc``, ``calloc``, ``memalign`` and friends, by name) into one inside it is subtracted from the
-segment's total. Counting edges from outside, rather than adding up each allocator function's inclusive
-cost as ``callgrind_annotate --inclusive=yes`` lists it, counts a nested call (were ``realloc`` to call
-``malloc``) once.
+segment's total. That equals the sum of those functions' inclusive costs as ``callgrind_annotate
+--inclusive=yes`` lists them (the tests check it), and would still count a nested call once.
 
-Layouts. A process's count depends on its layout as well as its code: string hashes place keys in
-dicts and sets, and the interpreter's method cache is indexed by types' version tags and names'
-addresses, so two configurations differ by a few thousand instructions per request for that reason
-alone (a pass-through wrapper measured from -5K to +9K per request, and +5K to +69K per stream, in
-single processes). Each configuration therefore runs in ``--layouts`` processes (3 by default), layout
-N with PYTHONHASHSEED=N and N x 64 classes and N x 256 interned names made before anything is imported;
-the bare SDK runs in the same layouts, and a configuration's added cost is averaged over its
-differences from the bare SDK layout by layout.
+The figures. Per request: the mean over a configuration's segments, over N (streams: over S). Added:
+the mean over rounds of (configuration - bare SDK) in the same process and round. ± is the standard
+error of that mean. What limits it is the interpreter, not the count: CPython's method cache (4096
+entries, indexed by a type's version tag and the address of the attribute's name) and its dicts place
+entries by layout, and every ``instrument()``, ``uninstrument()`` or patch gives the patched classes new
+version tags, so the same code costs more or less from one set-up to the next. A peer, set up once,
+varies by 1-3K per request between rounds; ours, set up anew each round, by up to ±30K per request
+(the first full run: six rounds, standard error 8K per request and 6K per stream). ``--rounds`` buys
+precision as its square root, at about half a minute per round; ``--layouts`` repeats each process with
+other string hashes and type tags (see ``layout()``). One process per configuration, the first method
+tried, was worse: a pass-through wrapper that does nothing measured from -5K to +9K per request and from
++5K to +69K per stream, depending on the process. Workers run two at a time (``--jobs``); the counts do
+not depend on the machine's load, only the run's duration does.
 
-The figures. Per request: the mean over layouts of each process's two segments over N (streams: over
-S). ±: the larger of half the range over layouts and half the difference between a process's two
-segments (for an added cost: the configuration's plus the bare SDK's), per request: the method's
-resolution in this run. Workers run two at a time (``--jobs``); instruction counts do not depend on what
-else the machine does, only the run's duration does.
-
-    make bench-instructions           # project venv: bare, ours, ours-mp, passthrough
-    make bench-instructions-peers     # benchmarks/.venv-peers: the full table with the peers
-    python benchmarks/instructions.py [--configs bare,ours,...] [--requests 200] [--streams 50]
-                                      [--json FILE] [--markdown] [--keep DIR]
+    make bench-instructions           # project venv: bare, ours, ours-mp, passthrough (~4 minutes)
+    make bench-instructions-peers     # benchmarks/.venv-peers: the full table with the peers (~12 minutes)
+    python benchmarks/instructions.py [--configs bare,ours,...] [--rounds 6] [--requests 40] [--streams 12]
+                                      [--json FILE] [--markdown] [--write-doc] [--keep DIR]
+    python benchmarks/instructions.py --from-json FILE [--markdown] [--write-doc]   # no run: render
 """
 
 from __future__ import annotations
@@ -88,8 +93,8 @@ SEGMENT = {"non-streaming": "plain", "50-event stream": "stream"}  # dump labels
 CONFIGS = ("bare", "ours", "ours-mp", "passthrough", "otel-metrics", "otel-traces", "sdk-spans", "openlit")
 SILENT = ("bare", "passthrough")
 PEERS = ("otel-metrics", "otel-traces", "sdk-spans", "openlit")
-# Heaviest first, so two workers at a time finish together.
-ORDER = ("openlit", "otel-traces", "otel-metrics", "sdk-spans", "ours-mp", "ours", "passthrough", "bare")
+# The peers' processes, heaviest first (after the shared process, the longest), so two at a time end together.
+ORDER = ("openlit", "otel-traces", "otel-metrics", "sdk-spans")
 WARMUP = 200  # requests (streams: a quarter), uninstrumented, before counting: lazy imports, caches, series,
 # and the interpreter's specialisation of the hot code (fewer left a first segment ~4K per request dearer)
 PREWARM = 5  # requests and streams each, before the configuration is set up (see worker())
@@ -236,16 +241,11 @@ _LAYOUT: list[object] = []
 
 
 def layout(number: int) -> None:
-    """Move what decides collisions in the interpreter's hash tables, before anything else is imported.
-
-    A process's count depends on its layout: string hashes (PYTHONHASHSEED, set by the orchestrator to
-    the layout's number) place keys in dicts and sets, and the method cache (4096 entries in 3.11) is
-    indexed by each type's version tag, taken in the order types are first looked up, and the address of
-    the attribute's name. Two processes of the same code in different layouts differ by a few thousand
-    instructions per request; so do two configurations, for that reason alone. Layout N also makes
-    N x 64 classes and interns N x 256 strings first, so later types and names get other tags and
-    addresses; averaging over layouts leaves out what is luck of the layout.
-    """
+    """Layout ``number``: what decides collisions in the interpreter's hash tables, moved before anything
+    else is imported. String hashes come from PYTHONHASHSEED (the orchestrator sets it to the number);
+    the method cache is indexed by version tags, taken in the order types are first looked up, and by
+    names' addresses: N x 64 classes looked up and N x 256 names interned first move both. Layout 0
+    changes nothing."""
     for i in range(number * 64):
         cls = type(f"Layout{i}", (), {})
         _ = cls.__name__  # a lookup: the class takes a version tag
@@ -757,10 +757,11 @@ def _footnote(result: dict[str, Any], names: list[str]) -> str:
             if malloc
             else " (no bare SDK in this run: nothing added)"
         )
-        + f". Each figure is the mean over {result['layouts']} layouts (processes whose string hashes, type "
-        "version tags and name addresses differ; added: paired with the bare SDK's process of the same "
-        "layout); ± is the larger of half its range over the layouts and half the difference between a "
-        f"process's two segments of {result['requests']} requests, or {result['streams']} streams. "
+        + f". Each figure is the mean of {result['rounds']} segments of {result['requests']} requests (or "
+        f"{result['streams']} streams) per configuration and case"
+        + (f", in each of {result['layouts']} layouts" if result.get("layouts", 1) > 1 else "")
+        + "; added: the mean of per-round differences from the bare SDK in the same process (a peer's "
+        "process counts the bare SDK first, as its pair); ± is the standard error of the mean. "
         "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ". "
         f"Python {m['python']}, valgrind {m['valgrind']}, {m['cpu']}; {m['date']}, commit {m['commit']}; "
         f"{result['jobs']} workers at a time, {m['minutes']:.1f} minutes."
@@ -847,6 +848,7 @@ def main() -> int:
         "--write-doc", action="store_true", help="replace the generated sections of docs/benchmarks.md"
     )
     parser.add_argument("--keep", type=Path, help="keep the callgrind dumps and logs in this directory")
+    parser.add_argument("--from-json", type=Path, help="no run: print (or --write-doc) a saved --json result")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--layout", type=int, default=0, help=argparse.SUPPRESS)
@@ -860,6 +862,8 @@ def main() -> int:
         layout(args.layout)
         worker(args.worker.split(","), args.port, args.rounds, args.requests, args.streams, args.result)
         return 0
+    if args.from_json:
+        return report(json.loads(args.from_json.read_text()), args)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
@@ -889,11 +893,11 @@ def main() -> int:
             return report
 
         # One process for the bare SDK and the configurations that can be undone, taking turns; one per
-        # peer, which cannot be, with the bare SDK counted first in it as its pair. Heaviest first.
+        # peer, which cannot be, with the bare SDK counted first in it as its pair. Longest first.
         group = [n for n in REVERSIBLE if n in names or n == "bare"]
         processes = [["bare", n] for n in ORDER if n in names and n not in REVERSIBLE]
         if len(group) > 1 or "bare" in names:
-            processes.append(group)
+            processes.insert(0, group)
         jobs = [(modes, k) for k in range(args.layouts) for modes in processes]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             reports = list(pool.map(one, jobs))
@@ -911,6 +915,12 @@ def main() -> int:
     result["targets"] = targets(rows)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return report(result, args)
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> int:
+    """Print the result (and write the doc's sections); 1 if a configuration is flagged."""
+    rows = result["rows"]
     print(markdown(result) if args.markdown else text(result))
     if args.write_doc:
         print(f"{DOC}: wrote {', '.join(write_doc(result))}", file=sys.stderr)
