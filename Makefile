@@ -165,7 +165,7 @@ bench-peers: peers-venv
 	$(PEERS)/bin/python benchmarks/peers.py $(ARGS)
 
 # Instructions per request under valgrind (callgrind), glibc malloc left out: the bare SDK, this shim, its
-# multiprocess mode and a pass-through wrapper, in the project's venv (about 4 minutes on 2 cores); the
+# multiprocess mode and a pass-through wrapper, in the project's venv (about 3 minutes on 2 cores); the
 # -peers target adds OpenTelemetry's instrumentation, the SDK's own spans and openlit, every configuration
 # in the peers' venv (about 12 minutes). ARGS=--write-doc puts the tables into docs/benchmarks.md.
 bench-instructions: venv debs

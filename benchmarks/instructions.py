@@ -49,7 +49,7 @@ tried, was worse: a pass-through wrapper that does nothing measured from -5K to 
 +5K to +69K per stream, depending on the process. Workers run two at a time (``--jobs``); the counts do
 not depend on the machine's load, only the run's duration does.
 
-    make bench-instructions           # project venv: bare, ours, ours-mp, passthrough (~4 minutes)
+    make bench-instructions           # project venv: bare, ours, ours-mp, passthrough (~3 minutes)
     make bench-instructions-peers     # benchmarks/.venv-peers: the full table with the peers (~12 minutes)
     python benchmarks/instructions.py [--configs bare,ours,...] [--rounds 6] [--requests 40] [--streams 12]
                                       [--json FILE] [--markdown] [--write-doc] [--keep DIR]
