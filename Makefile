@@ -1,6 +1,7 @@
 # Two set-up commands for a new user: `make demo` and `make test`. Each makes its own virtual
 # environment from the committed lock and installs the Debian tools it needs (Prometheus, Alertmanager,
-# Pushgateway, jq, curl, openssl, and Node.js for the seed's JavaScript and the Claude Code CLI).
+# Pushgateway, jq, curl, openssl, Node.js for the seed's JavaScript and the Claude Code CLI, and valgrind
+# for benchmarks/instructions.py).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,6 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: demo test lint debs tools venv lock claude-code generate check-generated clean
 .PHONY: test-fast test-unit test-integration test-system test-benchmark
 .PHONY: sdk-suite sdk-suite-clean test-newest test-floor bench-anomaly bench-peers bench-scrape
+.PHONY: bench-instructions bench-instructions-peers peers-venv
 .PHONY: stack-debs stack-images test-stack
 
 # The locked environment: every transitive pin with its hashes in $(LOCK), so a fresh clone installs the
@@ -39,7 +41,7 @@ debs:
 	@missing=""; \
 	for t in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
 	         amtool:prometheus-alertmanager prometheus-pushgateway:prometheus-pushgateway jq:jq curl:curl \
-	         openssl:openssl node:nodejs npm:npm; do \
+	         openssl:openssl node:nodejs npm:npm valgrind:valgrind; do \
 	  command -v $${t%%:*} >/dev/null 2>&1 || case " $$missing " in *" $${t##*:} "*) ;; \
 	    *) missing="$$missing $${t##*:}";; esac; \
 	done; \
@@ -145,16 +147,32 @@ bench-anomaly: venv debs
 
 # Benchmarks (not part of `make test`): figures for docs/benchmarks.md. The peers get a venv of their own,
 # so their dependencies never enter the project's; --no-deps because openlit declares anthropic<1.
+# It holds this checkout editable: peers-venv re-points it when its claude_exporter is another checkout's
+# (a venv copied from another worktree), so "ours" is always the code beside the Makefile.
 PEERS := benchmarks/.venv-peers
 $(PEERS)/.installed: benchmarks/peers-requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(PEERS)
 	$(PEERS)/bin/pip install -q --upgrade pip
 	$(PEERS)/bin/pip install -q --no-deps -r benchmarks/peers-requirements.txt
-	$(PEERS)/bin/pip install -q --no-deps -e .
+	$(PEERS)/bin/pip install -q --no-deps -e $(CURDIR)
 	touch $@
 
-bench-peers: $(PEERS)/.installed
+peers-venv: $(PEERS)/.installed
+	@$(PEERS)/bin/python -c 'import sys, claude_exporter as c; sys.exit(not c.__file__.startswith("$(CURDIR)/"))' \
+	  || { echo "re-pointing $(PEERS) at $(CURDIR)"; $(PEERS)/bin/pip install -q --no-deps -e $(CURDIR); }
+
+bench-peers: peers-venv
 	$(PEERS)/bin/python benchmarks/peers.py $(ARGS)
+
+# Instructions per request under valgrind (callgrind), glibc malloc left out: the bare SDK, this shim, its
+# multiprocess mode and a pass-through wrapper, in the project's venv (about 3 minutes on 2 cores); the
+# -peers target adds OpenTelemetry's instrumentation, the SDK's own spans and openlit, every configuration
+# in the peers' venv (about 12 minutes). ARGS=--write-doc puts the tables into docs/benchmarks.md.
+bench-instructions: venv debs
+	$(BIN)/python benchmarks/instructions.py --configs bare,ours,ours-mp,passthrough $(ARGS)
+
+bench-instructions-peers: peers-venv debs
+	$(PEERS)/bin/python benchmarks/instructions.py $(ARGS)
 
 bench-scrape: venv
 	$(BIN)/python benchmarks/scrape.py $(ARGS)

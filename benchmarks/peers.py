@@ -64,6 +64,12 @@ CONFIGS = {
         # the method's resolution in this run (memory layout, scheduling, the machine's other load).
         Config("bare-2", "control: the bare SDK in another process", ()),
         Config("ours", "claude-exporter `instrument()`", ("claude-exporter", "prometheus-client")),
+        # Not in the default set (instructions.py measures it): PROMETHEUS_MULTIPROC_DIR set at instrument().
+        Config(
+            "ours-mp",
+            "claude-exporter `instrument()`, multiprocess mode",
+            ("claude-exporter", "prometheus-client"),
+        ),
         Config(
             "otel-metrics",
             "OTel instrumentation-anthropic, MeterProvider only",
@@ -222,13 +228,19 @@ def set_up(name: str, workdir: Path) -> Evidence:
     evidence = Evidence()
     if name in ("bare", "bare-2"):
         pass
-    elif name == "ours":
+    elif name in ("ours", "ours-mp"):
         import claude_exporter
         from prometheus_client import CollectorRegistry
 
         registry = CollectorRegistry()
-        claude_exporter.instrument(registry=registry)
-        evidence.probes.append(_registry_probe(registry))
+        if name == "ours-mp":
+            (workdir / "multiproc").mkdir()
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "multiproc")  # read once, at instrument()
+        try:
+            claude_exporter.instrument(registry=registry)
+        finally:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        evidence.probes.append(_registry_probe(registry))  # in multiprocess mode, read back from the files
     elif name in ("otel-metrics", "otel-traces"):
         from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
 
@@ -528,7 +540,7 @@ def goals(rows: dict[str, Any], case: str, clock: str = "cpu") -> list[str]:
     token_peers = {
         name: added(name)
         for name, row in rows.items()
-        if name not in ("bare", "bare-2", "ours") and row["cases"].get(case, {}).get("tokens")
+        if name not in ("bare", "bare-2", "ours", "ours-mp") and row["cases"].get(case, {}).get("tokens")
     }
     known = {name: a for name, a in token_peers.items() if a is not None}
     if known and ours is not None:
