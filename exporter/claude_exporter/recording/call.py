@@ -128,15 +128,21 @@ class Call:
                 blocks = [*blocks, *self.client_blocks]
             ok = error_type is None
             error = None if error_type is None else (error_type, error_code)
-            cost, bucket = labels.record(ok, seconds, usage, stop_reason, error, blocks, self.raw_model)
             ex = self.execution
+            if ex is None and not rec.listening():
+                # Outside any execution, with nothing listening for executions: the request and the
+                # execution of its own it is are recorded together, under its series' one lock.
+                labels.default_exec()
+                labels.record(ok, seconds, usage, stop_reason, error, blocks, self.raw_model, None, True)
+                return
+            cost, bucket = labels.record(ok, seconds, usage, stop_reason, error, blocks, self.raw_model)
             if ex is not None:
                 ex.totals.add(usage, cost, len(blocks), labels.model, stop_reason)
             else:  # outside any execution the request is an execution of its own
                 rec.finish_execution(
                     labels.default_exec(),
                     seconds,
-                    (usage, cost, len(blocks), labels.model, stop_reason),  # Totals.of_request's, if needed
+                    (usage, cost, len(blocks), labels.model, stop_reason),  # Totals.of_request's
                     error_type,
                     error_message,
                     bucket,

@@ -63,10 +63,13 @@ class RequestLabels:
         self.code_tools = code_tools  # client-side tools whose results count as code execution
 
     def default_exec(self) -> Any:
-        """The (agent, "default") execution series, for requests made outside any execution."""
+        """The (agent, "default") execution series, for requests made outside any execution; its series
+        records them as that series' executions (``record(..., lone=True)``)."""
         found = self._default_exec
         if found is None:
-            found = self._default_exec = self._rec.exec_labels(self.agent, "default")
+            found = self._rec.exec_labels(self.agent, "default")
+            found.lone_from(self.series)
+            self._default_exec = found
         return found
 
     # -- the one way a finished request is recorded -----------------------------------------------------
@@ -81,11 +84,14 @@ class RequestLabels:
         blocks: Sequence[tuple[str, str]] = (),
         raw_model: str = "",
         cost: float | None = None,
+        lone: bool = False,
     ) -> tuple[float, int]:
         """Record one finished request: priced from ``usage`` (unless the source gives its own ``cost``),
         every family it touches updated under its series' one lock, then what the response said beside
         its usage. Returns its cost and its duration bucket (a lone request's execution reuses both).
-        ``raw_model``: the model the request named, which prices it when the label folded it."""
+        ``raw_model``: the model the request named, which prices it when the label folded it. ``lone``: a
+        request outside any execution, whose execution of its own is recorded with it (nothing listens
+        for executions; :meth:`default_exec` must have been called)."""
         if usage is None:
             cost = savings = 0.0
         elif cost is None:
@@ -99,7 +105,7 @@ class RequestLabels:
             or (blocks and any(key not in series.code for key in blocks))
         ):
             stop_reason, error, blocks = self._admit_new(stop_reason, error, blocks)
-        bucket: int = series.finish(ok, seconds, usage, cost, savings, stop_reason, error, blocks)
+        bucket: int = series.finish(ok, seconds, usage, cost, savings, stop_reason, error, blocks, lone)
         if usage is not None and (usage.cache_miss is not None or usage.refusal is not None):
             self._response_facts(usage.cache_miss, usage.cache_missed, usage.refusal)
         return cost, bucket

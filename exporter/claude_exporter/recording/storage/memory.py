@@ -54,6 +54,7 @@ class RequestSeries:
         "duration",
         "errors",
         "lock",
+        "lone",
         "misses",
         "model",
         "outcomes",
@@ -85,6 +86,7 @@ class RequestSeries:
         self.code: dict[tuple[str, str], int] = {}  # (tool, outcome)
         self.misses: dict[str, list[int]] = {}  # cache-miss reason -> [responses, missed input tokens]
         self.refusals: dict[str, int] = {}  # refusal category
+        self.lone: _Lone | None = None  # set by lone_from(): the executions its lone requests are
 
     def finish(
         self,
@@ -96,11 +98,32 @@ class RequestSeries:
         stop_reason: str | None,
         error: tuple[str, str] | None,
         blocks: Sequence[tuple[str, str]],
+        lone: bool = False,
     ) -> int:
-        """Record one finished request; returns its duration bucket (an implicit execution reuses it)."""
+        """Record one finished request; returns its duration bucket (an implicit execution reuses it).
+        ``lone``: a request outside any execution, recorded here too as the execution of its own that it
+        is, under the same lock (see :meth:`ExecSeries.lone_from`)."""
         duration = self.duration
         bucket = bisect_left(duration.bounds, seconds)
+        executions: Any = self.lone
+        if lone:
+            if executions is None:
+                raise RuntimeError("a lone request on a series no execution series reads")
+            if usage is None:
+                at_in = at_out = tokens_in = tokens_out = 0
+            else:
+                tokens_in, tokens_out = usage.input + usage.cache_creation + usage.cache_read, usage.output
+                at_in = bisect_left(executions.tokens_in.bounds, tokens_in)
+                at_out = bisect_left(executions.tokens_out.bounds, tokens_out)
         with self.lock:
+            if lone:
+                executions.outcomes[0 if ok else 1] += 1  # the execution series' requests histogram: 1 each
+                executions.duration.counts[bucket] += 1
+                executions.duration.sum += seconds
+                executions.tokens_in.counts[at_in] += 1
+                executions.tokens_in.sum += tokens_in
+                executions.tokens_out.counts[at_out] += 1
+                executions.tokens_out.sum += tokens_out
             self.outcomes[0 if ok else 1] += 1
             duration.counts[bucket] += 1
             duration.sum += seconds
@@ -171,10 +194,33 @@ class RequestSeries:
             }
 
 
+class _Lone:
+    """The executions a request series' lone requests were (each an execution of one request), kept
+    under the request series' lock and added to its agent's (agent, "default") series when read."""
+
+    __slots__ = ("duration", "outcomes", "tokens_in", "tokens_out")
+
+    def __init__(self, duration_bounds: tuple[float, ...], token_bounds: tuple[int, ...]) -> None:
+        self.outcomes = [0, 0]
+        self.duration = Histogram(duration_bounds)
+        self.tokens_in = Histogram(token_bounds)
+        self.tokens_out = Histogram(token_bounds)
+
+
 class ExecSeries:
     """Every execution-level family for one (agent, task)."""
 
-    __slots__ = ("agent", "duration", "lock", "outcomes", "requests", "task", "tokens_in", "tokens_out")
+    __slots__ = (
+        "agent",
+        "duration",
+        "lock",
+        "lone",
+        "outcomes",
+        "requests",
+        "task",
+        "tokens_in",
+        "tokens_out",
+    )
 
     def __init__(
         self,
@@ -192,6 +238,15 @@ class ExecSeries:
         self.tokens_in = Histogram(token_bounds)  # ints: compared with int counts, faster than floats
         self.tokens_out = Histogram(token_bounds)
         self.requests = Histogram(request_bounds)
+        self.lone: list[RequestSeries] = []  # request series whose lone requests are executions here
+
+    def lone_from(self, series: RequestSeries) -> None:
+        """Let ``series`` record its lone requests as executions of this series (its agent's default
+        task), under its own lock: a lone request then costs no second lock and no second bisect of its
+        duration. :meth:`snapshot` adds them in."""
+        if series.lone is None:
+            series.lone = _Lone(self.duration.bounds, self.tokens_in.bounds)  # type: ignore[arg-type]
+            self.lone.append(series)
 
     def record(
         self,
@@ -221,14 +276,36 @@ class ExecSeries:
             turns.sum += requests
 
     def snapshot(self) -> dict[str, Any]:
+        snap: dict[str, Any]
         with self.lock:
-            return {
+            snap = {
                 "outcomes": list(self.outcomes),
                 "duration": self.duration.snapshot(),
                 "tokens_in": self.tokens_in.snapshot(),
                 "tokens_out": self.tokens_out.snapshot(),
                 "requests": self.requests.snapshot(),
             }
+        for series in list(self.lone):
+            with series.lock:
+                part = series.lone
+                if part is None:
+                    continue
+                n = part.outcomes[0] + part.outcomes[1]
+                _add(snap["outcomes"], part.outcomes)
+                for field in ("duration", "tokens_in", "tokens_out"):
+                    counts, total = snap[field]
+                    histogram = getattr(part, field)
+                    _add(counts, histogram.counts)
+                    snap[field] = (counts, total + histogram.sum)
+            counts, total = snap["requests"]
+            counts[0] += n  # every lone execution is one request: the first bucket (1)
+            snap["requests"] = (counts, total + n)
+        return snap
+
+
+def _add(into: list[int], values: list[int]) -> None:
+    for i, value in enumerate(values):
+        into[i] += value
 
 
 class Counter:

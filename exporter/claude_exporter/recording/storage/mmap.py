@@ -215,6 +215,7 @@ class _RequestSeries:
         "code",
         "duration_bounds",
         "errors",
+        "lone",
         "misses",
         "model",
         "rate_limited",
@@ -246,6 +247,7 @@ class _RequestSeries:
         self.rate_limited: dict[Any, _Value] = {}
         self.refusals: dict[Any, _Value] = {}
         self.misses: dict[str, tuple[_Value, _Value]] = {}
+        self.lone: _ExecSeries | None = None  # set by its agent's default execution series (lone_from)
 
     def _core_values(self) -> tuple[Any, ...]:
         # Made on the first counted request, not at creation: the overflow series that only holds folded
@@ -288,6 +290,7 @@ class _RequestSeries:
         stop_reason: str | None,
         error: tuple[str, str] | None,
         blocks: Sequence[tuple[str, str]],
+        lone: bool = False,
     ) -> int:
         with self._files:
             success, failed, duration, token_values, cost_value, savings_value = (
@@ -308,6 +311,14 @@ class _RequestSeries:
                 self._child("errors", error).add(1)
             for key in blocks:
                 self._child("code", key).add(1)
+            if lone:  # the execution of its own that a lone request is, under the same lock
+                executions = self.lone
+                if executions is None:
+                    raise RuntimeError("a lone request on a series no execution series reads")
+                if usage is None:
+                    executions.write(ok, seconds, 0, 0, 1, bucket)
+                else:
+                    executions.write(ok, seconds, usage.all_input, usage.output, 1, bucket)
         return bucket
 
     @staticmethod
@@ -401,11 +412,21 @@ class _ExecSeries:
         bucket: int = -1,
     ) -> None:
         with self._files:
-            self.outcomes[0 if ok else 1].add(1)
-            self.duration.observe(seconds, bucket)
-            self.tokens_in.observe(input_tokens)
-            self.tokens_out.observe(output_tokens)
-            self.requests.observe(requests, 0 if requests == 1 else -1)
+            self.write(ok, seconds, input_tokens, output_tokens, requests, bucket)
+
+    def write(
+        self, ok: bool, seconds: float, input_tokens: int, output_tokens: int, requests: int, bucket: int
+    ) -> None:
+        """:meth:`record` for a caller that holds the files' lock."""
+        self.outcomes[0 if ok else 1].add(1)
+        self.duration.observe(seconds, bucket)
+        self.tokens_in.observe(input_tokens)
+        self.tokens_out.observe(output_tokens)
+        self.requests.observe(requests, 0 if requests == 1 else -1)
+
+    def lone_from(self, series: _RequestSeries) -> None:
+        """Let ``series`` write its lone requests as executions of this series, in its lock section."""
+        series.lone = self
 
     def snapshot(self) -> dict[str, Any]:
         """This process's own values (the health window's view), shaped as in memory."""
