@@ -17,7 +17,7 @@ from typing import Any
 
 import anthropic
 import claude_exporter as ce
-import claude_exporter.settings
+import claude_exporter.lifecycle
 import pytest
 import yaml
 from claude_exporter.exposition.eventlog import LOGGER_NAME, event_log_listener
@@ -327,7 +327,7 @@ def test_sampling_uses_the_rate_as_a_threshold_on_the_rng(tmp_path, monkeypatch)
     """With a scripted random source: a success is written exactly when rng() < sampling_rate."""
     draws = itertools.cycle([0.1, 0.49, 0.5, 0.51, 0.99, 0.0])
     monkeypatch.setattr(
-        claude_exporter.settings,
+        claude_exporter.lifecycle,
         "event_log_listener",
         functools.partial(event_log_listener, rng=lambda: next(draws)),
     )

@@ -63,7 +63,7 @@ RANKS: dict[str, int] = {
     "exposition": 3,
     "ingest": 3,
     "server": 4,
-    "settings": 5,
+    "lifecycle": 5,
     "instrumentation": 6,
     "__init__": 7,
     "testing": 8,

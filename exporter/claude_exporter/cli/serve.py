@@ -19,9 +19,9 @@ from prometheus_client import REGISTRY
 
 from claude_exporter.config import Config, ConfigError
 from claude_exporter.ingest.tail import POLL_INTERVAL, LogFollower
+from claude_exporter.lifecycle import close_recorder, open_recorder, resolve_settings
 from claude_exporter.recording.state import ACTIVE
 from claude_exporter.server import MetricsServer, start_http_server
-from claude_exporter.settings import close_recorder, open_recorder, resolve_settings
 
 __all__ = ["serve"]
 

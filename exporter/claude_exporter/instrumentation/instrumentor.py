@@ -17,9 +17,9 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from claude_exporter.instrumentation import seams
 from claude_exporter.instrumentation.extract import error_message
+from claude_exporter.lifecycle import Opened, close_recorder, open_recorder, resolve_settings
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.state import ACTIVE
-from claude_exporter.settings import Opened, close_recorder, open_recorder, resolve_settings
 
 __all__ = ["SEAMS", "instrument", "is_instrumented", "uninstrument"]
 
