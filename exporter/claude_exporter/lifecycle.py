@@ -1,4 +1,4 @@
-"""From a configuration to a working recorder and back: what is decided once, opened all or nothing, closed whole.
+"""From a configuration to a working recorder and back: decided once, opened all or nothing, closed whole.
 
 What is decided once: label caps, default agent, timeout buckets, prices, client-side code tools, enabled
 families; the listeners a finished execution is handed to (event log, health window); and the collectors
