@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,7 @@ class Opened:
     claude_code: ClaudeCodeIngest
     collectors: list[Collector] = field(default_factory=list)
     health: HealthWindow | None = None
+    opened_at: float = field(default_factory=time.time)  # the recorder's totals were all zero then
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def health_window(self) -> HealthWindow:
@@ -106,7 +108,7 @@ class Opened:
         second, which an application that serves no health endpoint should not pay for."""
         with self._lock:
             if self.health is None:
-                self.health = start_health(self.config, self.recorder)
+                self.health = start_health(self.config, self.recorder, since=self.opened_at)
             return self.health
 
 

@@ -64,6 +64,11 @@ class HealthWindow:
             row[3] += over
         return {agent: (row[0], row[1], row[2], row[3]) for agent, row in out.items()}
 
+    def seed(self, when: float) -> None:
+        """Zero totals at ``when``: the state of a recorder that opened then, for a window started since."""
+        with self._lock:
+            self._snapshots.appendleft((when, {}))
+
     def tick(self) -> None:
         now = self._clock()
         totals = self.totals()
@@ -134,9 +139,14 @@ def _figures(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def start_health(config: Config, rec: Recorder, interval: float = 1.0) -> HealthWindow:
-    """The health window of ``rec``'s executions, ticked from a daemon thread until ``rec`` closes."""
+def start_health(
+    config: Config, rec: Recorder, interval: float = 1.0, since: float | None = None
+) -> HealthWindow:
+    """The health window of ``rec``'s executions, ticked from a daemon thread until ``rec`` closes.
+    ``since``: when ``rec`` opened (Unix time), with nothing recorded yet, for a window started later."""
     window = HealthWindow(config, rec)
+    if since is not None:
+        window.seed(since)
     window.tick()
     stop = threading.Event()
 

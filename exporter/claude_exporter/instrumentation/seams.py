@@ -124,12 +124,13 @@ def _settle(call: Call, result: Any) -> Any:
     """Account for a successful return. Returns an awaitable when an async raw response must be parsed
     (the SDK caches the parse, so the caller's own ``parse()`` gets the same object)."""
     try:
-        if getattr(result, "usage", None) is not None:
-            _message(call, result)
-        elif isinstance(result, Stream):
+        # Streams first: asking a stream for the usage it lacks would raise and catch AttributeError.
+        if isinstance(result, Stream):
             watch_stream(call, result, is_async=False)
         elif isinstance(result, AsyncStream):
             watch_stream(call, result, is_async=True)
+        elif getattr(result, "usage", None) is not None:
+            _message(call, result)
         elif isinstance(result, BaseAPIResponse):
             if result.http_request.headers.get(RAW_RESPONSE_HEADER) == "stream":
                 _hook_streaming_response(call, result)

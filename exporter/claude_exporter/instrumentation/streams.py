@@ -30,6 +30,7 @@ from claude_exporter.recording.usage import Usage
 __all__ = ["WATCH_ATTR", "StreamWatch", "watch_stream"]
 
 WATCH_ATTR = "_claude_exporter_watch"
+_NOTHING: dict[str, Any] = {}
 
 
 class StreamWatch:
@@ -61,7 +62,8 @@ class StreamWatch:
         elif kind == "message_start":
             message = event.message
             self.usage.update(message.usage)
-            diagnostics = getattr(message, "diagnostics", None)
+            # From the model's fields: an SDK without the field would answer getattr by raising.
+            diagnostics = getattr(message, "__dict__", _NOTHING).get("diagnostics")
             if diagnostics is not None:
                 cache_miss(getattr(diagnostics, "cache_miss_reason", None), self.usage)
         elif kind == "content_block_start":
