@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -162,8 +162,3 @@ class Call:
     def fault(self, stage: str) -> None:
         """Count a fault of the shim at ``stage`` (never raises)."""
         self.rec.fault(stage)
-
-    def later(self, finish: Callable[[], None]) -> None:
-        """Hand ``finish`` to the recorder's next ordinary call or scrape: for a finaliser, which may run
-        while this thread holds a series lock and so must not record."""
-        self.rec.orphans.append(finish)
