@@ -9,19 +9,20 @@ every patch and registration before it propagates.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from claude_exporter.instrumentation import seams
+from claude_exporter.instrumentation import agent_sdk, seams
 from claude_exporter.instrumentation.extract import error_message
 from claude_exporter.lifecycle import Opened, close_recorder, open_recorder, resolve_settings
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.state import ACTIVE
 
-__all__ = ["SEAMS", "instrument", "is_instrumented", "uninstrument"]
+__all__ = ["OPTIONAL_SEAMS", "SEAMS", "instrument", "is_instrumented", "uninstrument"]
 
 # (module, class, attribute, factory). Bedrock and Vertex clients inherit the request method.
 SEAMS: tuple[tuple[str, str, str, seams.Factory], ...] = (
@@ -32,6 +33,11 @@ SEAMS: tuple[tuple[str, str, str, seams.Factory], ...] = (
     ("anthropic._streaming", "Stream", "close", seams.stream_close),
     ("anthropic._streaming", "AsyncStream", "close", seams.async_stream_close),
 )
+# Seams in packages that are optional (the ``agent-sdk`` extra): (top package, module, class, the factories
+# by attribute, built from what was opened). Skipped when the package is not installed.
+OPTIONAL_SEAMS: tuple[tuple[str, str, str, Callable[[Opened], dict[str, Callable[..., Any]]]], ...] = (
+    ("claude_agent_sdk", agent_sdk.MODULE, agent_sdk.CLASS, agent_sdk.seams),
+)
 _MARK = "__claude_exporter_original__"
 
 _lock = threading.Lock()
@@ -39,16 +45,26 @@ _patched: list[tuple[type, str, Any]] = []
 _opened: Opened | None = None
 
 
-def _apply(rec: Recorder) -> None:
+def _apply(opened: Opened) -> None:
+    rec = opened.recorder
     for module_name, class_name, attribute, factory in SEAMS:
+        _patch(getattr(importlib.import_module(module_name), class_name), attribute, factory, rec)
+    for package, module_name, class_name, build in OPTIONAL_SEAMS:
+        if importlib.util.find_spec(package) is None:
+            continue
         owner = getattr(importlib.import_module(module_name), class_name)
-        original = owner.__dict__[attribute]
-        if getattr(original, _MARK, None) is not None:
-            continue  # another copy of this package patched it already
-        replacement: Callable[..., Any] = factory(original, rec)
-        setattr(replacement, _MARK, original)
-        setattr(owner, attribute, replacement)
-        _patched.append((owner, attribute, original))
+        for attribute, wrap in build(opened).items():
+            _patch(owner, attribute, wrap)
+
+
+def _patch(owner: type, attribute: str, wrap: Callable[..., Callable[..., Any]], *args: Any) -> None:
+    original = owner.__dict__[attribute]
+    if getattr(original, _MARK, None) is not None:
+        return  # another copy of this package patched it already
+    replacement: Callable[..., Any] = wrap(original, *args)
+    setattr(replacement, _MARK, original)
+    setattr(owner, attribute, replacement)
+    _patched.append((owner, attribute, original))
 
 
 def _restore() -> None:
@@ -72,7 +88,7 @@ def instrument(config: Any = None, *, registry: CollectorRegistry | None = None)
         opened = open_recorder(settings, REGISTRY if registry is None else registry, error_message)
         rec = opened.recorder
         try:
-            _apply(rec)
+            _apply(opened)
         except BaseException:
             _restore()
             close_recorder(opened)

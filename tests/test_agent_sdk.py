@@ -1,0 +1,310 @@
+"""The Claude Agent SDK (``claude-agent-sdk`` from PyPI, the ``agent-sdk`` extra) measured with no code
+change: inside ``execution(agent=..., task=...)``, a ``query()`` and a ``ClaudeSDKClient`` session spawn the
+SDK's bundled Claude Code CLI against the fake API; the seam makes the CLI export its telemetry to the
+exporter's OTLP receiver (served in this process by ``start_http_server``), and one scrape shows exactly the
+requests, tokens and cost the fake served, under the execution's agent; each session's ``ResultMessage`` is
+cross-checked against that telemetry (``claude_exporter_events_total{source="agent_sdk"}``).
+
+Each CLI gets a throwaway HOME and working directory under tmp_path; the caller's own ``options.env`` (the
+fake's URL, a key) is what a user would set, and the seam adds the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import claude_exporter as ce
+import pytest
+from claude_exporter.config import load_config
+from claude_exporter.instrumentation import agent_sdk
+from claude_exporter.testing import FakeAnthropic, Reply
+from conftest import expected_cost
+from prometheus_client import CollectorRegistry
+from test_serve import free_port, poll, samples, value
+
+sdk = pytest.importorskip("claude_agent_sdk")  # the agent-sdk extra: in the dev lock, so CI runs this
+
+MODEL = "claude-sonnet-4-5"
+AGENT = "sdk-agent"
+TOKEN = "agent-sdk-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _config(tmp_path: Path, port: int) -> Any:
+    path = tmp_path / "exporter.yaml"
+    path.write_text(
+        f"monitoring:\n  {AGENT}:\n    sampling_rate: 1.0\n"
+        "exporter:\n"
+        "  server:\n"
+        f"    port: {port}\n"
+        "    token_env: AGENT_SDK_TEST_TOKEN\n"
+        "  otlp:\n"
+        "    enabled: true\n"
+        "    turn_idle_seconds: 30\n"
+    )
+    return load_config(path)
+
+
+def _options(tmp_path: Path, fake: FakeAnthropic, key: str, **extra: Any) -> Any:
+    home, work = tmp_path / f"home-{key}", tmp_path / f"work-{key}"
+    home.mkdir()
+    work.mkdir()
+    env = {
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": fake.url,
+        "ANTHROPIC_API_KEY": "sk-ant-test-key",
+        "ANTHROPIC_CUSTOM_HEADERS": f"X-Fake-Key: {key}",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        **extra,
+    }
+    return sdk.ClaudeAgentOptions(model=MODEL, cwd=str(work), env=env, max_turns=3)
+
+
+@pytest.fixture
+def exporter(tmp_path, monkeypatch):
+    """instrument() and the exporter's HTTP server (OTLP on) in this process, on the configured port."""
+    monkeypatch.setenv("AGENT_SDK_TEST_TOKEN", TOKEN)
+    for name in [k for k in os.environ if k.startswith(("OTEL_", "CLAUDE_CODE_"))]:
+        monkeypatch.delenv(name)
+    if ce.is_instrumented():
+        ce.uninstrument()
+    registry = CollectorRegistry()
+    port = free_port()
+    config = _config(tmp_path, port)
+    ce.instrument(config, registry=registry)
+    server = ce.start_http_server(port, config=config, registry=registry)
+    try:
+        yield server
+    finally:
+        server.close()
+        ce.uninstrument()
+
+
+def _figures(table: Any) -> dict[str, float]:
+    labels = {"agent": AGENT, "model": MODEL}
+    return {
+        "requests": value(table, "claude_requests_total", **labels, outcome="success"),
+        **{
+            kind: value(table, "claude_tokens_total", **labels, type=kind)
+            for kind in ("input", "output", "cache_read", "cache_creation")
+        },
+        "cost": value(table, "claude_cost_usd_total", **labels),
+    }
+
+
+def _want(replies: list[Reply]) -> dict[str, float]:
+    return {
+        "requests": len(replies),
+        "input": sum(r.input_tokens for r in replies),
+        "output": sum(r.output_tokens for r in replies),
+        "cache_read": sum(r.cache_read_input_tokens for r in replies),
+        "cache_creation": sum(r.cache_creation_input_tokens for r in replies),
+        "cost": sum(
+            expected_cost(
+                MODEL,
+                input=r.input_tokens,
+                output=r.output_tokens,
+                cache_5m=r.cache_creation_input_tokens,
+                cache_read=r.cache_read_input_tokens,
+            )
+            for r in replies
+        ),
+    }
+
+
+async def _collect(messages: Any, results: list[Any]) -> None:
+    async for message in messages:
+        if isinstance(message, sdk.ResultMessage):
+            results.append(message)
+
+
+@pytest.mark.system
+def test_query_and_client_sessions_reach_the_exporter_exactly(exporter, tmp_path):
+    one = [
+        Reply(input_tokens=120, output_tokens=30, cache_read_input_tokens=9, cache_creation_input_tokens=4)
+    ]
+    two = [Reply(input_tokens=50, output_tokens=7), Reply(input_tokens=70, output_tokens=11)]
+    results: list[Any] = []
+
+    async def run(fake: FakeAnthropic) -> None:
+        query_options = _options(tmp_path, fake, "query")
+        given = dict(query_options.env)
+        async with ce.execution("ask", agent=AGENT):
+            await _collect(sdk.query(prompt="say hi", options=query_options), results)
+        assert query_options.env == given  # the caller's options object is never written
+        client_options = _options(tmp_path, fake, "client")
+        async with ce.execution("chat", agent=AGENT), sdk.ClaudeSDKClient(options=client_options) as client:
+            for prompt in ("first", "second"):
+                await client.query(prompt)
+                await _collect(client.receive_response(), results)
+
+    with FakeAnthropic() as fake:
+        fake.script(*one, key="query")
+        fake.script(*two, key="client")
+        asyncio.run(run(fake))
+        assert fake.pending("query") == 0 and fake.pending("client") == 0
+    assert [r.is_error for r in results] == [False, False, False]
+    want = _want(one + two)
+    assert poll(lambda: _figures(samples(exporter.url, AUTH))["requests"] >= want["requests"], timeout=20)
+    table = samples(exporter.url, AUTH)
+    assert _figures(table) == {**want, "cost": pytest.approx(want["cost"], rel=1e-9)}
+    # The SDK's own figures agree: its last result's cost is the session's, each usage its turn's.
+    assert sum(m.usage["input_tokens"] for m in results) == want["input"]
+    assert results[0].total_cost_usd + results[-1].total_cost_usd == pytest.approx(want["cost"], rel=1e-9)
+    assert value(table, "claude_exporter_events_total", source="agent_sdk", result="agreed") == 2
+    assert value(table, "claude_exporter_events_total", source="agent_sdk", result="mismatch") == 0
+    assert value(table, "claude_code_sessions_total", agent=AGENT) == 2
+    assert value(table, "claude_exporter_internal_errors_total", stage="agent_sdk_env") == 0
+    # Identities never become labels.
+    labels = json_labels(table)
+    assert all(m.session_id not in labels for m in results)
+
+
+def json_labels(table: Any) -> str:
+    return repr(sorted(sorted(items) for _, items in table))
+
+
+@pytest.mark.system
+def test_a_result_the_telemetry_contradicts_is_counted_and_logged(tmp_path, monkeypatch, caplog):
+    """The exporter prices the model at ten times the list (an override): the CLI's own total_cost_usd then
+    disagrees with what its telemetry recorded, which the cross-check must say."""
+    monkeypatch.setenv("AGENT_SDK_TEST_TOKEN", TOKEN)
+    if ce.is_instrumented():
+        ce.uninstrument()
+    port = free_port()
+    path = tmp_path / "exporter.yaml"
+    path.write_text(
+        f"monitoring:\n  {AGENT}:\n    sampling_rate: 1.0\n"
+        f"exporter:\n  server:\n    port: {port}\n    token_env: AGENT_SDK_TEST_TOKEN\n"
+        "  otlp:\n    enabled: true\n"
+        "  pricing_overrides:\n"
+        f"    {MODEL}:\n      input: 30.0\n      output: 150.0\n"
+        "      cache_write_5m: 37.5\n      cache_write_1h: 60.0\n      cache_read: 3.0\n"
+    )
+    config = load_config(path)
+    registry = CollectorRegistry()
+    ce.instrument(config, registry=registry)
+    server = ce.start_http_server(port, config=config, registry=registry)
+    results: list[Any] = []
+    try:
+        with FakeAnthropic() as fake, caplog.at_level("WARNING", logger="claude_exporter.agent_sdk"):
+            fake.script(Reply(input_tokens=100, output_tokens=10), key="priced")
+
+            async def run() -> None:
+                async with ce.execution("ask", agent=AGENT):
+                    await _collect(
+                        sdk.query(prompt="hi", options=_options(tmp_path, fake, "priced")), results
+                    )
+
+            asyncio.run(run())
+        table = samples(server.url, AUTH)
+    finally:
+        server.close()
+        ce.uninstrument()
+    assert value(table, "claude_tokens_total", agent=AGENT, model=MODEL, type="input") == 100
+    assert value(table, "claude_exporter_events_total", source="agent_sdk", result="mismatch") == 1
+    assert value(table, "claude_exporter_events_total", source="agent_sdk", result="agreed") == 0
+    [record] = [r for r in caplog.records if r.name == "claude_exporter.agent_sdk"]
+    want = expected_cost(MODEL, input=100, output=10)
+    assert record.mismatch == {"cost_usd": [pytest.approx(want), pytest.approx(want * 10)]}  # type: ignore[attr-defined]
+    assert results[0].session_id not in record.getMessage()
+
+
+# -- the environment the CLI gets (no CLI needed) -----------------------------------------------------------
+
+
+def _transport_env(options: Any) -> dict[str, str]:
+    from claude_agent_sdk._internal.transport.subprocess_cli import SubprocessCLITransport
+
+    transport = SubprocessCLITransport(prompt="x", options=options)
+    return dict(transport._options.env)
+
+
+@pytest.mark.integration
+def test_the_cli_is_pointed_at_the_exporter_and_never_against_the_callers_choice(exporter, monkeypatch):
+    url = f"http://127.0.0.1:{exporter.port}"
+    with ce.execution("t1", agent="a b,c"):
+        env = _transport_env(sdk.ClaudeAgentOptions(env={"OTEL_RESOURCE_ATTRIBUTES": "team=x"}))
+    assert env["CLAUDE_CODE_ENABLE_TELEMETRY"] == "1"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == url
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"] == f"Authorization=Bearer {TOKEN}"
+    assert env["OTEL_METRICS_EXPORTER"] == env["OTEL_LOGS_EXPORTER"] == "otlp"
+    # The caller's own attribute stays; agent and task are added, percent-encoded.
+    assert env["OTEL_RESOURCE_ATTRIBUTES"] == "team=x,agent=a%20b%2Cc,task=t1"
+
+    # Set by the caller (options.env or the process environment): theirs is kept.
+    monkeypatch.setenv("OTEL_LOGS_EXPORT_INTERVAL", "7000")
+    env = _transport_env(sdk.ClaudeAgentOptions(env={"CLAUDE_CODE_ENABLE_TELEMETRY": "0"}))
+    assert env["CLAUDE_CODE_ENABLE_TELEMETRY"] == "0"
+    assert "OTEL_LOGS_EXPORT_INTERVAL" not in env  # the CLI inherits the process's own 7000
+    assert "OTEL_RESOURCE_ATTRIBUTES" not in env  # no execution: the receiver's default agent applies
+
+    # An endpoint of the caller's: no destination variable of ours, so the token goes nowhere else.
+    env = _transport_env(
+        sdk.ClaudeAgentOptions(env={"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://collector:4318"})
+    )
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env and "OTEL_EXPORTER_OTLP_HEADERS" not in env
+    with ce.execution("t2", agent="b"):
+        env = _transport_env(sdk.ClaudeAgentOptions(env={"OTEL_RESOURCE_ATTRIBUTES": "agent=mine"}))
+    assert env["OTEL_RESOURCE_ATTRIBUTES"] == "agent=mine,task=t2"
+
+
+@pytest.mark.integration
+def test_a_fault_in_the_seam_leaves_the_sdk_untouched(exporter, monkeypatch):
+    """The env merge raises: the transport is the SDK's own, unchanged, and the fault is counted."""
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(agent_sdk, "_resource", boom)
+    options = sdk.ClaudeAgentOptions(env={"A": "1"})
+    with ce.execution("t", agent="x"):
+        env = _transport_env(options)
+    assert env == {"A": "1"}
+    table = samples(exporter.url, AUTH)
+    assert value(table, "claude_exporter_internal_errors_total", stage="agent_sdk_env") == 1
+
+
+@pytest.mark.integration
+def test_uninstrument_restores_the_transport_and_switched_off_leaves_it_alone(tmp_path):
+    from claude_agent_sdk._internal.transport.subprocess_cli import SubprocessCLITransport
+
+    if ce.is_instrumented():
+        ce.uninstrument()
+    originals = {
+        name: SubprocessCLITransport.__dict__[name] for name in ("__init__", "read_messages", "close")
+    }
+    ce.instrument(registry=CollectorRegistry())
+    try:
+        assert all(SubprocessCLITransport.__dict__[n] is not f for n, f in originals.items())
+    finally:
+        ce.uninstrument()
+    assert all(SubprocessCLITransport.__dict__[n] is f for n, f in originals.items())
+    path = tmp_path / "off.yaml"
+    path.write_text(
+        f"monitoring:\n  {AGENT}:\n    sampling_rate: 1.0\nexporter:\n  otlp:\n    enabled: false\n"
+    )
+    ce.instrument(load_config(path), registry=CollectorRegistry())
+    try:
+        assert all(SubprocessCLITransport.__dict__[n] is f for n, f in originals.items())
+    finally:
+        ce.uninstrument()
+
+
+@pytest.mark.integration
+def test_instrument_works_without_the_agent_sdk_installed(monkeypatch):
+    from claude_exporter.instrumentation import instrumentor
+
+    if ce.is_instrumented():
+        ce.uninstrument()
+    missing = tuple(("claude_agent_sdk_not_installed", *rest) for _, *rest in instrumentor.OPTIONAL_SEAMS)
+    monkeypatch.setattr(instrumentor, "OPTIONAL_SEAMS", missing)
+    ce.instrument(registry=CollectorRegistry())
+    try:
+        assert ce.is_instrumented()
+    finally:
+        ce.uninstrument()
