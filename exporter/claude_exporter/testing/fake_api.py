@@ -240,6 +240,7 @@ class FakeAnthropic:
         self._in_flight = 0
         self._queues: dict[str | None, deque[Reply]] = {}
         self._requests: list[FakeRequest] = []
+        self._answered: list[tuple[FakeRequest, Reply]] = []
         self._errors: list[BaseException] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -319,6 +320,7 @@ class FakeAnthropic:
         with self._lock:
             self._queues.clear()
             self._requests.clear()
+            self._answered.clear()
             self._errors.clear()
 
     @property
@@ -326,6 +328,13 @@ class FakeAnthropic:
         """A snapshot of the requests received so far, in arrival order."""
         with self._lock:
             return list(self._requests)
+
+    def answered(self, key: str | None = None) -> list[tuple[FakeRequest, Reply]]:
+        """The Messages requests with ``key`` and the reply each took, in the order they took it: the
+        ground truth a test compares the exporter's figures with (a reply's model is the request's unless
+        the reply names one)."""
+        with self._lock:
+            return [(request, reply) for request, reply in self._answered if request.key == key]
 
     @property
     def errors(self) -> list[BaseException]:
@@ -373,14 +382,20 @@ class FakeAnthropic:
         with self._lock:
             queue = self._queues.get(request.key)
             if queue:
-                return queue.popleft()
+                reply = queue.popleft()
+                self._answered.append((request, reply))
+                return reply
         responder = self.responder
         if responder is None:
-            return self.default
-        try:
-            return responder(request)
-        except Exception as exc:
-            # Surface the bug to the test (fake.errors) and to the SDK as a server error.
-            with self._lock:
-                self._errors.append(exc)
-            return Reply(status=500, error_message=f"fake responder raised {exc!r}")
+            reply = self.default
+        else:
+            try:
+                reply = responder(request)
+            except Exception as exc:
+                # Surface the bug to the test (fake.errors) and to the SDK as a server error.
+                with self._lock:
+                    self._errors.append(exc)
+                reply = Reply(status=500, error_message=f"fake responder raised {exc!r}")
+        with self._lock:
+            self._answered.append((request, reply))
+        return reply
