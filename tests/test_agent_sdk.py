@@ -15,6 +15,7 @@ import asyncio
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import claude_exporter as ce
 import pytest
@@ -22,7 +23,10 @@ from claude_exporter.config import load_config
 from claude_exporter.instrumentation import agent_sdk
 from claude_exporter.testing import FakeAnthropic, Reply
 from conftest import expected_cost
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
+from test_claude_code_scenarios import approx, recorded, truth
 from test_serve import free_port, poll, samples, value
 
 sdk = pytest.importorskip("claude_agent_sdk")  # the agent-sdk extra: in the dev lock, so CI runs this
@@ -84,38 +88,6 @@ def exporter(tmp_path, monkeypatch):
         ce.uninstrument()
 
 
-def _figures(table: Any) -> dict[str, float]:
-    labels = {"agent": AGENT, "model": MODEL}
-    return {
-        "requests": value(table, "claude_requests_total", **labels, outcome="success"),
-        **{
-            kind: value(table, "claude_tokens_total", **labels, type=kind)
-            for kind in ("input", "output", "cache_read", "cache_creation")
-        },
-        "cost": value(table, "claude_cost_usd_total", **labels),
-    }
-
-
-def _want(replies: list[Reply]) -> dict[str, float]:
-    return {
-        "requests": len(replies),
-        "input": sum(r.input_tokens for r in replies),
-        "output": sum(r.output_tokens for r in replies),
-        "cache_read": sum(r.cache_read_input_tokens for r in replies),
-        "cache_creation": sum(r.cache_creation_input_tokens for r in replies),
-        "cost": sum(
-            expected_cost(
-                MODEL,
-                input=r.input_tokens,
-                output=r.output_tokens,
-                cache_5m=r.cache_creation_input_tokens,
-                cache_read=r.cache_read_input_tokens,
-            )
-            for r in replies
-        ),
-    }
-
-
 async def _collect(messages: Any, results: list[Any]) -> None:
     async for message in messages:
         if isinstance(message, sdk.ResultMessage):
@@ -147,14 +119,20 @@ def test_query_and_client_sessions_reach_the_exporter_exactly(exporter, tmp_path
         fake.script(*two, key="client")
         asyncio.run(run(fake))
         assert fake.pending("query") == 0 and fake.pending("client") == 0
+        want = truth(fake, ["query", "client"])
     assert [r.is_error for r in results] == [False, False, False]
-    want = _want(one + two)
-    assert poll(lambda: _figures(samples(exporter.url, AUTH))["requests"] >= want["requests"], timeout=20)
+    assert list(want) == [("model", MODEL)] and want[("model", MODEL)]["success"] == 3
+
+    def arrived() -> bool:
+        return recorded(samples(exporter.url, AUTH), AGENT, [MODEL])[("model", MODEL)]["success"] >= 3
+
+    assert poll(arrived, timeout=20)
     table = samples(exporter.url, AUTH)
-    assert _figures(table) == {**want, "cost": pytest.approx(want["cost"], rel=1e-9)}
+    assert recorded(table, AGENT, [MODEL]) == approx(want)
     # The SDK's own figures agree: its last result's cost is the session's, each usage its turn's.
-    assert sum(m.usage["input_tokens"] for m in results) == want["input"]
-    assert results[0].total_cost_usd + results[-1].total_cost_usd == pytest.approx(want["cost"], rel=1e-9)
+    row = want[("model", MODEL)]
+    assert sum(m.usage["input_tokens"] for m in results) == row["input"]
+    assert results[0].total_cost_usd + results[-1].total_cost_usd == pytest.approx(row["cost"], rel=1e-9)
     assert value(table, "claude_exporter_events_total", source="agent_sdk", result="agreed") == 2
     assert value(table, "claude_exporter_events_total", source="agent_sdk", result="mismatch") == 0
     assert value(table, "claude_code_sessions_total", agent=AGENT) == 2
@@ -308,3 +286,27 @@ def test_instrument_works_without_the_agent_sdk_installed(monkeypatch):
         assert ce.is_instrumented()
     finally:
         ce.uninstrument()
+
+
+_KEY = st.text(alphabet="abcdefghijklmnopqrstuvwxyz._-", min_size=1, max_size=8)
+_VALUE = st.text(min_size=1, max_size=12).filter(lambda v: v.strip() == v)
+
+
+@pytest.mark.unit
+@settings(max_examples=60, deadline=None)
+@given(
+    theirs=st.dictionaries(_KEY, st.text(alphabet="abcxyz019", min_size=1, max_size=6), max_size=4),
+    agent=_VALUE,
+    task=_VALUE,
+)
+def test_resource_attributes_keep_the_callers_and_add_agent_and_task_decodably(theirs, agent, task):
+    current = ",".join(f"{k}={v}" for k, v in theirs.items()) or None
+    merged = agent_sdk._resource(current, {"agent": agent, "task": task})
+    assert merged is not None
+    pairs = [part.split("=", 1) for part in merged.split(",")]
+    decoded = {key: unquote(raw) for key, raw in pairs}
+    assert len(pairs) == len(decoded)  # no key twice
+    for key, given_value in theirs.items():
+        assert decoded[key] == given_value  # the caller's own, untouched
+    assert decoded["agent"] == theirs.get("agent", agent)
+    assert decoded["task"] == theirs.get("task", task)
