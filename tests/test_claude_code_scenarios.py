@@ -76,7 +76,7 @@ class Scenario:
     processes: int = 1
     env: Mapping[str, str] = field(default_factory=dict)
     exit_code: int = 0
-    executions: tuple[int, int] = (1, 0)  # (success, error) per process
+    executions: tuple[int, int] = (1, 0)  # (success, error) per run of the CLI
     clis: tuple[str, ...] = CLIS
 
 
@@ -137,7 +137,7 @@ SCENARIOS = (
     ),
 )
 # The same session three times: a first run, ``--continue``, ``--resume <session id>``.
-CONTINUED = Scenario("continue-resume", (Reply(input_tokens=322, output_tokens=32),), executions=(3, 0))
+CONTINUED = Scenario("continue-resume", (Reply(input_tokens=322, output_tokens=32),))
 
 
 def bundled_cli() -> str | None:
@@ -299,7 +299,7 @@ def matrix(claude: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ma
 
         def settled() -> bool:
             table = samples(srv.url, AUTH)
-            served = sum(len(fake.answered(p.key)) for p in {p.key: p for p in procs.values()}.values())
+            served = sum(len(fake.answered(key)) for key in {p.key for p in procs.values()})
             got = sum(v for (name, _), v in table.items() if name == "claude_requests_total")
             return got >= served
 
@@ -392,7 +392,7 @@ def executions(table: Mapping[Any, float], agent: str) -> tuple[float, float, fl
 
 def check(matrix: Matrix, scenario: Scenario, cli: str) -> None:
     agent = agent_of(scenario, cli)
-    procs = [p for name, p in matrix.procs.items() if p.key.startswith(f"{agent}-")]
+    procs = [p for p in matrix.procs.values() if p.key.startswith(f"{agent}-")]
     for p in procs:
         assert p.code == scenario.exit_code, (p.key, p.code, p.output[-2000:])
     keys = sorted({p.key for p in procs})
@@ -401,9 +401,9 @@ def check(matrix: Matrix, scenario: Scenario, cli: str) -> None:
     got = recorded(matrix.table, agent, [model for _, model in want])
     assert got == approx(want)
     served = sum(row["success"] + row["error"] for row in want.values())
-    runs = len(procs)
+    runs = len(procs)  # continue-resume: three runs of one process's session
     assert executions(matrix.table, agent) == (
-        scenario.executions[0] * (runs if scenario is not CONTINUED else 1),
+        scenario.executions[0] * runs,
         scenario.executions[1] * runs,
         served,
     )
