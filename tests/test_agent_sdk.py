@@ -310,3 +310,37 @@ def test_resource_attributes_keep_the_callers_and_add_agent_and_task_decodably(t
         assert decoded[key] == given_value  # the caller's own, untouched
     assert decoded["agent"] == theirs.get("agent", agent)
     assert decoded["task"] == theirs.get("task", task)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("module", "cls"),
+    [
+        ("claude_agent_sdk._internal.transport.renamed_in_a_later_release", agent_sdk.CLASS),
+        (agent_sdk.MODULE, "RenamedTransport"),
+        (agent_sdk.MODULE, "object_without_the_methods"),
+    ],
+)
+def test_another_release_of_the_agent_sdk_leaves_instrument_working(monkeypatch, caplog, module, cls):
+    """The transport moved or lost a seam: instrument() still measures the anthropic SDK, says what it
+    could not find, counts it, and patches nothing of the agent SDK."""
+    from claude_agent_sdk._internal.transport import subprocess_cli
+    from claude_exporter.instrumentation import instrumentor
+
+    if ce.is_instrumented():
+        ce.uninstrument()
+    monkeypatch.setattr(subprocess_cli, "object_without_the_methods", type("Bare", (), {}), raising=False)
+    moved = tuple((package, module, cls, build) for package, _, _, build in instrumentor.OPTIONAL_SEAMS)
+    monkeypatch.setattr(instrumentor, "OPTIONAL_SEAMS", moved)
+    registry = CollectorRegistry()
+    with caplog.at_level("WARNING", logger="claude_exporter.instrument"):
+        rec = ce.instrument(registry=registry)
+    try:
+        assert ce.is_instrumented()
+        assert all(
+            owner.__module__.startswith(("anthropic", "httpx2")) for owner, _, _ in instrumentor._patched
+        )
+        assert dict(rec.internal_errors.values).get(("seam_claude_agent_sdk",)) == 1
+        assert "claude_agent_sdk is installed but not measured" in caplog.text
+    finally:
+        ce.uninstrument()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,7 @@ OPTIONAL_SEAMS: tuple[tuple[str, str, str, Callable[[Opened], dict[str, Callable
 )
 _MARK = "__claude_exporter_original__"
 
+log = logging.getLogger("claude_exporter.instrument")
 _lock = threading.Lock()
 _patched: list[tuple[type, str, Any]] = []
 _opened: Opened | None = None
@@ -52,8 +54,18 @@ def _apply(opened: Opened) -> None:
     for package, module_name, class_name, build in OPTIONAL_SEAMS:
         if importlib.util.find_spec(package) is None:
             continue
-        owner = getattr(importlib.import_module(module_name), class_name)
-        for attribute, wrap in build(opened).items():
+        try:
+            owner = getattr(importlib.import_module(module_name), class_name)
+            wraps = build(opened)
+            missing = [attribute for attribute in wraps if attribute not in owner.__dict__]
+        except (ImportError, AttributeError) as err:
+            owner, wraps, missing = None, {}, [f"{module_name}.{class_name} ({err})"]
+        if missing:
+            # Another release of an optional package must not stop the anthropic seams: it goes unmeasured.
+            log.warning("%s is installed but not measured: %s not found", package, ", ".join(missing))
+            rec.fault(f"seam_{package}")
+            continue
+        for attribute, wrap in wraps.items():
             _patch(owner, attribute, wrap)
 
 
