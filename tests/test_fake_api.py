@@ -395,6 +395,27 @@ def test_keyed_queues(fake: FakeAnthropic) -> None:
 
 
 @pytest.mark.integration
+def test_answered_pairs_each_messages_request_with_the_reply_it_took(fake: FakeAnthropic) -> None:
+    """The ground truth of a test: which reply answered which request, per key, whatever chose it."""
+    first, second = Reply(text="one", input_tokens=5), Reply(status=529)
+    fake.script(first, second, key="k")
+    fake.default = Reply(text="default")
+    client = fake.client(key="k", max_retries=0)
+    client.messages.create(**KW)
+    with pytest.raises(anthropic.InternalServerError):
+        client.messages.create(**KW)
+    client.messages.create(**KW)  # its queue is empty: the default
+    fake.client(max_retries=0).messages.create(**{**KW, "model": "other"})
+    answered = fake.answered("k")
+    assert [reply for _, reply in answered] == [first, second, fake.default]
+    assert [request for request, _ in answered] == [r for r in fake.requests if r.key == "k"]
+    [(request, reply)] = fake.answered()
+    assert (request.body["model"], reply) == ("other", fake.default)
+    fake.reset()
+    assert fake.answered("k") == []
+
+
+@pytest.mark.integration
 def test_responder(fake: FakeAnthropic) -> None:
     def echo(req: FakeRequest) -> Reply:
         return Reply(text=f"echo: {req.body['messages'][0]['content']}", output_tokens=req.body["max_tokens"])
