@@ -344,3 +344,30 @@ def test_another_release_of_the_agent_sdk_leaves_instrument_working(monkeypatch,
         assert "claude_agent_sdk is installed but not measured" in caplog.text
     finally:
         ce.uninstrument()
+
+
+@pytest.mark.integration
+def test_overlapping_sessions_of_one_agent_are_unchecked_not_compared(exporter):
+    """Two sessions of one agent at once: the series' difference is not either's own, so neither is
+    compared; a lone one is (here with nothing sent and nothing recorded: they agree)."""
+    from claude_exporter.recording.state import ACTIVE
+
+    state = agent_sdk._Seams(ACTIVE.opened)
+    result = {"type": "result", "usage": {"input_tokens": 5, "output_tokens": 1}, "total_cost_usd": 0.1}
+    first, second = state.open("overlap"), state.open("overlap")
+    assert first is not None and second is not None
+    first.results.append(result)
+    second.results.append(result)
+    state.check(first)
+    state.check(second)
+    alone = state.open("overlap")
+    assert alone is not None
+    alone.results.append(
+        {"type": "result", "usage": {"input_tokens": 0, "output_tokens": 0}, "total_cost_usd": 0}
+    )
+    state.check(alone)
+    table = samples(exporter.url, AUTH)
+    assert value(table, "claude_exporter_events_total", source="agent_sdk", result="unchecked") == 2
+    assert value(table, "claude_exporter_events_total", source="agent_sdk", result="agreed") == 1
+    assert value(table, "claude_exporter_events_total", source="agent_sdk", result="mismatch") == 0
+    assert state.live == {}
