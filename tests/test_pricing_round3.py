@@ -8,11 +8,15 @@ a real SDK request to the fake API and read back from the registry.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import anthropic
 import pytest
 from claude_exporter.recording.pricing import load_price_table
+from claude_exporter.recording.usage import Usage
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from claude_exporter.testing import Reply
 from conftest import kw, val
 
@@ -170,6 +174,37 @@ def test_a_stream_carries_the_cache_write_split_from_message_start(
         s.get_final_message()
     assert cost(reg, "claude-opus-4-6") == approx(expected)
     assert token(reg, "claude-opus-4-6", "cache_creation") == 1000
+
+
+@pytest.mark.unit
+@settings(max_examples=60, deadline=None)
+@given(
+    five=st.integers(0, 10**6),
+    hour=st.integers(0, 10**6),
+    total=st.integers(0, 10**7),
+)
+def test_a_later_total_keeps_the_split_in_proportion(five: int, hour: int, total: int) -> None:
+    # message_start's usage: a total and its split; message_delta's: the cumulative total alone.
+    start = SimpleNamespace(
+        input_tokens=1,
+        output_tokens=1,
+        cache_creation_input_tokens=five + hour,
+        cache_creation=SimpleNamespace(ephemeral_5m_input_tokens=five, ephemeral_1h_input_tokens=hour),
+    )
+    delta = SimpleNamespace(output_tokens=2, cache_creation_input_tokens=total)
+    usage = Usage()
+    usage.update(start)
+    usage.update(delta)
+    assert usage.cache_creation == total
+    if five + hour == 0:
+        assert (usage.cache_5m, usage.cache_1h) == (0, 0)  # no split to carry: the default rule prices it
+        return
+    assert usage.cache_5m is not None and usage.cache_1h is not None
+    assert usage.cache_5m + usage.cache_1h == total  # every write in the split, none invented
+    if total == five + hour:
+        assert (usage.cache_5m, usage.cache_1h) == (five, hour)  # unchanged
+    # The 1-hour share is the start's, rounded down by less than one token.
+    assert 0 <= total * hour - usage.cache_1h * (five + hour) < five + hour
 
 
 # ---------------------------------------------------------------------- the model the response names
