@@ -15,10 +15,10 @@ import anthropic
 import pytest
 from claude_exporter.recording.pricing import load_price_table
 from claude_exporter.recording.usage import Usage
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from claude_exporter.testing import Reply
 from conftest import kw, val
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def approx(value: float) -> Any:
