@@ -9,8 +9,10 @@ its way: at the batch rates (``service_tier`` ``batch``, whatever its usage says
 bills it so), into the token, cost, savings and tier families of its agent and model. Reading results
 is not a Messages request: no request, duration or execution is counted for it.
 
-Each result is counted once: the (batch id, custom_id) pairs already counted are kept, the oldest
-forgotten past :data:`SEEN_LIMIT` (a batch re-read after that many later results would count again).
+Each result is counted once: the (batch id, custom_id) pairs already counted are kept (as their 64-bit
+hash, so a pair costs about 80 bytes whatever its ids: two pairs would have to collide for a result to go
+uncounted), the oldest forgotten past :data:`SEEN_LIMIT` (a batch re-read after that many later results
+would count again).
 A pair is marked before it is recorded, so a fault while recording loses that result's figures rather
 than count them twice; the fault is counted and the caller's iteration goes on.
 """
@@ -31,7 +33,7 @@ from claude_exporter.recording.usage import Usage
 
 __all__ = ["SEEN_LIMIT", "Seen", "async_results", "sync_results"]
 
-#: How many (batch id, custom_id) pairs are remembered: about 100 bytes each.
+#: How many (batch id, custom_id) pairs are remembered (about 8 MB at the limit).
 SEEN_LIMIT = 100_000
 
 _SEEN: weakref.WeakKeyDictionary[Recorder, Seen] = weakref.WeakKeyDictionary()
@@ -45,18 +47,19 @@ class Seen:
 
     def __init__(self, limit: int = SEEN_LIMIT) -> None:
         self.limit = limit
-        self._pairs: dict[tuple[str, str], None] = {}  # insertion order: the oldest first
+        self._pairs: dict[int, None] = {}  # hashes of the pairs, in insertion order: the oldest first
         self._lock = threading.Lock()
 
     def first(self, pair: tuple[str, str]) -> bool:
         """Whether ``pair`` is new (and now remembered)."""
+        key = hash(pair)  # the ids themselves may be long (a custom_id up to 64 characters)
         with self._lock:
             pairs = self._pairs
-            if pair in pairs:
+            if key in pairs:
                 return False
             if len(pairs) >= self.limit:
                 del pairs[next(iter(pairs))]
-            pairs[pair] = None
+            pairs[key] = None
             return True
 
     def __len__(self) -> int:
