@@ -40,6 +40,7 @@ CONTRACT: dict[str, set[str]] = {
     "claude_time_to_first_token_seconds": AM,
     "claude_tokens_total": AM | {"type"},
     "claude_cost_usd_total": AM,
+    "claude_cost_by_tier_usd_total": AM | {"tier"},  # proposed for the contract (issue 21)
     "claude_errors_total": AM | {"error_type", "error_code"},
     "claude_stop_reasons_total": AM | {"stop_reason"},
     "claude_code_blocks_executed_total": AM | {"tool", "outcome"},

@@ -178,6 +178,12 @@ def _scenarios(fake: Any) -> Iterator[str]:
     assert ex is not None
     yield "execution"
 
+    batch_id = fake.add_batch({"a": Reply(**REPLY), "b": "errored"})
+    items = list(client.messages.batches.results(batch_id))
+    assert [item.custom_id for item in items] == ["a", "b"]
+    _check_message(items[0].result.message)
+    yield "batch results"
+
     async def run_async() -> None:
         aclient = fake.async_client(max_retries=2)
         fake.script(Reply(**REPLY))
@@ -193,6 +199,9 @@ def _scenarios(fake: Any) -> Iterator[str]:
         fake.script(Reply(**REPLY))
         async with ce.execution("matrix-async", agent="matrix-agent"):
             _check_message(await aclient.messages.create(**kw()))
+        batch_id = fake.add_batch({"a": Reply(**REPLY)})
+        items = [item async for item in await aclient.beta.messages.batches.results(batch_id)]
+        assert [item.custom_id for item in items] == ["a"]
         await aclient.close()
 
     asyncio.run(run_async())
@@ -251,6 +260,8 @@ def test_the_targets_are_the_whole_recording_path():
         "StreamWatch.observe",
         "Usage.update",
         "LabelGate.admit",
+        "record_result",
+        "Seen.first",
     } <= names
     assert all(key in TARGETS for key in BOUNDARY), "a boundary entry names a function that no longer exists"
     assert len(TARGETS) > 100

@@ -260,6 +260,8 @@ _SCRIPT = textwrap.dedent(
         with client.messages.stream(**kw) as s:
             s.get_final_message()
         client.messages.create(**{**kw, "model": "claude-unknown-9"})
+        batch = fake.add_batch({"r": Reply(input_tokens=5, output_tokens=5, model="claude-haiku-4-5")})
+        list(client.messages.batches.results(batch))
     sys.stdout.write(generate_latest(reg).decode())
     """
 )
@@ -304,9 +306,12 @@ def test_multiprocess_exposition_matches_the_in_memory_store(tmp_path: Path) -> 
         "claude_time_to_first_token_seconds_count",
         "claude_exporter_unpriced_tokens_total",
         "claude_execution_longest_running_seconds",
+        "claude_cost_by_tier_usd_total",
     ):
         assert family in names, family
     assert json.dumps(sorted(names))  # every name is plain text
+    # A batch result is priced under tier "batch" in both stores (the usage path, not a request).
+    assert [k for k in multi if k[0] == "claude_cost_by_tier_usd_total" and ("tier", "batch") in k[1]]
     # Agent "a" failed a request (the metrics-list test below relies on it).
     assert [k for k in multi if k[0] == "claude_errors_total" and ("agent", "a") in k[1]]
 

@@ -666,6 +666,10 @@ def _without(key: str) -> dict[str, Any]:
             ["batch.multiplier"],
         ),
         ("[not, a, mapping", ["YAML"]),
+        # An estimate must name a figure the entry gives.
+        (_doc({"m": {**_ROW, "estimated": ["fast.input"]}}), ["m", "estimated", "fast.input"]),
+        (_doc({"m": {**_ROW, "estimated": ["cache_rad"]}}), ["m", "estimated", "cache_rad"]),
+        (_doc({"m": {**_ROW, "estimated": "input"}}), ["m", "estimated"]),
     ],
 )
 def test_malformed_table_raises(tmp_path: Path, text: str, words: list[str]) -> None:
@@ -710,3 +714,9 @@ def test_the_per_request_cost_charges_an_unaccounted_cache_write_part_as_5m() ->
         None,
         pytest.approx(30 * 0.9 / 1e6),
     )
+
+
+def test_an_override_of_an_estimated_figure_is_no_longer_an_estimate() -> None:
+    table = with_overrides(load_price_table(), {"claude-fable-5-2": {"cache_read": 0.25}})
+    estimated = table.price("claude-fable-5-2").estimated
+    assert "cache_read" not in estimated and {"cache_write_5m", "fast.input"} <= estimated

@@ -39,7 +39,7 @@ def test_pricing_prints_the_table_its_date_and_its_sources(capsys: pytest.Captur
     table = load_price_table()
     assert f"Price table as of {table.as_of}" in out
     line = next(row for row in out.splitlines() if row.startswith("claude-opus-4-8 "))
-    # input, output, 5m, 1h, read, fast in/out, long context, geo, cite
+    # input, output, 5m, 1h, read, fast in/out, long context, geo, estimated, cite
     assert line.split() == [
         "claude-opus-4-8",
         "5.00",
@@ -50,8 +50,20 @@ def test_pricing_prints_the_table_its_date_and_its_sources(capsys: pytest.Captur
         "10.00/50.00",
         "-",
         "yes",
+        "-",
         "model-pricing@2026-11-10",
     ]
+    # The figures no official price list prints are named in the estimated column.
+    fable = next(row for row in out.splitlines() if row.startswith("claude-fable-5-2 "))
+    assert fable.split()[6:] == [
+        "16.00/80.00",
+        "-",
+        "yes",
+        "5m,1h,read,fast-in,fast-out",
+        "launch-report@2026-11-09",
+    ]
+    preview = next(row for row in out.splitlines() if row.startswith("claude-mythos-preview "))
+    assert "input,output,5m,1h,read" in preview.split()
     haiku = next(row for row in out.splitlines() if row.startswith("claude-haiku-5-5 "))
     assert ">100,000: 0.50/2.50" in haiku
     assert "web search         $0.01 per request" in out

@@ -98,6 +98,12 @@ FAMILIES: tuple[Family, ...] = (
            enabled_by=("tokens_used_input", "tokens_used_output")),
     Family("claude_cost_usd_total", "counter", "Estimated cost from the pricing table, in USD.", _AM,
            enabled_by=("cost_usd",)),
+    Family("claude_cost_by_tier_usd_total", "counter",
+           "Estimated cost by the response's usage.service_tier (standard, priority, batch), in USD.",
+           (*_AM, "tier"),
+           "`claude_cost_usd_total` split by `usage.service_tier`: standard, priority, batch (a tier the "
+           "price list does not name: `__other__`), so priority and batch spend can be kept apart",
+           enabled_by=("cost_usd",)),
     Family("claude_errors_total", "counter",
            "Failed requests by SDK exception class name and the API's error_code (none when absent).",
            (*_AM, "error_type", "error_code"),

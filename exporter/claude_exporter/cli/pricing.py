@@ -13,7 +13,7 @@ import typing
 from collections.abc import Iterable
 from typing import Any, Literal, Union
 
-from claude_exporter.recording.pricing import ModelPrice, PriceTable
+from claude_exporter.recording.pricing import PRICE_FIELDS, ModelPrice, PriceTable
 
 __all__ = ["missing_models", "render", "sdk_models"]
 
@@ -58,6 +58,10 @@ def _row(table: PriceTable, model: str, price: ModelPrice) -> list[str]:
         else "-"
     )
     geo = "yes" if price.geo_eligible else "-"
+    estimated = (
+        ",".join(_short(name) for name in sorted(price.estimated, key=lambda n: _ORDER.get(n, len(_ORDER))))
+        or "-"
+    )
     cite = "config override" if model in table.overridden else table.cites.get(model, "?")
     return [
         model,
@@ -69,8 +73,27 @@ def _row(table: PriceTable, model: str, price: ModelPrice) -> list[str]:
         fast,
         long,
         geo,
+        estimated,
         cite,
     ]
+
+
+# The estimated figures in the row's column order, each by its column's short name.
+_ORDER = {
+    name: i
+    for i, name in enumerate(
+        [
+            "input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "fast.input", "fast.output",
+            *(f"long_context.{field}" for field in ("threshold", *PRICE_FIELDS)),
+        ]
+    )
+}  # fmt: skip
+_SHORT = {"cache_write_5m": "5m", "cache_write_1h": "1h", "cache_read": "read", "fast.input": "fast in",
+          "fast.output": "fast out"}  # fmt: skip
+
+
+def _short(name: str) -> str:
+    return _SHORT.get(name, name).replace(" ", "-")
 
 
 _HEAD = [
@@ -83,6 +106,7 @@ _HEAD = [
     "fast in/out",
     "long context",
     "geo",
+    "estimated",
     "cite",
 ]
 
@@ -93,6 +117,7 @@ def render(table: PriceTable, sdk: list[str], sdk_version: str, config_name: str
     lines = [
         f"Price table as of {table.as_of} ({table.source})",
         "USD per million tokens; aliases and dated snapshots resolve to the rows below.",
+        "Column estimated: the row's figures no official price list prints (see pricing.yaml's sources).",
     ]
     if table.overridden:
         where = f" from {config_name}" if config_name else ""

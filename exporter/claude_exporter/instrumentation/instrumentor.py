@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from claude_exporter.instrumentation import agent_sdk, seams
+from claude_exporter.instrumentation import agent_sdk, batches, seams
 from claude_exporter.instrumentation.extract import error_message
 from claude_exporter.lifecycle import Opened, close_recorder, open_recorder, resolve_settings
 from claude_exporter.recording.recorder import Recorder
@@ -33,6 +33,11 @@ SEAMS: tuple[tuple[str, str, str, seams.Factory], ...] = (
     ("httpx2", "AsyncClient", "send", seams.async_send),
     ("anthropic._streaming", "Stream", "close", seams.stream_close),
     ("anthropic._streaming", "AsyncStream", "close", seams.async_stream_close),
+    # Batch results: each succeeded line priced at the batch rates as the caller reads it.
+    ("anthropic.resources.messages.batches", "Batches", "results", batches.sync_results),
+    ("anthropic.resources.messages.batches", "AsyncBatches", "results", batches.async_results),
+    ("anthropic.resources.beta.messages.batches", "Batches", "results", batches.sync_results),
+    ("anthropic.resources.beta.messages.batches", "AsyncBatches", "results", batches.async_results),
 )
 # Seams in packages that are optional (the ``agent-sdk`` extra): (top package, module, class, the factories
 # by attribute, built from what was opened). Skipped when the package is not installed.

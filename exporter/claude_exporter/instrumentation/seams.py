@@ -103,6 +103,9 @@ def _failed(call: Call, exc: BaseException) -> None:
 def _message(call: Call, message: Any) -> None:
     usage = Usage()
     usage.update(message.usage)
+    served = getattr(message, "model", None)
+    if served.__class__ is str:
+        usage.model = served  # the model that answered prices the request
     stop_reason = message.stop_reason
     if stop_reason == "refusal" or getattr(message, "__dict__", _NOTHING).get("diagnostics") is not None:
         message_facts(message, usage)  # most replies carry neither

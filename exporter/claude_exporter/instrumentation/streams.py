@@ -61,7 +61,11 @@ class StreamWatch:
                     refusal(getattr(delta, "stop_details", None), self.usage)
         elif kind == "message_start":
             message = event.message
-            self.usage.update(message.usage)
+            usage = self.usage
+            usage.update(message.usage)
+            served = message.model
+            if served.__class__ is str:
+                usage.model = served  # the model that answered prices the stream
             # From the model's fields: an SDK without the field would answer getattr by raising.
             diagnostics = getattr(message, "__dict__", _NOTHING).get("diagnostics")
             if diagnostics is not None:

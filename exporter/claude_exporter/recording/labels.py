@@ -21,8 +21,21 @@ from claude_exporter.recording.usage import Usage
 if TYPE_CHECKING:
     from claude_exporter.recording.recorder import Recorder
 
-__all__ = ["RequestLabels"]
+__all__ = ["OTHER_TIER", "TIERS", "RequestLabels", "tier_of"]
 
+
+def tier_of(usage: Usage) -> str:
+    """The ``tier`` label of a request's cost: its ``usage.service_tier`` (absent: ``standard``, as it is
+    billed), or ``__other__`` for a value the price list does not name."""
+    tier = usage.service_tier
+    if tier is None:
+        return "standard"
+    return tier if tier in TIERS else OTHER_TIER
+
+
+# The service tiers the price list names; any other value of usage.service_tier is one bounded bucket.
+TIERS = frozenset({"standard", "priority", "batch"})
+OTHER_TIER = "__other__"
 _STOPS = ("stop_reason",)
 _ERRORS = ("error_type", "error_code")
 _RETRIES = ("reason", "error_code")
@@ -94,10 +107,13 @@ class RequestLabels:
         for executions; :meth:`default_exec` must have been called)."""
         if usage is None:
             cost = savings = 0.0
-        elif cost is None:
-            cost, savings = self._price(usage, raw_model)
+            tier = None
         else:
-            savings = 0.0
+            if cost is None:
+                cost, savings = self._price(usage, raw_model)
+            else:
+                savings = 0.0
+            tier = tier_of(usage)
         series = self.series
         if (
             (stop_reason is not None and stop_reason not in series.stops)
@@ -105,7 +121,7 @@ class RequestLabels:
             or (blocks and any(key not in series.code for key in blocks))
         ):
             stop_reason, error, blocks = self._admit_new(stop_reason, error, blocks)
-        bucket: int = series.finish(ok, seconds, usage, cost, savings, stop_reason, error, blocks, lone)
+        bucket: int = series.finish(ok, seconds, usage, cost, savings, stop_reason, error, blocks, lone, tier)
         if usage is not None and (usage.cache_miss is not None or usage.refusal is not None):
             self._response_facts(usage.cache_miss, usage.cache_missed, usage.refusal)
         return cost, bucket
@@ -118,7 +134,18 @@ class RequestLabels:
         before the tokens are recorded."""
         price = self.price
         rec = self._rec
-        if price is None and self.model == OVERFLOW and self.unpriced_reason == "model":
+        served = usage.model
+        if self.unpriced_reason != "model":
+            pass  # a platform billing on its own list: unpriced whatever model answered
+        elif served is not None and served not in (raw_model, self.model):
+            # The model that answered bills the request (an alias resolved, a fallback served it); a
+            # name the table cannot price keeps the requested model's price.
+            found = rec.price_lookup(served)
+            if found is not None:
+                price = found
+            elif price is None and self.model == OVERFLOW:
+                price = rec.price_lookup(raw_model)
+        elif price is None and self.model == OVERFLOW:
             # A folded model holds many real ones: price each request by the model it named.
             price = rec.price_lookup(raw_model)
         priced = rec.cost(price, usage, rec.price_lookup)
@@ -131,6 +158,13 @@ class RequestLabels:
     def add_usage(self, usage: Usage, cost: float) -> None:
         """Tokens and cost reported apart from any request (Claude Code's usage metrics)."""
         self.series.add_usage(usage, cost, 0.0)
+
+    def add_priced_usage(self, usage: Usage) -> float:
+        """Tokens billed apart from any request this process made (a batch's results, read later): priced
+        as a request is, into the token, cost, savings and tier families; returns the cost."""
+        cost, savings = self._price(usage, usage.model or self.model)
+        self.series.add_usage(usage, cost, savings, tier_of(usage))
+        return cost
 
     def add_blocks(self, blocks: Sequence[tuple[str, str]]) -> None:
         """Code-block results reported apart from their request (Claude Code's tool results)."""

@@ -62,6 +62,7 @@ class Usage:
     cache_miss: str | None = None  # diagnostics.cache_miss_reason.type, bounded
     cache_missed = 0  # its cache_missed_input_tokens
     refusal: str | None = None  # stop_details.category of a refusal, bounded
+    model: str | None = None  # the model the response names, which bills it (may differ from the request's)
 
     def __init__(self, input: int = 0, output: int = 0, cache_creation: int = 0, cache_read: int = 0) -> None:
         self.input = input
@@ -100,6 +101,8 @@ class Usage:
         if written is not None:
             if written.__class__ is not int or not 0 <= written <= MAX_TOKENS:
                 _refuse(written)
+            if split is None and written != self.cache_creation and (self.cache_5m or self.cache_1h):
+                self._rescale_split(written)
             self.cache_creation = written
         if read is not None:
             if read.__class__ is not int or not 0 <= read <= MAX_TOKENS:
@@ -123,6 +126,14 @@ class Usage:
             self.iterations = iterations
         if credit is not None:
             self.fallback = credit
+
+    def _rescale_split(self, total: int) -> None:
+        """A new cache-write total without its 5m/1h split (a stream's message_delta after the split of
+        message_start): the split kept in the proportion it had, so the writes are not all taken for
+        5-minute ones (the 1-hour part rounded down, the rest 5-minute)."""
+        five, hour = self.cache_5m or 0, self.cache_1h or 0
+        hour = total * hour // (five + hour)
+        self.cache_5m, self.cache_1h = total - hour, hour
 
     @property
     def all_input(self) -> int:

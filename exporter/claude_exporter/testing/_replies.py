@@ -85,6 +85,9 @@ class Reply:
     """Sent as the message's `stop_details` (streams: in message_delta), e.g. a refusal category."""
     diagnostics: Mapping[str, Any] | None = None
     """Sent as the message's `diagnostics` (streams: in message_start), e.g. a cache_miss_reason."""
+    start_usage: Mapping[str, Any] | None = None
+    """Streams only: merged into message_start's `usage`, e.g. provisional counts and a cache-write split
+    that message_delta's cumulative counts then supersede."""
     error_type: str | None = None
     """None derives it from `status` (`error_type_for`); for `stream_error_after`, overloaded_error."""
     error_message: str | None = None
@@ -155,6 +158,38 @@ def message_body(reply: Reply, *, model: str, msg_id: str) -> dict[str, Any]:
     }
 
 
+def batch_body(batch_id: str, results_url: str, counts: Mapping[str, int]) -> dict[str, Any]:
+    """A Message Batch object that has ended, its results at ``results_url``."""
+    ended = "2026-12-07T00:00:00Z"
+    return {
+        "id": batch_id,
+        "type": "message_batch",
+        "processing_status": "ended",
+        "request_counts": {
+            "processing": 0,
+            **{kind: counts.get(kind, 0) for kind in ("succeeded", "errored", "canceled", "expired")},
+        },
+        "created_at": ended,
+        "ended_at": ended,
+        "expires_at": ended,
+        "archived_at": None,
+        "cancel_initiated_at": None,
+        "results_url": results_url,
+    }
+
+
+def batch_result(custom_id: str, outcome: Reply | str, *, model: str) -> dict[str, Any]:
+    """One line of a batch's results: a `Reply` succeeded (its message as `message_body` builds it); a
+    string is the result type of a request that did not (errored, canceled, expired)."""
+    if isinstance(outcome, Reply):
+        message = message_body(outcome, model=model, msg_id=new_id("msg_"))
+        return {"custom_id": custom_id, "result": {"type": "succeeded", "message": message}}
+    result: dict[str, Any] = {"type": outcome}
+    if outcome == "errored":
+        result["error"] = error_body(Reply(status=500), request_id=new_id("req_"))
+    return {"custom_id": custom_id, "result": result}
+
+
 def error_body(reply: Reply, *, request_id: str, default_type: str | None = None) -> dict[str, Any]:
     """The API's error shape, for an error status or a mid-stream `event: error`."""
     etype = reply.error_type or default_type or error_type_for(reply.status)
@@ -198,7 +233,8 @@ def stream_events(reply: Reply, *, model: str, msg_id: str, request_id: str) -> 
     usage = usage_body(reply)
     start = message_body(reply, model=model, msg_id=msg_id)
     # The real API reports a provisional output count at message_start; message_delta carries the final one.
-    start.update(content=[], stop_reason=None, stop_sequence=None, usage={**usage, "output_tokens": 1})
+    start_usage = {**usage, "output_tokens": 1, **(reply.start_usage or {})}
+    start.update(content=[], stop_reason=None, stop_sequence=None, usage=start_usage)
     events: list[SSEEvent] = [("message_start", {"type": "message_start", "message": start})]
     events.append(("ping", {"type": "ping"}))
     for index, block in enumerate(content_blocks(reply)):

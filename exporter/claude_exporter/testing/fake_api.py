@@ -20,6 +20,9 @@ Every POST to /v1/messages or /v1/messages/count_tokens takes one reply (the que
 ``client.beta.messages`` works too; so does Vertex AI's ``.../models/<model>:rawPredict`` form);
 count_tokens answers ``{"input_tokens": reply.input_tokens}``.
 GET /-/healthy answers "ok" and is not recorded; other paths get a 404 error and take no reply.
+Message Batches added with `FakeAnthropic.add_batch` answer GET /v1/messages/batches/<id> (an ended batch)
+and GET /v1/messages/batches/<id>/results (its JSONL results), so ``messages.batches.results(id)`` works;
+those requests are recorded and take no reply.
 The fake does not validate requests. Every response carries ``Connection: close`` so each request is a
 fresh connection (a dropped one never lingers in the client's pool); streams use chunked encoding and
 each event is written (and so flushed) as soon as it is due.
@@ -33,7 +36,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -43,6 +46,8 @@ from urllib.parse import parse_qsl, urlsplit
 from ._replies import (
     FAKE_MODEL,
     Reply,
+    batch_body,
+    batch_result,
     encode_event,
     error_body,
     message_body,
@@ -61,6 +66,7 @@ KEY_HEADER = "X-Fake-Key"
 """Request header that selects a keyed reply queue (see `FakeAnthropic.script`)."""
 
 _ENDPOINTS = ("/v1/messages", "/v1/messages/count_tokens")
+_BATCH = re.compile(r"^/v1/messages/batches/(?P<id>[A-Za-z0-9_-]+)(?P<results>/results)?$")
 # Vertex AI's form of /v1/messages (AnthropicVertex with base_url=fake.url): the model is in the path.
 _VERTEX = re.compile(
     r"^(?:/v1)?/projects/[^/]+/locations/[^/]+/publishers/anthropic/models/(?P<model>[^/:]+):(?:stream)?rawPredict$"
@@ -146,6 +152,10 @@ class _Handler(BaseHTTPRequestHandler):
             time=time.monotonic(),
         )
         fake._record(request)
+        batch = _BATCH.match(url.path) if self.command == "GET" else None
+        if batch is not None and fake._batch(batch.group("id")) is not None:
+            self._batch(fake, batch.group("id"), bool(batch.group("results")))
+            return
         if self.command != "POST" or endpoint not in _ENDPOINTS:
             reply = Reply(status=404, error_message=f"Not found: {self.command} {url.path}")
         elif not isinstance(parsed, dict):
@@ -172,6 +182,19 @@ class _Handler(BaseHTTPRequestHandler):
                 reply, model=str(request.body.get("model") or FAKE_MODEL), msg_id=new_id("msg_")
             )
         self._send(reply.status, json.dumps(body).encode(), {"content-type": "application/json", **extra})
+
+    def _batch(self, fake: FakeAnthropic, batch_id: str, results: bool) -> None:
+        lines = fake._batch(batch_id) or []
+        if results:
+            payload = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+            self._send(200, payload, {"content-type": "application/binary"})
+            return
+        counts: dict[str, int] = {}
+        for line in lines:
+            kind = str(line["result"]["type"])
+            counts[kind] = counts.get(kind, 0) + 1
+        body = batch_body(batch_id, f"{fake.url}/v1/messages/batches/{batch_id}/results", counts)
+        self._send(200, json.dumps(body).encode(), {"content-type": "application/json"})
 
     def _head(self, status: int, headers: dict[str, str]) -> None:
         # http.server has no reason phrase for 529; the real API says "Overloaded" (h11 accepts either).
@@ -239,6 +262,7 @@ class FakeAnthropic:
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
         self._queues: dict[str | None, deque[Reply]] = {}
+        self._batches: dict[str, list[dict[str, Any]]] = {}
         self._requests: list[FakeRequest] = []
         self._answered: list[tuple[FakeRequest, Reply]] = []
         self._errors: list[BaseException] = []
@@ -310,15 +334,28 @@ class FakeAnthropic:
         with self._lock:
             self._queues.setdefault(key, deque()).extend(replies)
 
+    def add_batch(
+        self, results: Mapping[str, Reply | str], *, model: str = FAKE_MODEL, batch_id: str | None = None
+    ) -> str:
+        """An ended Message Batch whose results are ``results`` (custom_id -> a `Reply` that succeeded,
+        or the result type of one that did not: errored, canceled, expired), in that order; returns its
+        id. ``model`` is echoed by replies that name none."""
+        batch_id = batch_id or new_id("msgbatch_")
+        lines = [batch_result(custom_id, outcome, model=model) for custom_id, outcome in results.items()]
+        with self._lock:
+            self._batches[batch_id] = lines
+        return batch_id
+
     def pending(self, key: str | None = None) -> int:
         """Scripted replies not yet consumed for `key`."""
         with self._lock:
             return len(self._queues.get(key, ()))
 
     def reset(self) -> None:
-        """Forget queued replies, recorded requests and errors (responder and default stay)."""
+        """Forget queued replies, batches, recorded requests and errors (responder and default stay)."""
         with self._lock:
             self._queues.clear()
+            self._batches.clear()
             self._requests.clear()
             self._answered.clear()
             self._errors.clear()
@@ -377,6 +414,10 @@ class FakeAnthropic:
         with self._idle:
             self._in_flight += delta
             self._idle.notify_all()
+
+    def _batch(self, batch_id: str) -> list[dict[str, Any]] | None:
+        with self._lock:
+            return self._batches.get(batch_id)
 
     def _next_reply(self, request: FakeRequest) -> Reply:
         with self._lock:

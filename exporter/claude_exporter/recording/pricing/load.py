@@ -27,7 +27,9 @@ __all__ = ["CACHE_MULTIPLIERS", "load_price_table", "with_overrides"]
 CACHE_MULTIPLIERS: Mapping[str, float] = {"cache_write_5m": 1.25, "cache_write_1h": 2.0, "cache_read": 0.1}
 
 _LONG_FIELDS = ("threshold", "cite", *PRICE_FIELDS)
-_MODEL_KEYS = frozenset({*PRICE_FIELDS, "aliases", "long_context", "derived_by_rule", "cite", "fast"})
+_MODEL_KEYS = frozenset(
+    {*PRICE_FIELDS, "aliases", "long_context", "derived_by_rule", "estimated", "cite", "fast"}
+)
 _TOP_KEYS = frozenset(
     {"as_of", "source", "currency", "unit", "sections", "cache_multipliers", "modifiers", "models"}
 )
@@ -73,7 +75,9 @@ def with_overrides(table: PriceTable, overrides: Mapping[str, Mapping[str, float
         name = model.strip().lower()
         canonical = index.get(name)
         if canonical is not None:
-            prices[canonical] = replace(prices[canonical], **values)
+            found = prices[canonical]
+            # A figure the configuration sets is the user's, no longer the table's estimate.
+            prices[canonical] = replace(found, estimated=found.estimated - set(values), **values)
             continue
         for key in ("input", "output"):
             if key not in values:
@@ -166,6 +170,7 @@ class _Loader:
             field_name = item.removeprefix("long_context.") if isinstance(item, str) else item
             if field_name not in PRICE_FIELDS:
                 raise ValueError(f"{where}: derived_by_rule names unknown figure {item!r}")
+        figures["estimated"] = self.estimated(where, entry, figures)
         aliases = entry.get("aliases", [])
         if not isinstance(aliases, list) or not all(isinstance(a, str) and a.strip() for a in aliases):
             raise ValueError(f"{where}: aliases must be a list of model names")
@@ -173,6 +178,23 @@ class _Loader:
             batch_multiplier=batch_multiplier, geo_eligible=name in geo, modifiers=modifiers, **figures
         )
         return price, aliases
+
+    def estimated(self, where: str, entry: Mapping[str, Any], figures: Mapping[str, Any]) -> frozenset[str]:
+        """The figures ``estimated`` names, each one this entry gives: ``<field>``, ``fast.input``,
+        ``fast.output`` or ``long_context.<field>``."""
+        names = entry.get("estimated", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{where}: estimated must be a list of figure names")
+        for name in names:
+            if name.startswith("fast."):
+                key = "fast_" + name.removeprefix("fast.")
+            elif name.startswith("long_context."):
+                key = "long_context_" + name.removeprefix("long_context.")
+            else:
+                key = name
+            if figures.get(key) is None:
+                raise ValueError(f"{where}: estimated names {name!r}, a figure this entry does not give")
+        return frozenset(names)
 
     def modifiers(self, data: object) -> tuple[float, Modifiers, frozenset[str]]:
         """``(batch multiplier, Modifiers, models the inference-geo multipliers apply to)``."""

@@ -84,6 +84,9 @@ class ModelPrice:
     fast_output: float | None = None
     geo_eligible: bool = False  # inference_geo multipliers apply (Claude 4.6 and later)
     modifiers: Modifiers = DEFAULT_MODIFIERS
+    #: The figures no official price list prints (third-party reports, a partner's page): named as in
+    #: pricing.yaml (``cache_read``, ``fast.input``, ``long_context.output``); shown as estimates.
+    estimated: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name in (*PRICE_FIELDS, "batch_multiplier"):

@@ -19,6 +19,7 @@ REQUEST_FIELDS: dict[str, str] = {
     "ttft": "claude_time_to_first_token_seconds",
     "tokens": "claude_tokens_total",
     "cost": "claude_cost_usd_total",
+    "tiers": "claude_cost_by_tier_usd_total",
     "savings": "claude_cache_savings_usd_total",
     "rate_limited": "claude_rate_limited_total",
     "stops": "claude_stop_reasons_total",
@@ -27,8 +28,9 @@ REQUEST_FIELDS: dict[str, str] = {
     "code": "claude_code_blocks_executed_total",
     "refusals": "claude_refusals_total",
 }
-#: The request-series fields that are counts keyed by the family's labels after agent and model.
-KEYED: tuple[str, ...] = ("rate_limited", "stops", "errors", "retries", "code", "refusals")
+#: The request-series fields that are counts keyed by the family's labels after agent and model
+#: (``tiers``: USD by service tier).
+KEYED: tuple[str, ...] = ("rate_limited", "stops", "errors", "retries", "code", "refusals", "tiers")
 #: ``misses``: per reason, responses and the input tokens they missed (two families, one key).
 MISSES: tuple[str, str] = ("claude_cache_misses_total", "claude_cache_missed_input_tokens_total")
 

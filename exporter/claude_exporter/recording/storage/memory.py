@@ -63,6 +63,7 @@ class RequestSeries:
         "retries",
         "savings",
         "stops",
+        "tiers",
         "tokens",
         "ttft",
     )
@@ -86,6 +87,7 @@ class RequestSeries:
         self.code: dict[tuple[str, str], int] = {}  # (tool, outcome)
         self.misses: dict[str, list[int]] = {}  # cache-miss reason -> [responses, missed input tokens]
         self.refusals: dict[str, int] = {}  # refusal category
+        self.tiers: dict[str, float] = {}  # service tier -> USD (cost split by tier)
         self.lone: _Lone | None = None  # set by lone_from(): the executions its lone requests are
 
     def finish(
@@ -99,10 +101,12 @@ class RequestSeries:
         error: tuple[str, str] | None,
         blocks: Sequence[tuple[str, str]],
         lone: bool = False,
+        tier: str | None = None,
     ) -> int:
         """Record one finished request; returns its duration bucket (an implicit execution reuses it).
         ``lone``: a request outside any execution, recorded here too as the execution of its own that it
-        is, under the same lock (see :meth:`ExecSeries.lone_from`)."""
+        is, under the same lock (see :meth:`ExecSeries.lone_from`). ``tier``: the service tier its cost
+        is also counted under (with its usage)."""
         duration = self.duration
         bucket = bisect_left(duration.bounds, seconds)
         executions: Any = self.lone
@@ -136,6 +140,8 @@ class RequestSeries:
                 self.cost += cost
                 if savings:
                     self.savings += savings
+                if tier is not None:
+                    self.tiers[tier] = self.tiers.get(tier, 0.0) + cost
             if stop_reason is not None:
                 self.stops[stop_reason] = self.stops.get(stop_reason, 0) + 1
             if error is not None:
@@ -144,8 +150,9 @@ class RequestSeries:
                 self.code[key] = self.code.get(key, 0) + 1
         return bucket
 
-    def add_usage(self, usage: Usage, cost: float, savings: float) -> None:
-        """Tokens and cost reported apart from any request (Claude Code's usage metrics)."""
+    def add_usage(self, usage: Usage, cost: float, savings: float, tier: str | None = None) -> None:
+        """Tokens and cost reported apart from any request (Claude Code's usage metrics, batch results);
+        ``tier``: the service tier the cost is also counted under."""
         with self.lock:
             counts = self.tokens
             counts[0] += usage.input
@@ -154,10 +161,12 @@ class RequestSeries:
             counts[3] += usage.cache_read
             self.cost += cost
             self.savings += savings
+            if tier is not None:
+                self.tiers[tier] = self.tiers.get(tier, 0.0) + cost
 
     def add(self, field: str, key: Any, amount: int = 1) -> None:
         """One more of a label-keyed field (``stops``, ``errors``, ``retries``, ``code``, ``refusals``,
-        ``rate_limited``), apart from a finished request."""
+        ``rate_limited``), apart from a finished request."""  # tiers are added with the usage they price
         with self.lock:
             values = getattr(self, field)
             values[key] = values.get(key, 0) + amount
@@ -191,6 +200,7 @@ class RequestSeries:
                 "code": dict(self.code),
                 "misses": {reason: tuple(v) for reason, v in self.misses.items()},
                 "refusals": dict(self.refusals),
+                "tiers": dict(self.tiers),
             }
 
 

@@ -222,6 +222,7 @@ class _RequestSeries:
         "refusals",
         "retries",
         "stops",
+        "tiers",
         "ttft",
         "ttft_bounds",
     )
@@ -246,6 +247,7 @@ class _RequestSeries:
         self.code: dict[Any, _Value] = {}
         self.rate_limited: dict[Any, _Value] = {}
         self.refusals: dict[Any, _Value] = {}
+        self.tiers: dict[Any, _Value] = {}
         self.misses: dict[str, tuple[_Value, _Value]] = {}
         self.lone: _ExecSeries | None = None  # set by its agent's default execution series (lone_from)
 
@@ -291,6 +293,7 @@ class _RequestSeries:
         error: tuple[str, str] | None,
         blocks: Sequence[tuple[str, str]],
         lone: bool = False,
+        tier: str | None = None,
     ) -> int:
         with self._files:
             success, failed, duration, token_values, cost_value, savings_value = (
@@ -305,6 +308,8 @@ class _RequestSeries:
                     cost_value.add(cost)
                 if savings:
                     savings_value.add(savings)
+                if tier is not None:
+                    self._child("tiers", tier).add(cost)
             if stop_reason is not None:
                 self._child("stops", stop_reason).add(1)
             if error is not None:
@@ -329,7 +334,7 @@ class _RequestSeries:
             if n:
                 value.add(n)
 
-    def add_usage(self, usage: Usage, cost: float, savings: float) -> None:
+    def add_usage(self, usage: Usage, cost: float, savings: float, tier: str | None = None) -> None:
         with self._files:
             _, _, _, token_values, cost_value, savings_value = self._core or self._core_values()
             self._add_usage(token_values, usage)
@@ -337,6 +342,8 @@ class _RequestSeries:
                 cost_value.add(cost)
             if savings:
                 savings_value.add(savings)
+            if tier is not None:
+                self._child("tiers", tier).add(cost)
 
     def add(self, field: str, key: Any, amount: int = 1) -> None:
         with self._files:
