@@ -96,6 +96,8 @@ class FakeAdminAPI:
         self.costs: list[CostRow] = []
         self.usage: list[UsageRow] = []
         self.requests: list[_Seen] = []
+        # path -> raw body answered with status 200 instead of the report: for hostile-peer tests.
+        self.answers: dict[str, bytes] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -164,6 +166,10 @@ class FakeAdminAPI:
                 401,
                 {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}},
             )
+            return
+        raw = self.answers.get(parts.path)
+        if raw is not None:
+            self._send_raw(handler, 200, raw)
             return
         if parts.path == "/v1/organizations/cost_report":
             rows: list[Any] = self.costs
@@ -286,7 +292,10 @@ class FakeAdminAPI:
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        FakeAdminAPI._send_raw(handler, status, json.dumps(body).encode())
+
+    @staticmethod
+    def _send_raw(handler: BaseHTTPRequestHandler, status: int, data: bytes) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(data)))
