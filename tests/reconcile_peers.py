@@ -10,6 +10,7 @@ Each stops its threads and closes its sockets on exit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -24,7 +25,9 @@ from typing import Any
 
 __all__ = ["FakePrometheus", "RawServer"]
 
-_QUERY = re.compile(r"^sum by \((?P<by>[^)]*)\) \(increase\((?P<family>\w+)\{(?P<matchers>[^}]*)\}\[(?P<s>\d+)s\]\)\)$")
+_QUERY = re.compile(
+    r"^sum by \((?P<by>[^)]*)\) \(increase\((?P<family>\w+)\{(?P<matchers>[^}]*)\}\[(?P<s>\d+)s\]\)\)$"
+)
 _MATCHER = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -86,7 +89,9 @@ class FakePrometheus:
         self.queries.append(query)
         m = _QUERY.match(query)
         if m is None:
-            return json.dumps({"status": "error", "errorType": "bad_data", "error": f"unparsed {query}"}).encode()
+            return json.dumps(
+                {"status": "error", "errorType": "bad_data", "error": f"unparsed {query}"}
+            ).encode()
         day = datetime.fromtimestamp(float(params["time"][0]) - 1, timezone.utc).strftime("%Y-%m-%d")
         by = [b.strip() for b in m.group("by").split(",") if b.strip()]
         matchers = dict(_MATCHER.findall(m.group("matchers")))
@@ -98,7 +103,10 @@ class FakePrometheus:
                 continue
             sums[tuple(labels.get(b, "") for b in by)] += value
         result = [
-            {"metric": {b: v for b, v in zip(by, key) if v}, "value": [float(params["time"][0]), repr(total)]}
+            {
+                "metric": {b: v for b, v in zip(by, key, strict=True) if v},
+                "value": [float(params["time"][0]), repr(total)],
+            }
             for key, total in sums.items()
         ]
         return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
@@ -132,23 +140,27 @@ class RawServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stopping.set()
+        for thread in self._threads[:1]:
+            thread.join(timeout=10)
         self._listener.close()
         with self._lock:
             for conn in self._conns:
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 conn.close()
         for thread in self._threads:
             thread.join(timeout=10)
 
     def _accept(self) -> None:
+        self._listener.settimeout(0.05)  # close() does not wake a blocked accept(): poll for the stop
         while not self.stopping.is_set():
             try:
                 conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            conn.settimeout(None)
             with self._lock:
                 self._conns.append(conn)
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)

@@ -23,6 +23,7 @@ from claude_exporter.cli.reconcile.report import Day, Row, compare, days_since, 
 
 __all__ = ["MAX_ANSWER_BYTES", "Day", "ReconcileError", "Row", "compare", "days_since", "render", "run"]
 
+
 def _fail(code: int, message: str) -> int:
     print(f"claude-exporter reconcile: {message}", file=sys.stderr, flush=True)
     return code
@@ -35,14 +36,19 @@ def run(args: argparse.Namespace) -> int:
 
     key = os.environ.get(args.admin_key_env, "")
     if not key:
-        return _fail(2, f"the environment variable {args.admin_key_env} (--admin-key-env) is not set or empty")
+        return _fail(
+            2, f"the environment variable {args.admin_key_env} (--admin-key-env) is not set or empty"
+        )
     analytics_key = ""
     if args.analytics_key_env:
         analytics_key = os.environ.get(args.analytics_key_env, "")
         if not analytics_key:
-            return _fail(2, f"the environment variable {args.analytics_key_env} (--analytics-key-env) is not set or empty")
+            variable = f"the environment variable {args.analytics_key_env} (--analytics-key-env)"
+            return _fail(2, f"{variable} is not set or empty")
     if not args.prometheus:
-        return _fail(2, "--prometheus URL (or $PROMETHEUS_URL) is required: the estimate is read from Prometheus")
+        return _fail(
+            2, "--prometheus URL (or $PROMETHEUS_URL) is required: the estimate is read from Prometheus"
+        )
     try:
         days = days_since(args.since, datetime.now(timezone.utc))
     except ValueError as err:

@@ -55,7 +55,9 @@ def _pages(
     page: str | None = None
     for _ in range(_MAX_PAGES):
         query = list(params) + ([("page", page)] if page else [])
-        body = get_json(f"{base.rstrip('/')}{path}?{urllib.parse.urlencode(query)}", headers, source, deadline)
+        body = get_json(
+            f"{base.rstrip('/')}{path}?{urllib.parse.urlencode(query)}", headers, source, deadline
+        )
         buckets = list(body.obj()["data"].items())
         more = body["has_more"].flag()
         yield from buckets
@@ -75,7 +77,9 @@ def _day(bucket: Shape) -> str:
     return text[:10]
 
 
-def billed(base: str, key: str, days: list[Day], canonical: Canonical, deadline: Deadline, analytics_key: str = "") -> Bill:
+def billed(
+    base: str, key: str, days: list[Day], canonical: Canonical, deadline: Deadline, analytics_key: str = ""
+) -> Bill:
     """The bill for ``days``: from the analytics reports if they answer, else from the legacy ones."""
     if not days:
         return Bill("none")
@@ -92,10 +96,17 @@ def _headers(key: str) -> dict[str, str]:
     return {"x-api-key": key, "anthropic-version": "2023-06-01", "user-agent": "claude-exporter reconcile"}
 
 
-def _analytics(base: str, key: str, window: list[tuple[str, str]], canonical: Canonical, deadline: Deadline) -> Bill:
+def _analytics(
+    base: str, key: str, window: list[tuple[str, str]], canonical: Canonical, deadline: Deadline
+) -> Bill:
     bill = Bill("analytics", by_tier=False)
     headers = _headers(key)
-    groups = [("group_by[]", "model"), ("group_by[]", "cost_type"), ("group_by[]", "product"), ("limit", "31")]
+    groups = [
+        ("group_by[]", "model"),
+        ("group_by[]", "cost_type"),
+        ("group_by[]", "product"),
+        ("limit", "31"),
+    ]
     search_fees: dict[str, float] = defaultdict(float)
     for bucket in _pages(base, ANALYTICS[0], headers, [*window, *groups], deadline):
         day = _day(bucket)
@@ -126,7 +137,9 @@ def _analytics(base: str, key: str, window: list[tuple[str, str]], canonical: Ca
     return bill
 
 
-def _legacy(base: str, key: str, window: list[tuple[str, str]], canonical: Canonical, deadline: Deadline) -> Bill:
+def _legacy(
+    base: str, key: str, window: list[tuple[str, str]], canonical: Canonical, deadline: Deadline
+) -> Bill:
     bill = Bill("legacy")
     headers = _headers(key)
     search_fees: dict[str, float] = defaultdict(float)
@@ -165,7 +178,11 @@ def _legacy(base: str, key: str, window: list[tuple[str, str]], canonical: Canon
 
 def _tokens(item: Shape) -> int:
     cache = item["cache_creation"].obj(optional=True)
-    written = 0 if cache.is_null else cache["ephemeral_5m_input_tokens"].count() + cache["ephemeral_1h_input_tokens"].count()
+    written = (
+        0
+        if cache.is_null
+        else cache["ephemeral_5m_input_tokens"].count() + cache["ephemeral_1h_input_tokens"].count()
+    )
     return (
         item["uncached_input_tokens"].count()
         + item["output_tokens"].count()

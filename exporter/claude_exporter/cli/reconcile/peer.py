@@ -12,15 +12,15 @@ error. Redirects are not followed: the key would go with them. The answer is the
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
-import math
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -57,7 +57,9 @@ class Deadline:
         return self._end - time.monotonic()
 
     def error(self, source: str) -> ReconcileError:
-        return ReconcileError(f"{source}: no complete answer within the {self.seconds:g} s deadline (--deadline)")
+        return ReconcileError(
+            f"{source}: no complete answer within the {self.seconds:g} s deadline (--deadline)"
+        )
 
 
 class _Watch:
@@ -85,17 +87,15 @@ class _Watch:
 
     @staticmethod
     def _shut(sock: socket.socket) -> None:
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in recv; close() would not
-        except OSError:
-            pass
 
 
 def _watched(cls: type[http.client.HTTPConnection], watch: _Watch) -> type[http.client.HTTPConnection]:
     class Watched(cls):  # type: ignore[valid-type,misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            create = self._create_connection
+            create: Callable[..., socket.socket] = self._create_connection  # type: ignore[has-type]
             # Attached as soon as the TCP connection exists, so a TLS handshake is watched too.
             self._create_connection = lambda *a, **k: watch.attach(create(*a, **k))
 
@@ -153,13 +153,16 @@ def get_json(url: str, headers: Mapping[str, str], source: str, deadline: Deadli
             with _opener(watch).open(request, timeout=remaining) as response:
                 body = _read(response, MAX_ANSWER_BYTES, source)
         except urllib.error.HTTPError as err:
-            raise PeerHTTPError(f"{source} answered HTTP {err.code}{_detail(err, source)}", err.code) from None
+            raise PeerHTTPError(
+                f"{source} answered HTTP {err.code}{_detail(err, source)}", err.code
+            ) from None
         except ReconcileError:
             raise
         except (OSError, http.client.HTTPException, ValueError) as err:
             if watch.fired:
                 raise deadline.error(source) from None
-            raise ReconcileError(f"{source} could not be read: {_reason(err)}") from None
+            how = "could not be reached" if isinstance(err, urllib.error.URLError) else "broke off its answer"
+            raise ReconcileError(f"{source} {how}: {_reason(err)}") from None
         if watch.fired:  # the socket was shut mid-answer: what arrived is a fragment
             raise deadline.error(source)
     finally:
@@ -305,7 +308,3 @@ class Shape:
             return float(self.value)
         except ValueError:
             raise self.fail("a number in a string") from None
-
-
-def finite(value: float) -> bool:
-    return math.isfinite(value)

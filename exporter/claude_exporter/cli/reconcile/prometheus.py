@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from claude_exporter.cli.reconcile.peer import Deadline, ReconcileError, Shape, get_json
+from claude_exporter.cli.reconcile.peer import Deadline, ReconcileError, get_json
 from claude_exporter.cli.reconcile.report import BATCH, PRIORITY, STANDARD, Day
 
 __all__ = ["Estimate", "estimated"]
@@ -68,7 +68,9 @@ def _short(text: str) -> str:
     return flat if len(flat) <= 200 else flat[:197] + "..."
 
 
-def estimated(prometheus: str, days: list[Day], canonical: Canonical, selector: str, deadline: Deadline) -> Estimate:
+def estimated(
+    prometheus: str, days: list[Day], canonical: Canonical, selector: str, deadline: Deadline
+) -> Estimate:
     """Per (day, model, tier) cost and per (day, model) tokens the exporter recorded (``selector``, e.g.
     ``job="claude"``, narrows the series)."""
     est = Estimate()
@@ -86,7 +88,9 @@ def estimated(prometheus: str, days: list[Day], canonical: Canonical, selector: 
             if math.isfinite(value) and tier in {PRIORITY, BATCH}:
                 parts[(canonical(labels.get("model", "")), tier)] += value
         for model in set(total) | {m for m, _ in parts}:
-            standard = total.get(model, 0.0) - parts.get((model, PRIORITY), 0.0) - parts.get((model, BATCH), 0.0)
+            standard = (
+                total.get(model, 0.0) - parts.get((model, PRIORITY), 0.0) - parts.get((model, BATCH), 0.0)
+            )
             est.usd[(label, model, STANDARD)] += 0.0 if abs(standard) < _EPSILON else standard
         for (model, tier), value in parts.items():
             est.usd[(label, model, tier)] += value

@@ -15,7 +15,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
-__all__ = ["ALL_TIERS", "BATCH", "PRIORITY", "STANDARD", "TIERS", "Day", "Row", "compare", "days_since", "iso", "render"]
+__all__ = [
+    "ALL_TIERS",
+    "BATCH",
+    "PRIORITY",
+    "STANDARD",
+    "TIERS",
+    "Day",
+    "Row",
+    "compare",
+    "days_since",
+    "iso",
+    "render",
+]
 
 STANDARD, BATCH, PRIORITY = "standard", "batch", "priority"
 TIERS = (STANDARD, BATCH, PRIORITY)
@@ -134,11 +146,21 @@ def compare(
             if tokens is not None or billed_tokens is not None:
                 if len(rows) == first:
                     rows.append(Row(label, model, compared[0], None, None, note="tokens only"))
-                rows[first] = replace(rows[first], estimated_tokens=tokens or 0, billed_tokens=billed_tokens or 0)
+                rows[first] = replace(
+                    rows[first], estimated_tokens=tokens or 0, billed_tokens=billed_tokens or 0
+                )
             if platform_tokens.get((label, model)):
                 rows.append(
-                    Row(label, model, PLATFORM, None, None, platform_tokens[(label, model)], None,
-                        note="apart: billed by the platform")
+                    Row(
+                        label,
+                        model,
+                        PLATFORM,
+                        None,
+                        None,
+                        platform_tokens[(label, model)],
+                        None,
+                        note="apart: billed by the platform",
+                    )
                 )
         for (d, kind), usd in sorted(other.items()):
             if d == label:
@@ -147,7 +169,17 @@ def compare(
 
 
 def render(rows: list[Row], days: list[Day], tolerance: float, sources: str) -> str:
-    head = ["day", "model", "tier", "estimated USD", "billed USD", "difference", "tokens est.", "tokens billed", ""]
+    head = [
+        "day",
+        "model",
+        "tier",
+        "estimated USD",
+        "billed USD",
+        "difference",
+        "tokens est.",
+        "tokens billed",
+        "",
+    ]
     table = [head]
     flagged = compared = 0
     for row in rows:
@@ -156,6 +188,8 @@ def render(rows: list[Row], days: list[Day], tolerance: float, sources: str) -> 
         if diff is not None:
             compared += 1
             flagged += flag
+        if diff is not None and abs(diff) < 5e-5:
+            diff = 0.0  # float noise prints as -0.0000 otherwise
         if diff is None:
             change = "-"
         elif row.billed_usd:
