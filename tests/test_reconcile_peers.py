@@ -281,26 +281,28 @@ _shaped = st.recursive(
 
 
 @pytest.mark.integration
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cost=_json | _shaped, usage=_json | _shaped, prom=_json | _shaped, which=st.integers(0, 2))
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answer=_json | _shaped, which=st.integers(0, 4))
 def test_any_json_from_either_peer_gives_a_report_or_one_line(
     admin: FakeAdminAPI,
     prometheus: FakePrometheus,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    cost: object,
-    usage: object,
-    prom: object,
+    answer: object,
     which: int,
 ) -> None:
     admin.answers.clear()
     prometheus.answer = None
-    if which == 0:
-        admin.answers[COST] = json.dumps(cost).encode()
-    elif which == 1:
-        admin.answers[USAGE] = json.dumps(usage).encode()
+    body = json.dumps(answer).encode()
+    if which == 4:
+        prometheus.answer = body
+    elif which >= 2:  # the analytics reports (the usage report is read after a valid cost report)
+        analytics = "/v1/organizations/analytics/"
+        admin.answers[analytics + "cost_report"] = body if which == 2 else _page([])
+        if which == 3:
+            admin.answers[analytics + "usage_report"] = body
     else:
-        prometheus.answer = json.dumps(prom).encode()
+        admin.answers[(COST, USAGE)[which]] = body
     code = _run(admin.url, prometheus.url, monkeypatch)
     captured = capsys.readouterr()
     assert code in (0, 1)

@@ -240,3 +240,31 @@ def test_an_analytics_failure_other_than_a_refusal_is_not_hidden_by_the_fallback
         "has_more is a string, not true or false\n"
     )
     assert paths == ["/v1/organizations/analytics/cost_report"]
+
+
+@pytest.mark.integration
+def test_days_past_the_analytics_export_are_shown_not_judged(
+    prometheus: FakePrometheus, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The analytics reports are refreshed every few hours: a bucket after ``data_refreshed_at`` is
+    incomplete, so its rows are printed but never flagged or counted."""
+    _record(prometheus)
+    _, yesterday = _days()[-1]
+    with FakeAdminAPI(key=KEY, analytics=True) as admin:
+        _bill(admin)
+        admin.refreshed_at = f"{yesterday}T06:00:00Z"
+        admin.add_cost(yesterday, OPUS, -20.0)  # yesterday's opus bill half exported: 15.00 of 35.00
+        assert _run(admin, prometheus, monkeypatch) == 0
+    out = capsys.readouterr().out
+    assert "0 of 12 compared rows differ by more than 2%." in out, out
+    opus = _rows(out, yesterday)[(OPUS, "standard+batch")]
+    assert opus[:4] == ["35.0000", "15.0000", "+20.0000", "(+133.33%)"]
+    assert opus[-4:] == ["bill", "not", "final", "yet"]
+
+
+@pytest.mark.unit
+def test_a_url_is_named_without_its_credentials() -> None:
+    from claude_exporter.cli.reconcile.peer import shown
+
+    assert shown("http://bob:s3cret@prometheus:9090/x") == "http://prometheus:9090/x"
+    assert shown("https://api.anthropic.com") == "https://api.anthropic.com"

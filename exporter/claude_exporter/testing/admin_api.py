@@ -112,6 +112,8 @@ class FakeAdminAPI:
         self.requests: list[_Seen] = []
         # path -> raw body answered with status 200 instead of the report: for hostile-peer tests.
         self.answers: dict[str, bytes] = {}
+        # the analytics reports' data_refreshed_at: None for the end of the requested range
+        self.refreshed_at: str | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -238,7 +240,7 @@ class FakeAdminAPI:
                 "has_more": more,
                 "next_page": str(offset + limit) if more else None,
                 **(
-                    {"data_refreshed_at": _stamp(end), "organization_id": "org_fake"}
+                    {"data_refreshed_at": self.refreshed_at or _stamp(end), "organization_id": "org_fake"}
                     if "analytics" in parts.path
                     else {}
                 ),

@@ -17,7 +17,7 @@ import sys
 from datetime import datetime, timezone
 
 from claude_exporter.cli.reconcile.admin import billed
-from claude_exporter.cli.reconcile.peer import MAX_ANSWER_BYTES, Deadline, ReconcileError
+from claude_exporter.cli.reconcile.peer import MAX_ANSWER_BYTES, Deadline, ReconcileError, shown
 from claude_exporter.cli.reconcile.prometheus import estimated
 from claude_exporter.cli.reconcile.report import Day, Row, compare, days_since, render
 
@@ -78,11 +78,12 @@ def run(args: argparse.Namespace) -> int:
         other=bill.other,
         by_tier=bill.by_tier,
         priority_billed=bill.priority_billed,
+        final_until=bill.final_until,
     )
     reports = "analytics cost and usage reports" if bill.source == "analytics" else "cost and usage reports"
     sources = (
-        f"estimated: Prometheus {args.prometheus}, increase(claude_cost_usd_total[1d]) by model and tier; "
-        f"billed: Admin API {reports} at {args.admin_url}"
+        f"estimated: Prometheus {shown(args.prometheus)}, increase(claude_cost_usd_total[1d]) by model and "
+        f"tier; billed: Admin API {reports} at {shown(args.admin_url)}"
     )
     sys.stdout.write(render(rows, days, args.tolerance, sources))
     return 1 if any(row.off_by_more_than(args.tolerance) for row in rows) else 0

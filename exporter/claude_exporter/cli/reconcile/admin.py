@@ -20,6 +20,7 @@ import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from claude_exporter.cli.reconcile.peer import Deadline, PeerHTTPError, ReconcileError, Shape, get_json
 from claude_exporter.cli.reconcile.report import ALL_TIERS, PRIORITY, STANDARD, TIERS, Day, iso
@@ -46,10 +47,16 @@ class Bill:
     other: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     priority_billed: bool = False  # the cost report itemised priority spend (the legacy one does not)
     by_tier: bool = True  # False: standard and batch are one figure (tier ALL_TIERS)
+    final_until: datetime | None = None  # the analytics export's watermark: later buckets are incomplete
 
 
 def _pages(
-    base: str, path: str, headers: dict[str, str], params: list[tuple[str, str]], deadline: Deadline
+    base: str,
+    path: str,
+    headers: dict[str, str],
+    params: list[tuple[str, str]],
+    deadline: Deadline,
+    on_page: Callable[[Shape], None] | None = None,
 ) -> Iterator[Shape]:
     source = f"Admin API {path}"
     page: str | None = None
@@ -60,6 +67,8 @@ def _pages(
         )
         buckets = list(body.obj()["data"].items())
         more = body["has_more"].flag()
+        if on_page is not None:
+            on_page(body)
         yield from buckets
         if not more:
             return
@@ -67,6 +76,22 @@ def _pages(
         if not page:
             raise ReconcileError(f"{source}: has_more without a next_page")
     raise ReconcileError(f"{source}: more than {_MAX_PAGES} pages")
+
+
+def _watermark(bill: Bill, start: datetime) -> Callable[[Shape], None]:
+    """Keeps the earliest ``data_refreshed_at`` of the pages (null: nothing exported yet, from ``start``)."""
+
+    def read(body: Shape) -> None:
+        field = body["data_refreshed_at"]
+        text = field.text(optional=True)
+        try:
+            when = start if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise field.fail("an RFC 3339 time") from None
+        when = when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+        bill.final_until = when if bill.final_until is None else min(bill.final_until, when)
+
+    return read
 
 
 def _day(bucket: Shape) -> str:
@@ -85,7 +110,7 @@ def billed(
         return Bill("none")
     window = [("starting_at", iso(days[0].start)), ("ending_at", iso(days[-1].end)), ("bucket_width", "1d")]
     try:
-        return _analytics(base, analytics_key or key, window, canonical, deadline)
+        return _analytics(base, analytics_key or key, window, days[0].start, canonical, deadline)
     except PeerHTTPError as err:
         if err.status not in _FALLBACK:
             raise
@@ -97,9 +122,15 @@ def _headers(key: str) -> dict[str, str]:
 
 
 def _analytics(
-    base: str, key: str, window: list[tuple[str, str]], canonical: Canonical, deadline: Deadline
+    base: str,
+    key: str,
+    window: list[tuple[str, str]],
+    start: datetime,
+    canonical: Canonical,
+    deadline: Deadline,
 ) -> Bill:
     bill = Bill("analytics", by_tier=False)
+    watermark = _watermark(bill, start)
     headers = _headers(key)
     groups = [
         ("group_by[]", "model"),
@@ -108,7 +139,7 @@ def _analytics(
         ("limit", "31"),
     ]
     search_fees: dict[str, float] = defaultdict(float)
-    for bucket in _pages(base, ANALYTICS[0], headers, [*window, *groups], deadline):
+    for bucket in _pages(base, ANALYTICS[0], headers, [*window, *groups], deadline, watermark):
         day = _day(bucket)
         for item in bucket["results"].items(optional=True):
             usd = item.obj()["amount"].cents()
@@ -125,7 +156,7 @@ def _analytics(
                 bill.other[(day, kind)] += usd
     searches: dict[tuple[str, str, str], int] = defaultdict(int)
     groups = [("group_by[]", "model"), ("group_by[]", "product"), ("limit", "31")]
-    for bucket in _pages(base, ANALYTICS[1], headers, [*window, *groups], deadline):
+    for bucket in _pages(base, ANALYTICS[1], headers, [*window, *groups], deadline, watermark):
         day = _day(bucket)
         for item in bucket["results"].items(optional=True):
             model = item.obj()["model"].text(optional=True)

@@ -19,12 +19,22 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["MAX_ANSWER_BYTES", "Deadline", "PeerHTTPError", "ReconcileError", "Shape", "get_json"]
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "Deadline",
+    "PeerHTTPError",
+    "ReconcileError",
+    "Shape",
+    "get_json",
+    "printable",
+    "shown",
+]
 
 # A month of the cost report grouped by description is a few MB; 16 MiB bounds the decoded objects to a
 # few hundred MB however the peer writes them.
@@ -173,7 +183,7 @@ def get_json(url: str, headers: Mapping[str, str], source: str, deadline: Deadli
 def _reason(err: BaseException) -> str:
     if isinstance(err, urllib.error.URLError) and not isinstance(err.reason, str):
         err = err.reason if isinstance(err.reason, BaseException) else err
-    return _clean(str(err) or type(err).__name__)
+    return printable(str(err) or type(err).__name__)
 
 
 def _detail(err: urllib.error.HTTPError, source: str) -> str:
@@ -183,13 +193,21 @@ def _detail(err: urllib.error.HTTPError, source: str) -> str:
         return ""
     error = body.get("error") if isinstance(body, dict) else None
     message = error.get("message") if isinstance(error, dict) else error
-    return f": {_clean(message)}" if isinstance(message, str) and message.strip() else ""
+    return f": {printable(message)}" if isinstance(message, str) and message.strip() else ""
 
 
-def _clean(text: str) -> str:
-    """A peer's text fit for one line of ours: control characters out, length bounded."""
+def shown(url: str) -> str:
+    """``url`` as our messages name it: without the user and password it may carry."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def printable(text: str, limit: int = _TEXT) -> str:
+    """A peer's text fit for one line or cell of ours: control characters out, length bounded."""
     flat = "".join(c if c.isprintable() else " " for c in text).strip()
-    return flat if len(flat) <= _TEXT else flat[: _TEXT - 3] + "..."
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _no_constant(name: str) -> Any:

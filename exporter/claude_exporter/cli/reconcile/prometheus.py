@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from claude_exporter.cli.reconcile.peer import Deadline, ReconcileError, get_json
+from claude_exporter.cli.reconcile.peer import Deadline, ReconcileError, get_json, printable, shown
 from claude_exporter.cli.reconcile.report import BATCH, PRIORITY, STANDARD, Day
 
 __all__ = ["Estimate", "estimated"]
@@ -45,12 +45,12 @@ def _query(
     seconds = int((day.end - day.start).total_seconds())
     query = f"sum by ({', '.join(by)}) (increase({family}{{{matchers}}}[{seconds}s]))"
     params = urllib.parse.urlencode({"query": query, "time": f"{day.end.timestamp():.3f}"})
-    source = f"Prometheus at {prometheus} /api/v1/query"
+    source = f"Prometheus at {shown(prometheus)} /api/v1/query"
     body = get_json(f"{prometheus.rstrip('/')}/api/v1/query?{params}", {}, source, deadline).obj()
     if body["status"].value != "success":
         kind, error = body["errorType"].value, body["error"].value
         said = ": ".join(t for t in (kind, error) if isinstance(t, str) and t)
-        raise ReconcileError(f"{source}: query failed{': ' + _short(said) if said else ''}")
+        raise ReconcileError(f"{source}: query failed{': ' + printable(said) if said else ''}")
     out = []
     for sample in body["data"].obj()["result"].items():
         metric = sample.obj()["metric"].obj(optional=True)
@@ -61,11 +61,6 @@ def _query(
             raise pair.fail("a [time, value] pair")
         out.append((labels, values[1].number_text()))
     return out
-
-
-def _short(text: str) -> str:
-    flat = "".join(c if c.isprintable() else " " for c in text)
-    return flat if len(flat) <= 200 else flat[:197] + "..."
 
 
 def estimated(

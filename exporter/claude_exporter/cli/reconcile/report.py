@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
+from claude_exporter.cli.reconcile.peer import printable
+
 __all__ = [
     "ALL_TIERS",
     "BATCH",
@@ -60,6 +62,7 @@ class Row:
     estimated_tokens: int | None = None
     billed_tokens: int | None = None
     note: str = ""
+    final: bool = True  # False: the bill of this day is still being exported, so it is shown, not judged
 
     @property
     def difference(self) -> float | None:
@@ -69,7 +72,7 @@ class Row:
 
     def off_by_more_than(self, percent: float) -> bool:
         diff = self.difference
-        if diff is None:
+        if diff is None or not self.final:
             return False
         if self.billed_usd == 0:
             return abs(diff) > 0.005  # something estimated, nothing billed (or the reverse): half a cent
@@ -114,6 +117,7 @@ def compare(
     other: Mapping[tuple[str, str], float],
     by_tier: bool,
     priority_billed: bool,
+    final_until: datetime | None = None,
 ) -> list[Row]:
     """The rows of ``days``: per model the compared tiers, then what is kept apart; then the costs that
     are not per model. ``by_tier`` False: the bill has one figure for standard and batch."""
@@ -121,6 +125,7 @@ def compare(
     compared = (STANDARD, BATCH) if by_tier else (ALL_TIERS,)
     for day in days:
         label = day.label
+        day_start = len(rows)
         models = sorted(
             {m for d, m, _ in est_usd if d == label}
             | {m for d, m, _ in bill_usd if d == label}
@@ -165,6 +170,10 @@ def compare(
         for (d, kind), usd in sorted(other.items()):
             if d == label:
                 rows.append(Row(label, f"({kind.replace('_', ' ')})", "-", None, usd, note="not estimated"))
+        if final_until is not None and day.end > final_until:
+            for i in range(day_start, len(rows)):
+                if rows[i].difference is not None:
+                    rows[i] = replace(rows[i], final=False, note="bill not final yet")
     return rows
 
 
@@ -185,7 +194,7 @@ def render(rows: list[Row], days: list[Day], tolerance: float, sources: str) -> 
     for row in rows:
         diff = row.difference
         flag = row.off_by_more_than(tolerance)
-        if diff is not None:
+        if diff is not None and row.final:
             compared += 1
             flagged += flag
         if diff is not None and abs(diff) < 5e-5:
@@ -199,7 +208,7 @@ def render(rows: list[Row], days: list[Day], tolerance: float, sources: str) -> 
         table.append(
             [
                 row.day,
-                row.model,
+                printable(row.model, 80),
                 row.tier,
                 "-" if row.estimated_usd is None else f"{row.estimated_usd:.4f}",
                 "-" if row.billed_usd is None else f"{row.billed_usd:.4f}",
