@@ -50,6 +50,21 @@ _COST = "/v1/organizations/cost_report"
 _USAGE = "/v1/organizations/usage_report/messages"
 _ANALYTICS_COST = "/v1/organizations/analytics/cost_report"
 _ANALYTICS_USAGE = "/v1/organizations/analytics/usage_report"
+_LEGACY_USAGE_FIELDS: dict[str, None] = dict.fromkeys(
+    ("model", "api_key_id", "workspace_id", "service_tier", "context_window", "inference_geo", "speed")
+)
+_ANALYTICS_USAGE_FIELDS: dict[str, None] = dict.fromkeys(
+    (
+        "model",
+        "product",
+        "context_window",
+        "inference_geo",
+        "rbac_group_id",
+        "requests",
+        "slack_channel_id",
+        "speed",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -345,45 +360,23 @@ class FakeAdminAPI:
         }
 
     @classmethod
+    def _usage_rows(
+        cls, rows: list[UsageRow], groups: list[str], dims: Sequence[str], nulls: dict[str, None]
+    ) -> list[dict[str, Any]]:
+        """One row per group of the requested ``dims``; ``nulls`` are the report's other fields."""
+        dims = [g for g in dims if g in groups]
+        return [
+            {**nulls, **dict(zip(dims, key, strict=True)), **cls._usage_fields(v)}
+            for key, v in cls._merge(rows, dims).items()
+        ]
+
+    @classmethod
     def _usage_results(cls, rows: list[UsageRow], groups: list[str]) -> list[dict[str, Any]]:
-        dims = [g for g in ("model", "service_tier") if g in groups]
-        out = []
-        for key, v in cls._merge(rows, dims).items():
-            named = dict(zip(dims, key, strict=True))
-            out.append(
-                {
-                    "model": named.get("model"),
-                    **cls._usage_fields(v),
-                    "api_key_id": None,
-                    "workspace_id": None,
-                    "service_tier": named.get("service_tier"),
-                    "context_window": None,
-                    "inference_geo": None,
-                    "speed": None,
-                }
-            )
-        return out
+        return cls._usage_rows(rows, groups, ("model", "service_tier"), _LEGACY_USAGE_FIELDS)
 
     @classmethod
     def _analytics_usage_results(cls, rows: list[UsageRow], groups: list[str]) -> list[dict[str, Any]]:
-        dims = [g for g in ("model", "product") if g in groups]
-        out = []
-        for key, v in cls._merge(rows, dims).items():
-            named = dict(zip(dims, key, strict=True))
-            out.append(
-                {
-                    "model": named.get("model"),
-                    "product": named.get("product"),
-                    **cls._usage_fields(v),
-                    "context_window": None,
-                    "inference_geo": None,
-                    "rbac_group_id": None,
-                    "requests": None,
-                    "slack_channel_id": None,
-                    "speed": None,
-                }
-            )
-        return out
+        return cls._usage_rows(rows, groups, ("model", "product"), _ANALYTICS_USAGE_FIELDS)
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
