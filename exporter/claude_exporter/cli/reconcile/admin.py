@@ -30,7 +30,7 @@ __all__ = ["ANALYTICS", "LEGACY", "Bill", "billed"]
 LEGACY = ("/v1/organizations/cost_report", "/v1/organizations/usage_report/messages")
 ANALYTICS = ("/v1/organizations/analytics/cost_report", "/v1/organizations/analytics/usage_report")
 _MAX_PAGES = 100  # a week is one page; this only stops a server that never says has_more: false
-_FALLBACK = {401, 403, 404}
+_FALLBACK = {400, 401, 403, 404}  # refused (a key, a plan, a range it does not serve): legacy answers
 # claude.ai surfaces billed on the analytics reports that no instrumented client or Claude Code reports.
 _SEAT_SURFACES = {"chat", "cowork", "office_agent", "claude_in_chrome", "claude_design", "claude-tag"}
 
