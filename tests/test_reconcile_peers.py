@@ -311,3 +311,52 @@ def test_any_json_from_either_peer_gives_a_report_or_one_line(
         _one_error_line(captured.err)
     else:
         assert "Reconciliation of" in captured.out
+
+
+# ------------------------------------------------------------------------------------- more of the same
+
+
+@pytest.mark.integration
+def test_a_redirect_is_not_followed_so_the_key_stays_home(
+    prometheus: FakePrometheus, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    heads: list[str] = []
+
+    def elsewhere(path: str, conn: socket.socket, stopping: threading.Event) -> None:
+        heads.append(path)
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        conn.close()
+
+    with RawServer(elsewhere) as other:
+
+        def redirect(path: str, conn: socket.socket, stopping: threading.Event) -> None:
+            conn.sendall(
+                f"HTTP/1.1 302 Found\r\nLocation: {other.url}{path}\r\nContent-Length: 0\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            conn.close()
+
+        with RawServer(redirect) as admin:
+            assert _run(admin.url, prometheus.url, monkeypatch) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.endswith("Admin API /v1/organizations/analytics/cost_report answered HTTP 302"), line
+    assert heads == []  # the request (and its x-api-key) never went to the other host
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("flag", "url", "problem"),
+    [
+        ("--prometheus", "prometheus:9090", "not an http:// or https:// URL with a host"),
+        ("--prometheus", "http://:9090", "not an http:// or https:// URL with a host"),
+        ("--admin-url", "http://api:port", "Port could not be cast to integer value as 'port'"),
+        ("--admin-url", "ftp://api.example", "not an http:// or https:// URL with a host"),
+    ],
+)
+def test_a_url_that_cannot_name_a_peer_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], flag: str, url: str, problem: str
+) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    args = {"--prometheus": "http://127.0.0.1:9", "--admin-url": "http://127.0.0.1:9", flag: url}
+    assert main(["reconcile", "--admin-key-env", KEY_ENV, *(x for kv in args.items() for x in kv)]) == 2
+    assert capsys.readouterr().err == f"claude-exporter reconcile: {flag} {url!r}: {problem}\n"

@@ -25,6 +25,7 @@ standard 6.10 = 6.00 + 0.10 of the fee row, batch 6.10, priority 3.10 apart, opu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -268,3 +269,28 @@ def test_a_url_is_named_without_its_credentials() -> None:
 
     assert shown("http://bob:s3cret@prometheus:9090/x") == "http://prometheus:9090/x"
     assert shown("https://api.anthropic.com") == "https://api.anthropic.com"
+
+
+@pytest.mark.integration
+def test_a_cost_report_that_itemises_priority_spend_is_compared_on_it(
+    prometheus: FakePrometheus, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Priority is kept apart because the cost report leaves it out; a report that lists it is held to it."""
+    _, day = _days()[-1]
+    prometheus.add(day, "claude_cost_usd_total", 9.10, model=SONNET)
+    prometheus.add(day, "claude_cost_by_tier_usd_total", 3.10, model=SONNET, tier="priority")
+    item = {"model": SONNET_BILLED, "cost_type": "tokens", "currency": "USD"}
+    results = [
+        {**item, "amount": "600", "service_tier": "standard"},
+        {**item, "amount": "250", "service_tier": "priority"},  # $2.50 billed against $3.10 estimated
+    ]
+    bucket = {"starting_at": f"{day}T00:00:00Z", "ending_at": "x", "results": results}
+    with FakeAdminAPI(key=KEY) as admin:
+        page = {"data": [bucket], "has_more": False, "next_page": None}
+        admin.answers["/v1/organizations/cost_report"] = json.dumps(page).encode()
+        monkeypatch.setenv(KEY_ENV, KEY)
+        args = ["reconcile", "--admin-key-env", KEY_ENV, "--since", "24h", "--prometheus", prometheus.url]
+        assert main([*args, "--admin-url", admin.url]) == 1
+    rows = _rows(capsys.readouterr().out, day)
+    assert rows[(SONNET, "standard")][:2] == ["6.0000", "6.0000"]
+    assert rows[(SONNET, "priority")][:4] == ["3.1000", "2.5000", "+0.6000", "(+24.00%)"]

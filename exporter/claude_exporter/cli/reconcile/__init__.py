@@ -17,7 +17,7 @@ import sys
 from datetime import datetime, timezone
 
 from claude_exporter.cli.reconcile.admin import billed
-from claude_exporter.cli.reconcile.peer import MAX_ANSWER_BYTES, Deadline, ReconcileError, shown
+from claude_exporter.cli.reconcile.peer import MAX_ANSWER_BYTES, Deadline, ReconcileError, shown, url_problem
 from claude_exporter.cli.reconcile.prometheus import estimated
 from claude_exporter.cli.reconcile.report import Day, Row, compare, days_since, render
 
@@ -49,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
         return _fail(
             2, "--prometheus URL (or $PROMETHEUS_URL) is required: the estimate is read from Prometheus"
         )
+    for flag, url in (("--prometheus", args.prometheus), ("--admin-url", args.admin_url)):
+        problem = url_problem(url)
+        if problem:
+            return _fail(2, f"{flag} {shown(url)!r}: {problem}")
     try:
         days = days_since(args.since, datetime.now(timezone.utc))
     except ValueError as err:

@@ -96,9 +96,11 @@ def _watermark(bill: Bill, start: datetime) -> Callable[[Shape], None]:
 
 def _day(bucket: Shape) -> str:
     start = bucket.obj()["starting_at"]
-    text = start.text(optional=True)
-    if text is None or len(text) < 10 or not text[:4].isdigit():
-        raise start.fail("an RFC 3339 time")
+    text = start.text(optional=True) or ""
+    try:
+        datetime.strptime(text[:10], "%Y-%m-%d")
+    except ValueError:
+        raise start.fail("an RFC 3339 time") from None
     return text[:10]
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "get_json",
     "printable",
     "shown",
+    "url_problem",
 ]
 
 # A month of the cost report grouped by description is a few MB; 16 MiB bounds the decoded objects to a
@@ -158,8 +159,8 @@ def get_json(url: str, headers: Mapping[str, str], source: str, deadline: Deadli
     timer.daemon = True
     timer.start()
     try:
-        request = urllib.request.Request(url, headers=dict(headers))
         try:
+            request = urllib.request.Request(url, headers=dict(headers))
             with _opener(watch).open(request, timeout=remaining) as response:
                 body = _read(response, MAX_ANSWER_BYTES, source)
         except urllib.error.HTTPError as err:
@@ -189,11 +190,25 @@ def _reason(err: BaseException) -> str:
 def _detail(err: urllib.error.HTTPError, source: str) -> str:
     try:
         body = decode(_read(err, _ERROR_BYTES, source), source)
-    except (ReconcileError, OSError, http.client.HTTPException, ValueError):
+    except (ReconcileError, OSError, http.client.HTTPException, ValueError, AttributeError):
         return ""
+    finally:
+        err.close()
     error = body.get("error") if isinstance(body, dict) else None
     message = error.get("message") if isinstance(error, dict) else error
     return f": {printable(message)}" if isinstance(message, str) and message.strip() else ""
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a peer (None when it can): an http(s) scheme, a host, a numeric port."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as err:
+        return printable(str(err))
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return "not an http:// or https:// URL with a host"
+    return None
 
 
 def shown(url: str) -> str:
