@@ -101,13 +101,15 @@ def test_a_matching_week_passes(
     yesterday = (_today() - timedelta(days=1)).strftime("%Y-%m-%d")
     sonnet = next(r for r in rows if r.startswith(yesterday) and "claude-sonnet-4-5" in r).split()
     # estimated 12 (Prometheus) against billed 12 (3 + 9) under the dated name: joined on the canonical id
-    assert sonnet[2:4] == ["12.0000", "12.0000"]
+    assert sonnet[2:5] == ["standard", "12.0000", "12.0000"]
     assert sonnet[-2:] == ["2,000,000", "2,000,000"]
     code = next(r for r in rows if r.startswith(yesterday) and "(code execution)" in r)
     assert "0.4000" in code and "not estimated" in code
-    assert "0 of 14 model-days differ by more than 2%." in out
-    # the key went in the header, to both reports, and never into the output
+    assert "0 of 14 compared rows differ by more than 2%." in out
+    # the key went in the header: the analytics reports first (this fake has none: 404), then the legacy
+    # reports; never into the output
     assert {r.path for r in admin.requests} == {
+        "/v1/organizations/analytics/cost_report",
         "/v1/organizations/cost_report",
         "/v1/organizations/usage_report/messages",
     }
@@ -129,7 +131,7 @@ def test_a_difference_over_two_percent_is_flagged(
     # estimated 3, billed 3.15: -0.15 (-4.76%)
     assert flagged[0].startswith(two_days_ago) and "claude-opus-4-6" in flagged[0]
     assert "-0.1500 (-4.76%)" in flagged[0]
-    assert "1 of 14 model-days differ by more than 2%." in out
+    assert "1 of 14 compared rows differ by more than 2%." in out
 
 
 @pytest.mark.system
@@ -146,7 +148,7 @@ def test_web_search_fees_are_shared_out_by_searches(
         assert _run(admin, prometheus, monkeypatch, "--since", "24h") == 0
     out = capsys.readouterr().out
     sonnet = next(r for r in out.splitlines() if r.startswith(yesterday) and "claude-sonnet-4-5" in r)
-    assert sonnet.split()[2:4] == ["12.0000", "12.0000"]
+    assert sonnet.split()[2:5] == ["standard", "12.0000", "12.0000"]
 
 
 @pytest.mark.system
@@ -156,7 +158,9 @@ def test_a_wrong_key_is_a_runtime_failure_naming_the_source(
     with FakeAdminAPI(key="another-key") as admin:
         assert _run(admin, prometheus, monkeypatch) == 1
     err = capsys.readouterr().err
-    assert err.startswith("claude-exporter reconcile: Admin API cost report answered HTTP 401")
+    # the analytics report's 401 falls back to the legacy one, whose 401 is the error
+    expected = "Admin API /v1/organizations/cost_report answered HTTP 401: invalid x-api-key"
+    assert err == f"claude-exporter reconcile: {expected}\n"
     assert KEY not in err
 
 
@@ -187,7 +191,7 @@ def test_an_unreachable_prometheus_is_a_runtime_failure(
             admin.url,
         ]
         assert main(args) == 1
-    assert "Prometheus at http://127.0.0.1:9 could not be reached" in capsys.readouterr().err
+    assert "Prometheus at http://127.0.0.1:9 /api/v1/query could not be reached" in capsys.readouterr().err
 
 
 @pytest.mark.unit

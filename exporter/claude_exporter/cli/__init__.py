@@ -123,46 +123,9 @@ def _pricing(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
+    from claude_exporter.cli.reconcile import run
 
-    from claude_exporter.cli.reconcile import ReconcileError, billed, compare, days_since, estimated, render
-    from claude_exporter.recording.pricing import load_price_table
-
-    def fail(code: int, message: str) -> int:
-        print(f"claude-exporter reconcile: {message}", file=sys.stderr)
-        return code
-
-    key = os.environ.get(args.admin_key_env, "")
-    if not key:
-        return fail(2, f"the environment variable {args.admin_key_env} (--admin-key-env) is not set or empty")
-    if not args.prometheus:
-        return fail(
-            2, "--prometheus URL (or $PROMETHEUS_URL) is required: the estimate is read from Prometheus"
-        )
-    try:
-        days = days_since(args.since, datetime.now(timezone.utc))
-    except ValueError as err:
-        return fail(2, str(err))
-    if args.tolerance < 0:
-        return fail(2, "--tolerance must be >= 0")
-    table = load_price_table()
-
-    def canonical(model: str) -> str:
-        return table.resolve(model) or model.strip().lower()
-
-    try:
-        bill, other = billed(args.admin_url, key, days, canonical)
-        est = estimated(args.prometheus, days, canonical, args.selector)
-    except ReconcileError as err:
-        _error("reconcile", str(err))
-        return 1
-    rows = compare(est, bill, other, days)
-    sources = (
-        f"estimated: Prometheus {args.prometheus}, increase(claude_cost_usd_total[1d]) by model; "
-        f"billed: Admin API cost and usage reports at {args.admin_url}"
-    )
-    sys.stdout.write(render(rows, days, args.tolerance, sources))
-    return 1 if any(row.off_by_more_than(args.tolerance) for row in rows) else 0
+    return run(args)
 
 
 def _env_int(name: str) -> int | None:
@@ -283,9 +246,11 @@ def _parser() -> argparse.ArgumentParser:
     reconcile = sub.add_parser(
         "reconcile",
         help="compare estimated cost (from Prometheus) with the Admin API cost report, per model and day",
-        description="Per model and complete UTC day: the cost the exporter estimated (increase of "
-        "claude_cost_usd_total, read from Prometheus) against the Admin API's cost and usage reports. "
-        "Exits 1 when a model-day differs by more than --tolerance percent.",
+        description="Per model, billing tier and complete UTC day: the cost the exporter estimated (increase "
+        "of claude_cost_usd_total, read from Prometheus) against the Admin API's cost and usage reports "
+        "(the analytics reports where they answer, else the legacy ones). Priority-tier spend and "
+        "Bedrock/Vertex tokens are shown apart. Exits 1 when a compared row differs by more than "
+        "--tolerance percent, or when a peer fails (one line on standard error).",
     )
     reconcile.add_argument(
         "--admin-key-env",
@@ -313,6 +278,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument(
         "--tolerance", type=float, default=2.0, help="flag differences over this many percent (default: 2)"
+    )
+    reconcile.add_argument(
+        "--analytics-key-env",
+        default=None,
+        metavar="VAR",
+        help="the environment variable holding a key with the read:analytics scope for the analytics "
+        "reports (default: the Admin key; the legacy reports answer when the analytics ones refuse it)",
+    )
+    reconcile.add_argument(
+        "--deadline",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="the most the whole run may take, every request to the Admin API and Prometheus included "
+        "(default: 120)",
     )
     reconcile.set_defaults(run=_reconcile)
     return parser

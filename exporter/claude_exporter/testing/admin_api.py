@@ -1,8 +1,12 @@
 """A fake Anthropic Admin API (usage and cost reports): a real HTTP server on 127.0.0.1.
 
-It serves ``GET /v1/organizations/cost_report`` and ``GET /v1/organizations/usage_report/messages`` in the
-documented shapes (daily buckets, ``data`` / ``has_more`` / ``next_page``, amounts as decimal strings in
-cents), from rows a test adds. Runnable example::
+It serves the legacy ``GET /v1/organizations/cost_report`` and ``GET /v1/organizations/usage_report/messages``
+and, with ``analytics=True``, the analytics ``GET /v1/organizations/analytics/cost_report`` and
+``.../analytics/usage_report`` (404 otherwise, as for an organization without the plan), in the documented
+shapes (daily buckets, ``data`` / ``has_more`` / ``next_page``, amounts as decimal strings in cents), from
+rows a test adds. As the real reports do, the cost reports leave Priority Tier spend out (a cost row with
+``service_tier="priority"`` is never served), and only the legacy ones have a service-tier dimension.
+Runnable example::
 
     >>> import json, urllib.request
     >>> from claude_exporter.testing.admin_api import FakeAdminAPI
@@ -20,7 +24,9 @@ cents), from rows a test adds. Runnable example::
 Rules: a missing or wrong ``x-api-key`` gets 401 with an ``authentication_error`` body; buckets are UTC
 days that start on or after ``starting_at`` and end at or before ``ending_at`` (default: seven days on);
 ``limit`` buckets per page (cost report default 7, at most 31); ``page`` is the ``next_page`` token of the
-previous answer. Every request is recorded in ``requests`` (path and query, never the key).
+previous answer; ``group_by[]`` names the dimensions of each bucket's rows (legacy cost report:
+``description`` gives every dimension). Every request is recorded in ``requests`` (path and query, never
+the key). ``answers`` maps a path to raw bytes served instead of the report (hostile-peer tests).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -40,6 +46,25 @@ from urllib.parse import parse_qs, urlsplit
 __all__ = ["CostRow", "FakeAdminAPI", "UsageRow"]
 
 _DAY = timedelta(days=1)
+_COST = "/v1/organizations/cost_report"
+_USAGE = "/v1/organizations/usage_report/messages"
+_ANALYTICS_COST = "/v1/organizations/analytics/cost_report"
+_ANALYTICS_USAGE = "/v1/organizations/analytics/usage_report"
+_LEGACY_USAGE_FIELDS: dict[str, None] = dict.fromkeys(
+    ("model", "api_key_id", "workspace_id", "service_tier", "context_window", "inference_geo", "speed")
+)
+_ANALYTICS_USAGE_FIELDS: dict[str, None] = dict.fromkeys(
+    (
+        "model",
+        "product",
+        "context_window",
+        "inference_geo",
+        "rbac_group_id",
+        "requests",
+        "slack_channel_id",
+        "speed",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +79,7 @@ class CostRow:
     token_type: str | None = "uncached_input_tokens"
     service_tier: str | None = "standard"
     workspace_id: str | None = None
+    product: str | None = None  # analytics only: chat, claude_code, ...; None for API traffic
 
 
 @dataclass(frozen=True)
@@ -68,6 +94,8 @@ class UsageRow:
     cache_creation_5m: int = 0
     cache_creation_1h: int = 0
     web_search_requests: int = 0
+    service_tier: str = "standard"
+    product: str | None = None  # analytics only
 
 
 @dataclass
@@ -91,11 +119,16 @@ def _stamp(when: datetime) -> str:
 class FakeAdminAPI:
     """The fake; use as a context manager (or ``start()`` / ``stop()``)."""
 
-    def __init__(self, key: str = "sk-ant-admin-fake") -> None:
+    def __init__(self, key: str = "sk-ant-admin-fake", analytics: bool = False) -> None:
         self.key = key
+        self.analytics = analytics
         self.costs: list[CostRow] = []
         self.usage: list[UsageRow] = []
         self.requests: list[_Seen] = []
+        # path -> raw body answered with status 200 instead of the report: for hostile-peer tests.
+        self.answers: dict[str, bytes] = {}
+        # the analytics reports' data_refreshed_at: None for the end of the requested range
+        self.refreshed_at: str | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -106,7 +139,7 @@ class FakeAdminAPI:
         with self._lock:
             self.costs.append(CostRow(day, model, usd, **fields))
 
-    def add_usage(self, day: str, model: str, **fields: int) -> None:
+    def add_usage(self, day: str, model: str, **fields: Any) -> None:
         with self._lock:
             self.usage.append(UsageRow(day, model, **fields))
 
@@ -130,7 +163,12 @@ class FakeAdminAPI:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-admin-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-admin-api",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -165,17 +203,23 @@ class FakeAdminAPI:
                 {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}},
             )
             return
-        if parts.path == "/v1/organizations/cost_report":
-            rows: list[Any] = self.costs
-            build: Callable[[list[Any], bool], list[dict[str, Any]]] = self._cost_results
-        elif parts.path == "/v1/organizations/usage_report/messages":
-            rows = self.usage
-            build = self._usage_results
-        else:
+        raw = self.answers.get(parts.path)
+        if raw is not None:
+            self._send_raw(handler, 200, raw)
+            return
+        builders: dict[str, tuple[list[Any], Callable[[list[Any], list[str]], list[dict[str, Any]]]]] = {
+            _COST: (self.costs, self._cost_results),
+            _USAGE: (self.usage, self._usage_results),
+        }
+        if self.analytics:
+            builders[_ANALYTICS_COST] = (self.costs, self._analytics_cost_results)
+            builders[_ANALYTICS_USAGE] = (self.usage, self._analytics_usage_results)
+        if parts.path not in builders:
             self._send(
                 handler, 404, {"type": "error", "error": {"type": "not_found_error", "message": parts.path}}
             )
             return
+        rows, build = builders[parts.path]
         try:
             start = _instant(query["starting_at"][0])
             end = _instant(query["ending_at"][0]) if "ending_at" in query else start + 7 * _DAY
@@ -198,42 +242,53 @@ class FakeAdminAPI:
             days.append(day)
             day += _DAY
         page = days[offset : offset + limit]
-        grouped = "group_by[]" in query
+        groups = query.get("group_by[]", [])
         data = [
             {
                 "starting_at": _stamp(d),
                 "ending_at": _stamp(d + _DAY),
-                "results": build([r for r in rows if _day(r.day) == d], grouped),
+                "results": build([r for r in rows if _day(r.day) == d], groups),
             }
             for d in page
         ]
         more = offset + limit < len(days)
         self._send(
-            handler, 200, {"data": data, "has_more": more, "next_page": str(offset + limit) if more else None}
+            handler,
+            200,
+            {
+                "data": data,
+                "has_more": more,
+                "next_page": str(offset + limit) if more else None,
+                **(
+                    {"data_refreshed_at": self.refreshed_at or _stamp(end), "organization_id": "org_fake"}
+                    if "analytics" in parts.path
+                    else {}
+                ),
+            },
         )
 
     @staticmethod
-    def _cost_results(rows: list[CostRow], grouped: bool) -> list[dict[str, Any]]:
-        if not grouped:  # one ungrouped total per day
-            total = sum((Decimal(str(r.usd)) * 100 for r in rows), Decimal(0))
-            return (
-                [
-                    {
-                        "amount": str(total.normalize()),
-                        "currency": "USD",
-                        "cost_type": None,
-                        "model": None,
-                        "description": None,
-                        "service_tier": None,
-                        "token_type": None,
-                        "context_window": None,
-                        "workspace_id": None,
-                        "inference_geo": None,
-                    }
-                ]
-                if rows
-                else []
-            )
+    def _cost_results(rows: list[CostRow], groups: list[str]) -> list[dict[str, Any]]:
+        rows = [r for r in rows if r.service_tier != "priority"]  # billed under the commitment
+        if "description" not in groups:  # one total per day (or per workspace)
+            totals: dict[str | None, Decimal] = defaultdict(Decimal)
+            for r in rows:
+                totals[r.workspace_id if "workspace_id" in groups else None] += Decimal(str(r.usd)) * 100
+            return [
+                {
+                    "amount": str(total.normalize()),
+                    "currency": "USD",
+                    "cost_type": None,
+                    "model": None,
+                    "description": None,
+                    "service_tier": None,
+                    "token_type": None,
+                    "context_window": None,
+                    "workspace_id": workspace,
+                    "inference_geo": None,
+                }
+                for workspace, total in totals.items()
+            ]
         return [
             {
                 "amount": str((Decimal(str(r.usd)) * 100).normalize()),
@@ -251,10 +306,41 @@ class FakeAdminAPI:
         ]
 
     @staticmethod
-    def _usage_results(rows: list[UsageRow], grouped: bool) -> list[dict[str, Any]]:
-        merged: dict[str | None, list[int]] = defaultdict(lambda: [0] * 6)
+    def _analytics_cost_results(rows: list[CostRow], groups: list[str]) -> list[dict[str, Any]]:
+        dims = [g for g in ("model", "cost_type", "product") if g in groups]
+        totals: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
         for r in rows:
-            acc = merged[r.model if grouped else None]
+            if r.service_tier == "priority":
+                continue
+            values = {"model": r.model, "cost_type": r.cost_type, "product": r.product}
+            totals[tuple(values[g] for g in dims)] += Decimal(str(r.usd)) * 100
+        out = []
+        for key, total in totals.items():
+            named = dict(zip(dims, key, strict=True))
+            out.append(
+                {
+                    "amount": f"{total:.6f}",  # fractional cents, as the analytics reports write them
+                    "list_amount": f"{total:.6f}",
+                    "currency": "USD",
+                    "cost_type": named.get("cost_type"),
+                    "model": named.get("model"),
+                    "product": named.get("product"),
+                    "context_window": None,
+                    "inference_geo": None,
+                    "rbac_group_id": None,
+                    "requests": None,
+                    "speed": None,
+                    "token_type": None,
+                }
+            )
+        return out
+
+    @staticmethod
+    def _merge(rows: list[UsageRow], dims: Sequence[str]) -> dict[tuple[Any, ...], list[int]]:
+        merged: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * 6)
+        for r in rows:
+            values = {"model": r.model, "service_tier": r.service_tier, "product": r.product}
+            acc = merged[tuple(values[g] for g in dims)]
             for i, value in enumerate(
                 (
                     r.uncached_input_tokens,
@@ -266,27 +352,43 @@ class FakeAdminAPI:
                 )
             ):
                 acc[i] += value
+        return merged
+
+    @staticmethod
+    def _usage_fields(v: list[int]) -> dict[str, Any]:
+        return {
+            "uncached_input_tokens": v[0],
+            "output_tokens": v[1],
+            "cache_read_input_tokens": v[2],
+            "cache_creation": {"ephemeral_5m_input_tokens": v[3], "ephemeral_1h_input_tokens": v[4]},
+            "server_tool_use": {"web_search_requests": v[5]},
+        }
+
+    @classmethod
+    def _usage_rows(
+        cls, rows: list[UsageRow], groups: list[str], dims: Sequence[str], nulls: dict[str, None]
+    ) -> list[dict[str, Any]]:
+        """One row per group of the requested ``dims``; ``nulls`` are the report's other fields."""
+        dims = [g for g in dims if g in groups]
         return [
-            {
-                "model": model,
-                "uncached_input_tokens": v[0],
-                "output_tokens": v[1],
-                "cache_read_input_tokens": v[2],
-                "cache_creation": {"ephemeral_5m_input_tokens": v[3], "ephemeral_1h_input_tokens": v[4]},
-                "server_tool_use": {"web_search_requests": v[5]},
-                "api_key_id": None,
-                "workspace_id": None,
-                "service_tier": None,
-                "context_window": None,
-                "inference_geo": None,
-                "speed": None,
-            }
-            for model, v in merged.items()
+            {**nulls, **dict(zip(dims, key, strict=True)), **cls._usage_fields(v)}
+            for key, v in cls._merge(rows, dims).items()
         ]
+
+    @classmethod
+    def _usage_results(cls, rows: list[UsageRow], groups: list[str]) -> list[dict[str, Any]]:
+        return cls._usage_rows(rows, groups, ("model", "service_tier"), _LEGACY_USAGE_FIELDS)
+
+    @classmethod
+    def _analytics_usage_results(cls, rows: list[UsageRow], groups: list[str]) -> list[dict[str, Any]]:
+        return cls._usage_rows(rows, groups, ("model", "product"), _ANALYTICS_USAGE_FIELDS)
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        FakeAdminAPI._send_raw(handler, status, json.dumps(body).encode())
+
+    @staticmethod
+    def _send_raw(handler: BaseHTTPRequestHandler, status: int, data: bytes) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(data)))
