@@ -301,13 +301,16 @@ def test_one_hour_cache_writes_are_priced_at_the_one_hour_rate(server, reg):
 
 
 @pytest.mark.integration
-def test_a_split_that_does_not_add_up_is_rejected_by_name(server, reg):
-    record = request("r1", "s1", "p1", (1000, 200, 1500, 0))
-    record.update(cache_creation_5m_tokens=500, cache_creation_1h_tokens=500)
-    status, body = post(server, "/v1/logs", logs_request([record]))
-    assert status == 200
-    assert b"cache_creation_5m_tokens + cache_creation_1h_tokens (500 + 500)" in body
-    assert requests(reg) == 0
+def test_cache_writes_the_split_leaves_out_are_five_minute_writes(server, reg):
+    # The CLI sends 0 and 0 when the API gave no breakdown; here 1000 of 1500 writes are 1-hour ones.
+    unsplit = request("r1", "s1", "p1", (0, 0, 5, 0), cache_creation_5m_tokens=0, cache_creation_1h_tokens=0)
+    partial = request("r2", "s1", "p1", (0, 0, 1500, 0), cache_creation_1h_tokens=1000)
+    status, body = post(server, "/v1/logs", logs_request([unsplit, partial]))
+    assert status == 200 and b"rejected" not in body.lower()
+    assert requests(reg) == 2
+    # (5 + 500) x 3.75 + 1000 x 6 per million = 1893.75 + 6000: USD 0.00789375.
+    cost = val(reg, "claude_cost_usd_total", agent=AGENT, model=SONNET)
+    assert cost == pytest.approx(0.00789375, rel=1e-12)
 
 
 @pytest.mark.integration
