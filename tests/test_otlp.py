@@ -644,7 +644,7 @@ def test_otlp_settings_are_checked_with_their_paths():
         )
     assert err.value.problems == [
         "exporter.otlp.colour: unknown key; valid keys: agent_attribute, code_tools, default_agent, enabled, "
-        "hook_join_seconds, memory, task_attribute, turn_idle_seconds, usage_from",
+        "hook_join_seconds, memory, state_dir, task_attribute, turn_idle_seconds, usage_from",
         'exporter.otlp.usage_from: must be one of events, metrics, got "both"',
         "exporter.otlp.turn_idle_seconds: must be a number above 0 and at most 86400, got -1",
         "exporter.otlp.memory: must be an integer from 1000 to 10000000, got 5",

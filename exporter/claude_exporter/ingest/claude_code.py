@@ -40,7 +40,6 @@ ids and e-mail addresses are only ever used as keys in memory, never as labels; 
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -64,15 +63,16 @@ from claude_exporter.ingest.claude_code_events import (
     read_event,
     side_source,
 )
-from claude_exporter.ingest.otlp_counting import Deltas, Recent
+from claude_exporter.ingest.otlp_counting import Deltas, Recent, digest
 from claude_exporter.ingest.otlp_records import LogEvent, SumPoint
+from claude_exporter.ingest.otlp_state import WriterState
 from claude_exporter.recording.cardinality import OVERFLOW
 from claude_exporter.recording.claude_code_series import ClaudeCodeStore
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.records import Totals
 from claude_exporter.recording.usage import Usage
 
-__all__ = ["ClaudeCodeIngest", "code_outcome", "digest"]
+__all__ = ["ClaudeCodeIngest", "code_outcome"]
 
 _TOKEN_TYPES = {"input": 0, "output": 1, "cacheCreation": 2, "cacheRead": 3}
 _SIMPLE = {
@@ -94,11 +94,6 @@ _IDENTITY = (
     "tool_use_id",
 )  # fmt: skip
 _HOOK_TOOL_CHARS = 256  # a waiting hook keeps its tool name this long at most (labels are cut shorter)
-
-
-def digest(*parts: object) -> bytes:
-    """A 16-byte digest of ``parts``: what is remembered of an id, whatever its length."""
-    return hashlib.blake2b(repr(parts).encode("utf-8", "replace"), digest_size=16).digest()
 
 
 def code_outcome(ok: bool, error_type: str | None, interrupted: bool = False) -> str:
@@ -162,6 +157,11 @@ class ClaudeCodeIngest:
         self.turns: OrderedDict[bytes, OpenTurn] = OrderedDict()
         self._current: dict[bytes, bytes] = {}  # session digest -> its open turn (the latest prompt's)
         self._lock = threading.RLock()
+        self._state: WriterState | None = None
+        if self.options.state_dir is not None:
+            # Cumulative totals re-sent to a restarted serve then add only what is new.
+            state = self._state = WriterState(self.options.state_dir, self.deltas, rec.fault)
+            rec.on_close(lambda: state.save(force=True))
 
     # -- who ---------------------------------------------------------------------------------------------
 
@@ -475,6 +475,8 @@ class ClaudeCodeIngest:
         the hook results whose tool_result event has not come within ``hook_join_seconds``."""
         idle = self.options.turn_idle_seconds
         now = time.perf_counter()
+        if self._state is not None:
+            self._state.save()  # a write the batches' pace put off (this runs at every scrape too)
         with self._lock:
             while self._hooks:
                 key, (since, agent, result, interrupted) = next(iter(self._hooks.items()))
@@ -498,6 +500,8 @@ class ClaudeCodeIngest:
                     self._point(point)
                 except Exception:
                     self.rec.fault("otlp_apply")
+            if self._state is not None:
+                self._state.save()
 
     def _point(self, point: SumPoint) -> None:
         name = point.metric
