@@ -106,7 +106,7 @@ def code_outcome(ok: bool, error_type: str | None, interrupted: bool = False) ->
     return "tool_error"
 
 
-@dataclass
+@dataclass(slots=True)
 class OpenTurn:
     """A turn in progress; it stands in the recorder's running executions (``series`` is itself)."""
 
@@ -121,8 +121,9 @@ class OpenTurn:
     task_named: bool = False
     session: bytes = b""  # digest of its session id (b"" without one), for hooks and the next prompt
     answered: bool = False  # its latest news was a text reply: out of the in-flight gauges until more
-    subs: dict[str, OpenTurn] = field(default_factory=dict)  # query source -> its own execution
-    requests: set[bytes] = field(default_factory=set)  # digests of the request ids counted in it
+    # Made when first needed: most turns have no sub-agent, and up to ``memory`` turns may be open.
+    subs: dict[str, OpenTurn] | None = None  # query source -> its own execution
+    requests: set[bytes] | None = None  # digests of the request ids counted in it
     ending: bytes | None = None  # a refusal's request id: the turn ends once that request is counted
 
     @property
@@ -285,6 +286,8 @@ class ClaudeCodeIngest:
         work.totals.add(usage, cost, 0, labels.model, None)
         work.failed = call.error_type
         if call.request_id is not None:
+            if turn.requests is None:
+                turn.requests = set()
             turn.requests.add(digest(call.request_id))
         if source is not None:
             return True
@@ -292,12 +295,14 @@ class ClaudeCodeIngest:
             # One attempt and no more (CLAUDE_CODE_MAX_RETRIES=0, or an error not retried): the CLI sends
             # api_retries_exhausted only after more than one attempt, so this is the turn's end.
             self._end_key(digest(call.turn), False, call.error_type, call.time_ns)
-        elif turn.ending is not None and turn.ending in turn.requests:
+        elif turn.ending is not None and turn.requests is not None and turn.ending in turn.requests:
             self._end_key(digest(call.turn), True, None, turn.last_ns)
         return True
 
     def _sub(self, turn: OpenTurn, agent: str, source: str) -> OpenTurn:
         """The execution of a sub-agent's (or auxiliary query's) work inside ``turn``."""
+        if turn.subs is None:
+            turn.subs = {}
         sub = turn.subs.get(source)
         if sub is None:
             now = time.perf_counter()
@@ -362,7 +367,7 @@ class ClaudeCodeIngest:
             return
         turn.seen(time_ns)
         request = None if refusal.request_id is None else digest(refusal.request_id)
-        if request is None or request in turn.requests:
+        if request is None or (turn.requests is not None and request in turn.requests):
             self._end_key(digest(refusal.turn), True, None, time_ns)
         else:
             turn.ending = request  # its api_request is still to come: the turn ends when it is counted
@@ -455,7 +460,7 @@ class ClaudeCodeIngest:
             return
         if self._current.get(turn.session) == key:
             del self._current[turn.session]
-        for sub in turn.subs.values():
+        for sub in (turn.subs or {}).values():
             self._finish(sub, sub.failed is None, sub.failed, None)
         self._finish(turn, ok, error_type, end_ns)
 
