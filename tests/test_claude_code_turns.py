@@ -207,6 +207,44 @@ def test_a_turn_whose_last_news_is_a_reply_is_not_in_flight(server, reg):
     assert executions(reg, "success") == 1
 
 
+@pytest.mark.integration
+def test_a_stop_hook_finds_its_turn_by_prompt_id_without_session_ids(server, reg):
+    records = _process("p1", "r1", None)  # OTEL_METRICS_INCLUDE_SESSION_ID=false
+    logs(server, records)
+    assert executions(reg, "success") == 0
+    # The hook always has the session id, and (2.1.328) the turn's prompt_id.
+    hook(server, hook_event_name="Stop", session_id="9f3c", prompt_id="p1", stop_hook_active=False)
+    assert (executions(reg, "success"), requests_in_executions(reg)) == (1, 1)
+
+
+# -- finding 6: a command past its timeout ------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_command_past_its_timeout_is_a_tool_error(server, reg):
+    # As the CLI 2.1.328 reports it: moved to the background, a success, with timedOutAfterMs in the hook.
+    response = {
+        "stdout": "",
+        "stderr": "",
+        "interrupted": False,
+        "backgroundTaskId": "b1",
+        "timedOutAfterMs": 1500,
+    }
+    hook(server, hook_event_name="PostToolUse", session_id="s1", tool_name="Bash", tool_use_id="t1",
+         tool_response=response, duration_ms=2353)  # fmt: skip
+    result = event("tool_result", "s1", **{"prompt.id": "p1"}, tool_name="Bash", tool_use_id="t1",
+                   success="true", duration_ms="2353", request_id="r1")  # fmt: skip
+    logs(server, [request("r1", "s1", "p1", (60, 15, 0, 0)), result])
+    blocks = {
+        outcome: val(reg, "claude_code_blocks_executed_total", agent=AGENT, model=SONNET, tool="Bash",
+                     outcome=outcome)
+        for outcome in ("success", "tool_error", "nonzero_exit")
+    }  # fmt: skip
+    assert blocks == {"success": 0, "tool_error": 1, "nonzero_exit": 0}
+    # The tool result itself is what the CLI says it was.
+    assert val(reg, "claude_code_tool_results_total", agent=AGENT, tool="Bash", outcome="success") == 1
+
+
 # -- finding 2: a turn that fails on its only attempt ends at once ----------------------------------------
 
 

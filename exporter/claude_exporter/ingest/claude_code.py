@@ -98,10 +98,13 @@ _HOOK_TOOL_CHARS = 256  # a waiting hook keeps its tool name this long at most (
 
 def code_outcome(ok: bool, error_type: str | None, interrupted: bool = False) -> str:
     """A code tool's result as the code-block outcome: success, nonzero_exit (the command ran and
-    failed: Claude Code's ShellError) or tool_error (interrupted, timed out, refused)."""
+    failed: Claude Code's ShellError) or tool_error (interrupted, timed out, refused). ``interrupted``: the
+    hook said the command was cut short, which the CLI reports as a success when it timed out."""
+    if interrupted:
+        return "tool_error"
     if ok:
         return "success"
-    if not interrupted and error_type == "ShellError":
+    if error_type == "ShellError":
         return "nonzero_exit"
     return "tool_error"
 
@@ -402,6 +405,12 @@ class ClaudeCodeIngest:
         session = digest(stop.session)
         with self._lock:
             key = self._current.get(session)
+            if stop.prompt is not None:
+                # Its own turn, with or without the session id on the events.
+                for candidate in (digest(Turn(stop.session, stop.prompt)), digest(Turn("", stop.prompt))):
+                    if candidate in self.turns:
+                        key = candidate
+                        break
             turn = self.turns.get(key) if key is not None else None
             if key is None or turn is None:
                 return False

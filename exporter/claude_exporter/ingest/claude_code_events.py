@@ -182,10 +182,12 @@ class InternalError:
 
 @dataclass(frozen=True, slots=True)
 class SessionStop:
-    """A hook that ends what a session is doing: ``Stop`` (its turn is over) or ``SessionEnd``."""
+    """A hook that ends what a session is doing: ``Stop`` (its turn is over) or ``SessionEnd``. The CLI
+    (2.1.328) also sends the turn's ``prompt_id``, which finds the turn when events carry no session id."""
 
     session: str
     event: str
+    prompt: str | None = None
 
 
 Action = (

@@ -128,7 +128,8 @@ def read_hook(obj: object) -> ToolResult | SessionStop | list[str] | None:
         session = obj.get("session_id")
         if not isinstance(session, str) or not session:
             return ["session_id: required (it joins the hook to the session's turn)"]
-        return SessionStop(session, event)
+        prompt = obj.get("prompt_id")
+        return SessionStop(session, event, prompt if isinstance(prompt, str) and prompt else None)
     if event not in HOOK_EVENTS:
         return None
     problems = []
@@ -197,8 +198,13 @@ def hooks_route(get_ingest: GetIngest) -> Callable[..., list[bytes]]:
             names = [
                 n for n in parse_qs(environ.get("QUERY_STRING") or "").get("agent") or [] if _encodable(n)
             ]
+            # A command cut short: interrupted, or past its timeout (the CLI 2.1.328 then moves it to the
+            # background and reports a success, with tool_response.timedOutAfterMs).
+            response = obj.get("tool_response")
+            timed_out = isinstance(response, dict) and response.get("timedOutAfterMs") is not None
+            cut_short = obj.get("is_interrupt") is True or timed_out
             # False when its tool_result event came first: accepted, and already counted.
-            ingest.apply_hook(names[-1] if names else None, found, obj.get("is_interrupt") is True)
+            ingest.apply_hook(names[-1] if names else None, found, cut_short)
             counter.inc(("hooks", "accepted"))
         # An empty object: no decision, Claude Code carries on as if there were no hook.
         return _json(start_response, "200 OK", {})
