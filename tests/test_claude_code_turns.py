@@ -167,6 +167,22 @@ def test_a_subagent_is_its_own_task_inside_its_parent_turn(server, reg):
 
 
 @pytest.mark.integration
+def test_a_subagent_that_answered_is_not_in_flight(server, reg):
+    records = [prompt("s1", "p1"), request("r1", "s1", "p1", (100, 10, 0, 0))]
+    records += [request("r2", "s1", "p1", (200, 20, 0, 0), query_source=SUBAGENT)]
+    logs(server, records)
+    assert val(reg, "claude_executions_in_flight", agent=AGENT, task=SUBAGENT) == 1
+    logs(server, [answer("s1", "p1", SUBAGENT)])
+    assert val(reg, "claude_executions_in_flight", agent=AGENT, task=SUBAGENT) == 0
+    assert val(reg, "claude_executions_in_flight", agent=AGENT, task="default") == 1
+    # Another sub-agent request, then the main loop's final reply: nothing is running any more.
+    logs(server, [request("r3", "s1", "p1", (200, 20, 0, 0), query_source=SUBAGENT), answer("s1", "p1")])
+    assert val(reg, "claude_executions_in_flight", agent=AGENT, task=SUBAGENT) == 0
+    assert val(reg, "claude_executions_in_flight", agent=AGENT, task="default") == 0
+    assert val(reg, "claude_execution_longest_running_seconds", agent=AGENT) == 0
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("refusal_first", [False, True], ids=["request-then-refusal", "refusal-then-request"])
 def test_a_refusal_ends_its_turn_with_both_requests_and_is_counted(server, reg, refusal_first):
     refusal = event("api_refusal", "s1", **{"prompt.id": "p1"}, model=SONNET, request_id="r2", attempt=1,

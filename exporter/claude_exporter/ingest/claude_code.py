@@ -231,8 +231,14 @@ class ClaudeCodeIngest:
             turn = self._turn(action.turn, agent, task, None)
             if turn is not None:
                 turn.seen(action.time_ns)
-                if side_source(action.query_source) is None:
-                    self._answered(turn)
+                source = side_source(action.query_source)
+                # The main loop's reply: its sub-agents' work is done too, whatever they last said.
+                answered = (
+                    [turn, *(turn.subs or {}).values()] if source is None else [(turn.subs or {}).get(source)]
+                )
+                for work in answered:
+                    if work is not None:
+                        self._answered(work)
         elif isinstance(action, Refusal):
             self._refusal(agent, task, action, event.time_ns)
         elif isinstance(action, ToolDecision):
@@ -286,6 +292,7 @@ class ClaudeCodeIngest:
         source = side_source(call.query_source)
         work = turn if source is None else self._sub(turn, agent, source)
         work.seen(call.time_ns)
+        self._running(work)
         work.totals.add(usage, cost, 0, labels.model, None)
         work.failed = call.error_type
         if call.request_id is not None:
