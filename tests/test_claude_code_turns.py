@@ -12,6 +12,7 @@ attempt; ``event.sequence`` from 0 in every process; ``session.id`` optional and
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import tracemalloc
 import urllib.error
@@ -22,10 +23,12 @@ import pytest
 from claude_exporter.config import parse_config
 from claude_exporter.config.exporter import OtlpConfig
 from claude_exporter.ingest.claude_code import ClaudeCodeIngest
-from claude_exporter.ingest.claude_code_events import ToolResult
+from claude_exporter.ingest.claude_code_events import SessionStop, ToolResult
 from claude_exporter.ingest.otlp_records import LogEvent
 from conftest import val
-from otlp_payloads import api_request, event, identity, logs_request, resource
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from otlp_payloads import T0, api_request, event, identity, logs_request, resource
 
 PROTOBUF = "application/x-protobuf"
 SONNET = "claude-sonnet-4-5"  # per million: input 3, output 15, 5m write 3.75, 1h write 6, read 0.30
@@ -483,3 +486,66 @@ def test_hooks_pushed_out_of_memory_are_counted_alone(reg):
     late = LogEvent("tool_result", attrs, resource(), 1)
     ingest.apply_logs([late])
     assert counted == {(AGENT, "Read", "success"): 1}
+
+
+# -- property: whatever the processes, sessions, ids and re-sends, each request and turn counts once --------
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> tuple[list[list[list[LogEvent]]], int, list[tuple[str, str]]]:
+    """Processes (some without session ids, some resuming another's session, request ids repeated or
+    left out), each a list of batches of records in order; the requests sent; each turn's session (as the
+    Stop hook knows it) and prompt."""
+    processes: list[list[list[LogEvent]]] = []
+    requests_sent, turns = 0, []
+    clock = itertools.count(1)
+    for n in range(draw(st.integers(1, 4))):
+        session = draw(st.sampled_from([None, "s-shared", f"s{n}"]))
+        sequence = itertools.count()  # from 0 in every process
+        out: list[LogEvent] = []
+
+        def record(
+            name: str, prompt_id: str, session: Any = session, sequence: Any = sequence, **attrs: Any
+        ) -> Any:
+            base = {"event.name": name, "event.sequence": next(sequence), "prompt.id": prompt_id, **attrs}
+            if session is not None:
+                base["session.id"] = session
+            return LogEvent(name, base, resource(), T0 + next(clock))
+
+        for t in range(draw(st.integers(1, 3))):
+            prompt_id = f"p{n}-{t}"
+            out.append(record("user_prompt", prompt_id))
+            for r in range(draw(st.integers(0, 3))):
+                rid = draw(st.sampled_from([None, "req-same", f"req-{n}-{t}-{r}"]))
+                ids = {"client_request_id": f"c{n}-{t}-{r}"} | ({} if rid is None else {"request_id": rid})
+                out.append(record("api_request", prompt_id, model=SONNET, input_tokens=10, output_tokens=1,
+                                  query_source="sdk", **ids))  # fmt: skip
+                out.append(record("assistant_response", prompt_id, query_source="sdk"))
+                requests_sent += 1
+            turns.append((session or f"hook-only-s{n}", prompt_id))
+        size = draw(st.integers(1, 4))
+        processes.append([out[i : i + size] for i in range(0, len(out), size)])
+    return processes, requests_sent, turns
+
+
+@pytest.mark.unit
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fleet=fleets(), data=st.data())
+def test_every_request_and_turn_counts_once_whatever_the_fleet_sends(reg, fleet, data):
+    processes, requests_sent, turns = fleet
+    ingest, _ = _ingest()
+    before = (requests(reg), executions(reg, "success"))
+    queues = [list(batches) for batches in processes]
+    sent: list[list[LogEvent]] = []
+    while any(queues):  # the processes' batches interleaved, each process's in order
+        queue = data.draw(st.sampled_from([q for q in queues if q]))
+        sent.append(queue.pop(0))
+        ingest.apply_logs(sent[-1])
+    resent = data.draw(st.lists(st.sampled_from(sent), max_size=4))  # answers lost: the same batches again
+    duplicates = sum(ingest.apply_logs(batch)[2] for batch in resent)
+    assert duplicates == sum(len(batch) for batch in resent)
+    for session, prompt_id in turns:  # every turn's Stop hook (a later prompt may have ended it already)
+        ingest.apply_stop(SessionStop(session, "Stop", prompt_id))
+    assert requests(reg) - before[0] == requests_sent
+    assert executions(reg, "success") - before[1] == len(turns)
+    assert not ingest.turns
