@@ -236,6 +236,17 @@ def test_a_stop_hook_finds_its_turn_by_prompt_id_without_session_ids(server, reg
     assert (executions(reg, "success"), requests_in_executions(reg)) == (1, 1)
 
 
+@pytest.mark.integration
+def test_a_stop_hook_without_a_session_id_is_refused_by_name(server, reg):
+    body = json.dumps({"hook_event_name": "Stop", "prompt_id": "p1"}).encode()
+    status, answer = post(server, "/v1/hooks", body, "application/json")
+    assert status == 400
+    assert json.loads(answer)["problems"] == [
+        "session_id: required (it joins the hook to the session's turn)"
+    ]
+    assert val(reg, "claude_exporter_events_total", source="hooks", result="rejected") == 1
+
+
 # -- finding 6: a command past its timeout ------------------------------------------------------------------
 
 
