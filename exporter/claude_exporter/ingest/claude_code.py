@@ -126,7 +126,7 @@ class OpenTurn:
     answered: bool = False  # its latest news was a text reply: out of the in-flight gauges until more
     # Made when first needed: most turns have no sub-agent, and up to ``memory`` turns may be open.
     subs: dict[str, OpenTurn] | None = None  # query source -> its own execution
-    requests: set[bytes] | None = None  # digests of the request ids counted in it
+    last_request: bytes | None = None  # digest of the request id its loop counted last
     ending: bytes | None = None  # a refusal's request id: the turn ends once that request is counted
 
     @property
@@ -295,17 +295,14 @@ class ClaudeCodeIngest:
         self._running(work)
         work.totals.add(usage, cost, 0, labels.model, None)
         work.failed = call.error_type
-        if call.request_id is not None:
-            if turn.requests is None:
-                turn.requests = set()
-            turn.requests.add(digest(call.request_id))
         if source is not None:
             return True
+        turn.last_request = None if call.request_id is None else digest(call.request_id)
         if not call.ok and call.attempts <= 1:
             # One attempt and no more (CLAUDE_CODE_MAX_RETRIES=0, or an error not retried): the CLI sends
             # api_retries_exhausted only after more than one attempt, so this is the turn's end.
             self._end_key(digest(call.turn), False, call.error_type, call.time_ns)
-        elif turn.ending is not None and turn.requests is not None and turn.ending in turn.requests:
+        elif turn.ending is not None and turn.ending == turn.last_request:
             self._end_key(digest(call.turn), True, None, turn.last_ns)
         return True
 
@@ -377,7 +374,7 @@ class ClaudeCodeIngest:
             return
         turn.seen(time_ns)
         request = None if refusal.request_id is None else digest(refusal.request_id)
-        if request is None or (turn.requests is not None and request in turn.requests):
+        if request is None or request == turn.last_request:
             self._end_key(digest(refusal.turn), True, None, time_ns)
         else:
             turn.ending = request  # its api_request is still to come: the turn ends when it is counted
