@@ -90,6 +90,7 @@ def api_request(
         model=model,
         cost_usd=cost_usd,
         request_id=request_id,
+        client_request_id=f"client-{request_id}",  # the CLI's own id for the request, one per request
         query_source="sdk",
         speed="normal",
         prompt="<REDACTED>",

@@ -148,7 +148,8 @@ def cli_env(session: Session, home: Path, fake: FakeAnthropic, exporter: str) ->
 
 
 def write_settings(home: Path, exporter: str) -> None:
-    """Claude Code's user settings: both tool hooks POST to the exporter (the second channel)."""
+    """Claude Code's user settings: both tool hooks POST to the exporter (the second channel), and the Stop
+    and SessionEnd hooks, which say when a turn is over."""
     hook = {
         "type": "http",
         "url": f"{exporter}/v1/hooks?agent={AGENT}",
@@ -156,7 +157,10 @@ def write_settings(home: Path, exporter: str) -> None:
         "allowedEnvVars": ["HOOK_TOKEN"],
         "timeout": 10,
     }
-    hooks = {name: [{"matcher": "*", "hooks": [hook]}] for name in ("PostToolUse", "PostToolUseFailure")}
+    hooks: dict[str, Any] = {
+        name: [{"matcher": "*", "hooks": [hook]}] for name in ("PostToolUse", "PostToolUseFailure")
+    }
+    hooks.update({name: [{"hooks": [hook]}] for name in ("Stop", "SessionEnd")})
     (home / ".claude").mkdir(parents=True)
     (home / ".claude" / "settings.json").write_text(json.dumps({"hooks": hooks}))
 
@@ -255,7 +259,7 @@ def test_parallel_claude_code_sessions_become_exact_metrics(claude, tmp_path):
             table = samples(srv.url, AUTH)
             return (
                 figures(table)["success"] >= want["success"]
-                and value(table, "claude_executions_total", agent=AGENT, task="sdk", outcome="error") >= 1
+                and value(table, "claude_executions_total", agent=AGENT, task="default", outcome="error") >= 1
             )
 
         assert poll(arrived, timeout=20)
@@ -286,14 +290,16 @@ def test_parallel_claude_code_sessions_become_exact_metrics(claude, tmp_path):
         assert (
             value(table, "claude_code_tool_results_total", agent=AGENT, tool="Bash", outcome="failure") == 1
         )
-        assert value(table, "claude_exporter_events_total", source="hooks", result="accepted") == 2
+        # Two tool hooks, a Stop and a SessionEnd hook per session but the failed one, which sends no Stop.
+        hooks = 2 + 2 * len(SESSIONS) - 1
+        assert value(table, "claude_exporter_events_total", source="hooks", result="accepted") == hooks
         # Every run is a session and one turn (an execution); the overloaded one failed.
         assert value(table, "claude_code_sessions_total", agent=AGENT) == len(SESSIONS)
         assert (
-            value(table, "claude_executions_total", agent=AGENT, task="sdk", outcome="success")
+            value(table, "claude_executions_total", agent=AGENT, task="default", outcome="success")
             == len(SESSIONS) - 1
         )
-        assert value(table, "claude_executions_total", agent=AGENT, task="sdk", outcome="error") == 1
+        assert value(table, "claude_executions_total", agent=AGENT, task="default", outcome="error") == 1
         assert value(table, "claude_agent_info", agent=AGENT, source="claude_code") == 1
         assert value(table, "claude_exporter_events_total", source="otlp", result="rejected") == 0
         # Identities never become labels.

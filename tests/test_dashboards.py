@@ -76,6 +76,12 @@ CONTRACT: dict[str, set[str]] = {
     "claude_code_pull_requests_total": {"agent"},
     "claude_code_active_time_seconds_total": {"agent", "type"},
     "claude_code_edit_decisions_total": {"agent", "tool", "decision"},
+    # Proposed with issue 19 (Claude Code's documented events); not in CONTRACT.md yet.
+    "claude_code_tool_decisions_total": {"agent", "tool", "decision", "source"},
+    "claude_code_compactions_total": {"agent", "trigger", "outcome"},
+    "claude_code_internal_errors_total": {"agent"},
+    "claude_code_retries_exhausted_total": {"agent"},
+    "claude_code_retry_seconds_total": {"agent"},
 }
 HISTOGRAMS = {
     "claude_request_duration_seconds",

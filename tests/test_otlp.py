@@ -107,6 +107,13 @@ def turn(prompt: str, session: str, *records: dict[str, Any], ok: bool = True) -
     return out
 
 
+def stop(server: Any, session: str, hook: str = "Stop") -> None:
+    """Claude Code's Stop (or SessionEnd) hook for ``session``: its turn is over."""
+    body = json.dumps({"hook_event_name": hook, "session_id": session, "stop_hook_active": False})
+    status, _, answer = post(server, "/v1/hooks", body.encode(), "application/json")
+    assert status == 200, answer
+
+
 def cost_of(tokens: tuple[int, int, int, int], model: str = MODEL) -> float:
     return expected_cost(model, input=tokens[0], output=tokens[1], cache_5m=tokens[2], cache_read=tokens[3])
 
@@ -182,11 +189,12 @@ def test_events_become_exact_request_and_execution_metrics(server, reg):
         == 1
     )
     assert val(reg, "claude_retries_total", agent=AGENT, model=MODEL, reason="529", error_code="none") == 2
-    # Each prompt is an execution; the task is the query source ("sdk" for claude -p).
-    assert val(reg, "claude_executions_total", agent=AGENT, task="sdk", outcome="success") == 1
-    assert val(reg, "claude_executions_total", agent=AGENT, task="sdk", outcome="error") == 1
-    assert val(reg, "claude_execution_requests_sum", agent=AGENT, task="sdk") == 3
-    assert val(reg, "claude_execution_tokens_sum", agent=AGENT, task="sdk", type="input") == 130 + 5 + 207
+    # Each prompt is an execution (the session's next prompt ends the first, retries exhausted the second);
+    # the main loop's query source ("sdk" for claude -p) is no task: the task is "default".
+    assert val(reg, "claude_executions_total", agent=AGENT, task="default", outcome="success") == 1
+    assert val(reg, "claude_executions_total", agent=AGENT, task="default", outcome="error") == 1
+    assert val(reg, "claude_execution_requests_sum", agent=AGENT, task="default") == 3
+    assert val(reg, "claude_execution_tokens_sum", agent=AGENT, task="default", type="input") == 130 + 5 + 207
     assert val(reg, "claude_exporter_events_total", source="otlp", result="accepted") == len(records)
 
 
@@ -194,6 +202,7 @@ def test_events_become_exact_request_and_execution_metrics(server, reg):
 def test_agent_and_task_come_from_resource_attributes(server, reg):
     res = resource("billing-bot", task="nightly-fix")
     logs(server, turn("p1", "s9", api_request("req_a", session="s9")), res)
+    stop(server, "s9")
     assert request_figures(reg, agent="billing-bot")["success"] == 1
     assert (
         val(reg, "claude_executions_total", agent="billing-bot", task="nightly-fix", outcome="success") == 1
@@ -203,22 +212,23 @@ def test_agent_and_task_come_from_resource_attributes(server, reg):
 
 @pytest.mark.integration
 def test_an_unanswered_turn_ends_when_it_goes_quiet(server, reg):
+    # Three attempts failed and the api_retries_exhausted that would end the turn never came.
     error = event(
         "api_error",
         "s2",
         **{"prompt.id": "p9"},
         model=MODEL,
         status_code=400,
-        attempt=1,
+        attempt=3,
         duration_ms=5,
         query_source="sdk",
     )
     logs(server, turn("p9", "s2", error, ok=False))
-    assert val(reg, "claude_executions_in_flight", agent=AGENT, task="sdk") == 1
+    assert val(reg, "claude_executions_in_flight", agent=AGENT, task="default") == 1
 
     time.sleep(0.3)  # turn_idle_seconds is 0.2 here
-    assert val(reg, "claude_executions_total", agent=AGENT, task="sdk", outcome="error") == 1
-    assert val(reg, "claude_executions_in_flight", agent=AGENT, task="sdk") == 0
+    assert val(reg, "claude_executions_total", agent=AGENT, task="default", outcome="error") == 1
+    assert val(reg, "claude_executions_in_flight", agent=AGENT, task="default") == 0
     assert (
         val(
             reg,
@@ -240,9 +250,10 @@ def test_a_resent_batch_and_a_resent_request_count_once(server, reg):
         assert post(server, "/v1/logs", body)[0] == 200
     # The same request again in another batch, with a new sequence number (a re-sent event).
     logs(server, [api_request("req_2")])
+    stop(server, "s1")
     figures = request_figures(reg)
     assert (figures["success"], figures["input"], figures["output"]) == (2, 200, 40)
-    assert val(reg, "claude_executions_total", agent=AGENT, task="sdk", outcome="success") == 1
+    assert val(reg, "claude_executions_total", agent=AGENT, task="default", outcome="success") == 1
 
 
 @pytest.mark.integration
@@ -506,10 +517,12 @@ def test_twelve_parallel_sessions_of_events_give_the_exact_spend(server, reg):
         logs(server, sent[-1])
     for batch in rng.sample(sent, 5):  # five batches re-sent after a lost answer
         logs(server, batch)
+    for session in range(12):
+        stop(server, f"s{session}")
     figures = request_figures(reg)
     assert figures["success"] == expected_requests
     assert figures["cost"] == pytest.approx(expected_cost_total, rel=1e-9)
-    assert val(reg, "claude_executions_total", agent=AGENT, task="sdk", outcome="success") == 12
+    assert val(reg, "claude_executions_total", agent=AGENT, task="default", outcome="success") == 12
 
 
 @pytest.mark.integration
@@ -631,7 +644,7 @@ def test_otlp_settings_are_checked_with_their_paths():
         )
     assert err.value.problems == [
         "exporter.otlp.colour: unknown key; valid keys: agent_attribute, code_tools, default_agent, enabled, "
-        "hook_join_seconds, memory, task_attribute, turn_idle_seconds, usage_from",
+        "hook_join_seconds, memory, state_dir, task_attribute, turn_idle_seconds, usage_from",
         'exporter.otlp.usage_from: must be one of events, metrics, got "both"',
         "exporter.otlp.turn_idle_seconds: must be a number above 0 and at most 86400, got -1",
         "exporter.otlp.memory: must be an integer from 1000 to 10000000, got 5",
@@ -660,7 +673,18 @@ def test_the_claude_code_families_are_declared_once_and_all_exposed(server, reg)
         )
     ]
     sums(server, points)
-    logs(server, [event("tool_result", tool_name="Read", tool_use_id="t1", success="true", duration_ms="5")])
+    logs(
+        server,
+        [
+            event("tool_result", tool_name="Read", tool_use_id="t1", success="true", duration_ms="5"),
+            event("tool_decision", tool_name="Bash", tool_use_id="t2", decision="reject", source="config"),
+            event("compaction", trigger="auto", success="true", duration_ms=900),
+            event("internal_error", error_name="TypeError"),
+            event(
+                "api_retries_exhausted", **{"prompt.id": "p1"}, total_attempts=3, total_retry_duration_ms=9
+            ),
+        ],
+    )
     exposed = {
         line.split("{")[0].split(" ")[0] for line in scrape(reg).splitlines() if not line.startswith("#")
     }

@@ -162,7 +162,8 @@ FAMILIES: tuple[Family, ...] = (
            "Vertex), `speed` (fast mode without fast rates), `inference_geo` (a geo off the list)"),
     Family("claude_exporter_internal_errors_total", "counter",
            "Faults inside the shim, swallowed so the caller's request is never affected.", ("stage",)),
-    Family("claude_exporter_events_total", "counter", "Ingested events.", ("source", "result")),
+    Family("claude_exporter_events_total", "counter", "Ingested events.", ("source", "result"),
+           "ingested events: accepted, rejected, or duplicate (a re-sent OTLP record or request, dropped)"),
     Family("claude_cache_misses_total", "counter",
            "Responses whose prompt cache missed, by the reason the API diagnosed (Message.diagnostics).",
            (*_AM, "reason"),
@@ -198,6 +199,19 @@ FAMILIES: tuple[Family, ...] = (
            "Time Claude Code was in active use (type user) or working (type cli).", ("agent", "type")),
     Family("claude_code_edit_decisions_total", "counter",
            "Edit-tool permission decisions (accept, reject) by tool.", ("agent", "tool", "decision")),
+    Family("claude_code_tool_decisions_total", "counter",
+           "Claude Code tool permission decisions by tool, decision and who decided.",
+           ("agent", "tool", "decision", "source"),
+           "`tool_decision` events: decision accept, reject; source config, hook, user_permanent, "
+           "user_temporary, user_abort, user_reject, other"),
+    Family("claude_code_compactions_total", "counter", "Claude Code context compactions.",
+           ("agent", "trigger", "outcome"), "trigger auto, manual, other; outcome success, failure"),
+    Family("claude_code_internal_errors_total", "counter", "Internal errors the Claude Code CLI reported.",
+           ("agent",)),
+    Family("claude_code_retries_exhausted_total", "counter",
+           "Claude Code requests that gave up after more than one attempt.", ("agent",)),
+    Family("claude_code_retry_seconds_total", "counter",
+           "Time Claude Code spent on the attempts of requests that gave up.", ("agent",)),
 )  # fmt: skip
 
 BY_NAME: dict[str, Family] = {family.name: family for family in FAMILIES}

@@ -75,6 +75,7 @@ class OtlpConfig:
     turn_idle_seconds: float = 600.0
     hook_join_seconds: float = 15.0
     memory: int = 100_000  # ids and cumulative writers remembered, each
+    state_dir: str | None = None  # where the cumulative writers' state survives a restart (ingest.otlp_state)
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,10 @@ def _otlp(pb: Problems, path: str, value: object) -> OtlpConfig:
     for key in ("turn_idle_seconds", "hook_join_seconds", "memory"):
         if key in fields and (good := pb.limited(*fields[key], f"exporter.otlp.{key}")) is not None:
             kwargs[key] = good if key == "memory" else float(good)
+    if "state_dir" in fields:
+        ok, state_dir = pb.optional_string(*fields["state_dir"])
+        if ok:
+            kwargs["state_dir"] = state_dir
     return OtlpConfig(**kwargs)
 
 

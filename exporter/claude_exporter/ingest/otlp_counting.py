@@ -12,12 +12,16 @@
   event counted once is not counted again when it is sent again.
 
 Memory is bounded: at most ``capacity`` entries each, oldest dropped first, and entries unseen for
-``ttl`` seconds are forgotten. A forgotten cumulative writer would count its next point in full, so the
-capacity is large and evictions are reported to the caller.
+``ttl`` seconds are forgotten; a writer is remembered as a 16-byte :func:`digest`, whatever the length of
+its attributes. A forgotten cumulative writer would count its next point in full, so the capacity is large
+and evictions are reported to the caller. The cumulative writers' state can be saved and restored
+(:meth:`Deltas.dump`, :meth:`Deltas.restore`), so a restarted receiver does not count again what the
+senders re-send in full.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -26,13 +30,18 @@ from typing import Any
 
 from claude_exporter.ingest.otlp_records import SumPoint
 
-__all__ = ["Deltas", "Recent", "freeze"]
+__all__ = ["Deltas", "Recent", "digest", "freeze"]
 
 _EXPIRE_EVERY = 1024  # adds between sweeps for expired entries: the sweep walks from the oldest
 
 
 def freeze(attrs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(attrs.items()))
+
+
+def digest(*parts: object) -> bytes:
+    """A 16-byte digest of ``parts``: what is remembered of an id or a writer, whatever its length."""
+    return hashlib.blake2b(repr(parts).encode("utf-8", "replace"), digest_size=16).digest()
 
 
 class Recent:
@@ -72,7 +81,7 @@ class Recent:
             return True
 
 
-def _expire(entries: OrderedDict[Hashable, Any], before: float) -> int:
+def _expire(entries: OrderedDict[Any, Any], before: float) -> int:
     """Drop the oldest entries stamped before ``before`` (the stamp is the value, or its first item)."""
     dropped = 0
     while entries:
@@ -98,16 +107,33 @@ class Deltas:
         self.ttl = ttl
         self._clock = clock
         self._on_evict = on_evict
-        self._last: OrderedDict[Hashable, tuple[float, int, float]] = OrderedDict()  # stamp, time, value
+        self._last: OrderedDict[bytes, tuple[float, int, float]] = OrderedDict()  # stamp, time, value
         self._intervals = Recent(capacity, ttl, clock)
         self._lock = threading.Lock()
         self._points = 0
+        self.changed = False  # a cumulative writer moved since the last dump
 
     def __len__(self) -> int:
         return len(self._last)
 
+    def dump(self) -> list[tuple[bytes, int, float]]:
+        """Every cumulative writer's (digest, time of its last point, its value), oldest first."""
+        with self._lock:
+            self.changed = False
+            return [(writer, at, value) for writer, (_, at, value) in self._last.items()]
+
+    def restore(self, writers: list[tuple[bytes, int, float]]) -> None:
+        """Take back what :meth:`dump` gave (a restarted receiver), as if each writer had just been seen."""
+        now = self._clock()
+        with self._lock:
+            for writer, at, value in writers[-self.capacity :]:
+                self._last[writer] = (now, at, value)
+                self._last.move_to_end(writer)
+            while len(self._last) > self.capacity:
+                self._last.popitem(last=False)
+
     def increment(self, point: SumPoint) -> float:
-        writer = (point.metric, freeze(point.resource), freeze(point.attrs), point.start_ns)
+        writer = digest(point.metric, freeze(point.resource), freeze(point.attrs), point.start_ns)
         if not point.cumulative:
             return point.value if self._intervals.add((writer, point.time_ns)) else 0.0
         now = self._clock()
@@ -117,6 +143,7 @@ class Deltas:
                 return 0.0  # re-sent or out of order: the newer point already counted
             self._last[writer] = (now, point.time_ns, point.value)
             self._last.move_to_end(writer)
+            self.changed = True
             if len(self._last) > self.capacity:
                 self._last.popitem(last=False)
                 if self._on_evict is not None:

@@ -18,13 +18,14 @@ from typing import Any
 
 from claude_exporter.ingest import otlp_json, otlp_records
 from claude_exporter.ingest.claude_code import ClaudeCodeIngest
-from claude_exporter.ingest.claude_code_events import ToolResult
+from claude_exporter.ingest.claude_code_events import SessionStop, ToolResult
 from claude_exporter.ingest.events import MAX_BODY, _drain, _json
 from claude_exporter.ingest.otlp_wire import JSON, WireError, decode, encode_response, media_type
 
 __all__ = ["HOOK_EVENTS", "hooks_route", "otlp_route"]
 
 HOOK_EVENTS = ("PostToolUse", "PostToolUseFailure")
+STOP_EVENTS = ("Stop", "SessionEnd")  # the CLI's word that a turn (or the whole session) is over
 _PROBLEMS_SHOWN = 10
 
 GetIngest = Callable[[], ClaudeCodeIngest | None]
@@ -84,8 +85,8 @@ def otlp_route(signal: str, get_ingest: GetIngest) -> Callable[..., list[bytes]]
             counter.inc(("otlp", "rejected"))
             return _json(start_response, err.status, {"error": f"nothing applied: {err}"})
         if signal == "logs":
-            rejected, problems = ingest.apply_logs(events)
-            accepted = total - rejected
+            rejected, problems, duplicates = ingest.apply_logs(events)
+            accepted = total - rejected - duplicates  # re-sent records: counted as duplicates
         elif signal == "metrics":
             rejected, accepted = len(problems), len(points)
             ingest.apply_points(points)
@@ -115,13 +116,20 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def read_hook(obj: object) -> ToolResult | list[str] | None:
-    """A PostToolUse / PostToolUseFailure hook's tool result; problems; None for other hook events."""
+def read_hook(obj: object) -> ToolResult | SessionStop | list[str] | None:
+    """A PostToolUse / PostToolUseFailure hook's tool result; a Stop / SessionEnd hook's end of its
+    session's turn; problems; None for other hook events."""
     if not isinstance(obj, dict):
         return [f"body: must be a JSON object, got {type(obj).__name__}"]
     event = obj.get("hook_event_name")
     if not isinstance(event, str) or not event:
         return ["hook_event_name: required"]
+    if event in STOP_EVENTS:
+        session = obj.get("session_id")
+        if not isinstance(session, str) or not session:
+            return ["session_id: required (it joins the hook to the session's turn)"]
+        prompt = obj.get("prompt_id")
+        return SessionStop(session, event, prompt if isinstance(prompt, str) and prompt else None)
     if event not in HOOK_EVENTS:
         return None
     problems = []
@@ -182,12 +190,21 @@ def hooks_route(get_ingest: GetIngest) -> Callable[..., list[bytes]]:
         if isinstance(found, list):
             counter.inc(("hooks", "rejected"))
             return _json(start_response, "400 Bad Request", {"error": "nothing applied", "problems": found})
-        if found is not None:
+        if isinstance(found, SessionStop):
+            # Accepted whether or not a turn of that session was open (its events may carry no session id).
+            ingest.apply_stop(found)
+            counter.inc(("hooks", "accepted"))
+        elif found is not None:
             names = [
                 n for n in parse_qs(environ.get("QUERY_STRING") or "").get("agent") or [] if _encodable(n)
             ]
+            # A command cut short: interrupted, or past its timeout (the CLI 2.1.328 then moves it to the
+            # background and reports a success, with tool_response.timedOutAfterMs).
+            response = obj.get("tool_response")
+            timed_out = isinstance(response, dict) and response.get("timedOutAfterMs") is not None
+            cut_short = obj.get("is_interrupt") is True or timed_out
             # False when its tool_result event came first: accepted, and already counted.
-            ingest.apply_hook(names[-1] if names else None, found, obj.get("is_interrupt") is True)
+            ingest.apply_hook(names[-1] if names else None, found, cut_short)
             counter.inc(("hooks", "accepted"))
         # An empty object: no decision, Claude Code carries on as if there were no hook.
         return _json(start_response, "200 OK", {})

@@ -171,6 +171,12 @@ class RequestLabels:
         for key in blocks:
             self._add("code", "code_blocks", _CODE, key)
 
+    def refused(self, category: str) -> None:
+        """A refusal reported apart from its request (Claude Code's ``api_refusal``): the ``refusal`` stop
+        reason and its category, the request itself being counted by its own record."""
+        self._add("stops", "stop_reasons", _STOPS, "refusal")
+        self._response_facts(None, 0, category)
+
     def retry(self, reason: str, code: str = "none") -> None:
         """An attempt after the first, by what caused it."""
         self._add("retries", "retries", _RETRIES, (reason, code))
