@@ -212,10 +212,11 @@ def test_both_parsers_read_the_fleet_alike(loader):
 
 # -- the class: any document with any tags -----------------------------------------------------------------
 
+# Weighted to the tags PyYAML's safe loader has constructors for (those broke it: KeyError, IndexError,
+# AttributeError, TypeError); a tag it has none for was already a YAML error.
 _TAGS = st.sampled_from(
-    ["", "", "", "!!str ", "!!int ", "!!float ", "!!bool ", "!!null ", "!!seq ", "!!map ", "!!set ",
-     "!!timestamp ", "!!binary ", "!!omap ", "!!pairs ", "!!merge ", "!!value ", "!!yaml ", "!local ", "! ",
-     "!!python/object:os.system ", "!<tag:yaml.org,2002:int> ", "&a ", "*a ", "&b ", "*b "]
+    ["", "", "", "", "!!str ", "!!int ", "!!float ", "!!bool ", "!!null ", "!!seq ", "!!map ", "!!set ",
+     "!!timestamp ", "!!binary ", "!!omap ", "!!pairs ", "!local ", "! ", "!<tag:yaml.org,2002:int> "]
 )  # fmt: skip
 _SCALARS = st.sampled_from(
     ["maybe", "''", "_", "._", "0b", "0x", "0o8", "1:2:3", "2001-13-45", "<<", "=", "~", "yes", ".inf",
@@ -237,7 +238,7 @@ def _node(depth: int) -> st.SearchStrategy[str]:
 
 @pytest.mark.unit
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.builds(lambda t, v: f"monitoring: {t}{{a: {v}}}\n", _TAGS, _node(3)))
+@given(st.builds(lambda v: f"monitoring: {{a: {v}}}\n", _node(3)))
 def test_any_document_with_any_tags_is_a_config_or_one_config_error(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("tags") / "c.yaml"
     path.write_text(text)
