@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from yaml.composer import ComposerError
@@ -173,6 +173,7 @@ class _Constructor(SafeConstructor):
 
 
 _KEY = object()  # in a path: the key being composed
+_N = TypeVar("_N", bound=Node)
 
 
 def _short(tag: str) -> str:
@@ -262,20 +263,21 @@ class _Composer:
             node = self.mapping(event)
         return node
 
-    def explicit(self, tag: str | None, node_tag: str, allowed: tuple[str, ...], kind: str) -> None:
-        if tag is None or tag == "!" or node_tag in allowed:
-            return
-        if node_tag in (*_SCALARS, _SEQ, _MAP):
-            raise self.refuse(f"the tag {_short(node_tag)} cannot mark {kind}")
+    def tag(self, event: Any, kind: type[Node], allowed: tuple[str, ...], what: str) -> str:
+        """The event's tag, resolved if it has none; an explicit one only among ``allowed``."""
+        tag = event.tag
+        if tag is None or tag == "!":
+            return self.resolve(kind, event.value if kind is ScalarNode else None, event.implicit)
+        if tag in allowed:
+            return str(tag)
+        if tag in (*_SCALARS, _SEQ, _MAP):
+            raise self.refuse(f"the tag {_short(tag)} cannot mark {what}")
         raise self.refuse(
             f"the tag {render(_short(tag))} is not accepted in a configuration (only {_ACCEPTED})"
         )
 
     def scalar(self, event: Any) -> ScalarNode:
-        tag = event.tag
-        if tag is None or tag == "!":
-            tag = self.resolve(ScalarNode, event.value, event.implicit)
-        self.explicit(event.tag, tag, tuple(_SCALARS), "a plain value")
+        tag = self.tag(event, ScalarNode, tuple(_SCALARS), "a plain value")
         if tag == _MERGE:  # only a plain << resolves to it; merges are the constructor's
             return self.node(ScalarNode(tag, event.value, event.start_mark, event.end_mark), event.anchor)
         fits, convert = _SCALARS[tag]
@@ -294,19 +296,16 @@ class _Composer:
         node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
         return self.node(node, event.anchor)
 
-    def node(self, node: ScalarNode, anchor: str | None) -> ScalarNode:
+    def node(self, node: _N, anchor: str | None) -> _N:
         if anchor is not None:
             self.anchors[anchor] = node
         return node
 
     def sequence(self, start: Any) -> SequenceNode:
-        tag = start.tag
-        if tag is None or tag == "!":
-            tag = self.resolve(SequenceNode, None, start.implicit)
-        self.explicit(start.tag, tag, (_SEQ,), "a list")
-        node = SequenceNode(tag, [], start.start_mark, None, flow_style=start.flow_style)
-        if start.anchor is not None:
-            self.anchors[start.anchor] = node
+        tag = self.tag(start, SequenceNode, (_SEQ,), "a list")
+        node = self.node(
+            SequenceNode(tag, [], start.start_mark, None, flow_style=start.flow_style), start.anchor
+        )
         index = 0
         while not self.check_event(SequenceEndEvent):
             self.path.append(index)
@@ -317,13 +316,10 @@ class _Composer:
         return node
 
     def mapping(self, start: Any) -> MappingNode:
-        tag = start.tag
-        if tag is None or tag == "!":
-            tag = self.resolve(MappingNode, None, start.implicit)
-        self.explicit(start.tag, tag, (_MAP,), "a mapping")
-        node = MappingNode(tag, [], start.start_mark, None, flow_style=start.flow_style)
-        if start.anchor is not None:
-            self.anchors[start.anchor] = node
+        tag = self.tag(start, MappingNode, (_MAP,), "a mapping")
+        node = self.node(
+            MappingNode(tag, [], start.start_mark, None, flow_style=start.flow_style), start.anchor
+        )
         while not self.check_event(MappingEndEvent):
             self.path.append(_KEY)  # a key is a level down too: a list as a key nests like a value
             key = self.compose_node()
