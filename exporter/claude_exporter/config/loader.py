@@ -50,7 +50,7 @@ __all__ = [
 
 MAX_YAML_NODES = 50_000  # values, composed or reached through aliases: a 500-byte alias bomb is billions
 MAX_YAML_DEPTH = 64
-MAX_NUMBER_CHARS = 64  # a float has 17 significant digits; base-60 and 400-digit numbers are mistakes
+MAX_NUMBER_CHARS = 64  # a float holds 17 significant digits: a 400-digit number is a mistake, or an attack
 
 _T = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (f"{_T}{k}" for k in ("str", "int", "float", "bool", "null"))
