@@ -148,7 +148,7 @@ def test_other_output_is_ignored_and_bad_events_are_counted_rejected(reg, rec, l
 
 
 def test_rotation_by_rename_reads_the_old_file_to_its_end_then_the_new_one(reg, rec, log):
-    follower = LogFollower(log, rec)
+    follower = LogFollower(log, rec, drain_grace=0)
     append(log, complete())
     assert follower.poll_once() == 1
     # logrotate's default: the file is renamed (the writer may still append to it) and a new one created.
@@ -159,7 +159,11 @@ def test_rotation_by_rename_reads_the_old_file_to_its_end_then_the_new_one(reg, 
     append(rotated, error() + '{"event": "claude_execution_complete", "duration_ms": 7}')  # no newline
     append(log, complete() + complete())
 
-    assert follower.poll_once() == 4  # the old file's end (its unterminated last line too), then the new
+    assert follower.poll_once() == 3  # the old file's end, then the new
+    assert follower.draining == 1
+    # Unchanged for drain_grace (0 here): finished, with its unterminated last line.
+    assert follower.poll_once() == 1
+    assert follower.draining == 0
     assert counts(reg) == (6, 0)
     assert requests(reg) == 5
     assert requests(reg, "error") == 1

@@ -36,6 +36,7 @@ from claude_exporter.config.exporter import (
     ServerConfig,
     parse_exporter,
 )
+from claude_exporter.config.loader import YAMLRefused, parse_yaml, yaml_error_line
 from claude_exporter.config.schema import (
     ALERT_DEFAULTS,
     ALERT_NAMES,
@@ -45,13 +46,10 @@ from claude_exporter.config.schema import (
     METRIC_NAMES,
     PRICE_COLUMNS,
     Problems,
-    YAMLTooBig,
     child,
     duration_seconds,
     label_problem,
-    parse_yaml,
     render,
-    yaml_error_line,
 )
 
 __all__ = [
@@ -336,8 +334,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data, duplicates = parse_yaml(text, source)
     except yaml.YAMLError as e:
         raise ConfigError(yaml_error_line(e, source), source) from None
-    except YAMLTooBig as e:
-        raise ConfigError(f"{source}: the document {e}", source) from None
+    except YAMLRefused as e:
+        raise ConfigError(e.line(source), source) from None
     try:
         config = parse_config(data, source)
     except ConfigError as e:

@@ -10,12 +10,10 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
-
-import yaml
 
 from claude_exporter.families import METRIC_GROUPS
 
@@ -26,14 +24,11 @@ __all__ = [
     "ALERT_THRESHOLD_KEYS",
     "LIMITS",
     "MAX_CONFIG_BYTES",
-    "MAX_YAML_DEPTH",
-    "MAX_YAML_NODES",
     "METRIC_NAMES",
     "PRICE_COLUMNS",
     "SEASONALITIES",
     "Limit",
     "Problems",
-    "YAMLTooBig",
     "duration_seconds",
     "label_problem",
     "limits_table",
@@ -294,8 +289,6 @@ ALERT_KEY_LIMITS: Mapping[str, str] = MappingProxyType(
 )
 
 MAX_CONFIG_BYTES = 1 << 20
-MAX_YAML_NODES = 100_000  # after aliases are expanded: a 500-byte alias bomb is billions
-MAX_YAML_DEPTH = 64
 
 
 def limits_table() -> str:
@@ -363,7 +356,10 @@ def child(path: str, key: object) -> str:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    # An int is always finite (math.isfinite of one past 1e308 raises OverflowError), and compares exactly.
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 class Problems:
@@ -489,103 +485,3 @@ class Problems:
         if ALERT_KEY_KINDS[key] == "seasonality":
             return self.choice(path, value, SEASONALITIES)
         return self.limited(path, value, ALERT_KEY_LIMITS[key])
-
-
-class _Loader(yaml.SafeLoader):
-    """The safe loader, noting keys given twice in one mapping (PyYAML silently keeps the last)."""
-
-    def __init__(self, stream: Any, source: str) -> None:
-        super().__init__(stream)
-        self.source = source
-        self.duplicates: list[tuple[int, str]] = []
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: dict[object, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
-                continue
-            key = self.construct_object(key_node)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                self.duplicates.append(
-                    (
-                        line,
-                        f"{self.source}:{line}: duplicate key {render(key)} (first on line {seen[key]})",
-                    )
-                )
-            else:
-                seen[key] = line
-        return super().construct_mapping(node, deep)
-
-
-class YAMLTooBig(ValueError):
-    """A document that is too large, too deep, or refers to itself once its aliases are expanded."""
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [item for pair in node.value for item in pair]
-    return []
-
-
-def _check_expansion(root: yaml.Node) -> None:
-    """Refuse an alias bomb before anything is built from it: count the nodes with every alias expanded
-    (memoised, so the count costs one visit per distinct node), and bound the depth."""
-    size: dict[int, int] = {}
-    ancestors: set[int] = set()
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
-    while stack:
-        node, depth, done = stack.pop()
-        key = id(node)
-        if done:
-            ancestors.discard(key)
-            size[key] = total = 1 + sum(size[id(c)] for c in _children(node))
-            if total > MAX_YAML_NODES:
-                raise YAMLTooBig(f"expands to over {MAX_YAML_NODES} values through its aliases")
-            continue
-        if key in size:
-            continue
-        if key in ancestors:
-            raise YAMLTooBig("an alias refers to a value that contains it")
-        if depth > MAX_YAML_DEPTH:
-            raise YAMLTooBig(f"is nested over {MAX_YAML_DEPTH} levels deep")
-        ancestors.add(key)
-        stack.append((node, depth, True))
-        stack.extend((c, depth + 1, False) for c in _children(node) if id(c) not in size)
-
-
-def parse_yaml(text: bytes, source: str) -> tuple[object, list[str]]:
-    """Parse YAML; return the document and duplicate-key problems.
-
-    Raises ``yaml.YAMLError`` for bad syntax and :class:`YAMLTooBig` for a document over the limits.
-    """
-    loader = _Loader(text, source)
-    try:
-        try:
-            node = loader.get_single_node()
-        except RecursionError:  # PyYAML composes recursively: a few hundred levels exhaust the stack
-            raise YAMLTooBig(f"is nested over {MAX_YAML_DEPTH} levels deep") from None
-        if node is None:
-            return None, []
-        _check_expansion(node)
-        try:
-            data = loader.construct_document(node)
-        except ValueError as err:  # an integer over Python's conversion limit, a date out of range
-            raise YAMLTooBig(f"holds a value that cannot be read ({str(err)[:60]})") from None
-        return data, [problem for _, problem in sorted(loader.duplicates)]
-    finally:
-        loader.dispose()
-
-
-def yaml_error_line(err: yaml.YAMLError, source: str) -> str:
-    """A YAML syntax error as ``file:line:column: invalid YAML: problem``."""
-    if isinstance(err, yaml.MarkedYAMLError):
-        mark = err.problem_mark or err.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
-        what = "; ".join(str(p) for p in (err.context, err.problem) if p)
-        return f"{where}: invalid YAML: {what}"
-    if isinstance(err, yaml.reader.ReaderError):
-        return f"{source}: invalid YAML: {err.reason} at byte {err.position}"
-    return f"{source}: invalid YAML: {err}"
