@@ -147,12 +147,12 @@ def cli_env(session: Session, home: Path, fake: FakeAnthropic, exporter: str) ->
     }
 
 
-def write_settings(home: Path, exporter: str) -> None:
+def write_settings(home: Path, exporter: str, agent: str = AGENT) -> None:
     """Claude Code's user settings: both tool hooks POST to the exporter (the second channel), and the Stop
     and SessionEnd hooks, which say when a turn is over."""
     hook = {
         "type": "http",
-        "url": f"{exporter}/v1/hooks?agent={AGENT}",
+        "url": f"{exporter}/v1/hooks?agent={agent}",
         "headers": {"Authorization": "Bearer $HOOK_TOKEN"},
         "allowedEnvVars": ["HOOK_TOKEN"],
         "timeout": 10,
@@ -240,6 +240,8 @@ def test_parallel_claude_code_sessions_become_exact_metrics(claude, tmp_path):
         "  otlp:\n"
         "    enabled: true\n"
         "    turn_idle_seconds: 30\n"
+        # A Stop hook's turn waits this long for the CLI's last export batch (every 500 ms here).
+        "    hook_join_seconds: 2\n"
     )
     env = {"CLAUDE_EXPORTER_TOKEN": TOKEN}
     with (
@@ -260,6 +262,8 @@ def test_parallel_claude_code_sessions_become_exact_metrics(claude, tmp_path):
             return (
                 figures(table)["success"] >= want["success"]
                 and value(table, "claude_executions_total", agent=AGENT, task="default", outcome="error") >= 1
+                and value(table, "claude_executions_total", agent=AGENT, task="default", outcome="success")
+                >= len(SESSIONS) - 1
             )
 
         assert poll(arrived, timeout=20)

@@ -133,3 +133,19 @@ def test_state_files_round_trip(tmp_path):
     write_writers(tmp_path / FILE, writers)
     assert read_writers(tmp_path / FILE) == writers
     assert [p.name for p in tmp_path.iterdir()] == [FILE]  # no temporary file left behind
+
+
+@pytest.mark.unit
+def test_a_state_dir_not_made_yet_is_made_at_start(tmp_path):
+    # As a data directory: the scenario matrix's restart double counted because the directory was missing
+    # and every write failed ("No such file or directory").
+    from claude_exporter.ingest.otlp_counting import Deltas
+    from claude_exporter.ingest.otlp_state import WriterState
+
+    faults: list[str] = []
+    deltas = Deltas(100, on_evict=lambda: None)
+    state = WriterState(str(tmp_path / "not" / "yet"), deltas, faults.append)
+    deltas.changed = True
+    state.save(force=True)
+    assert faults == []
+    assert read_writers(tmp_path / "not" / "yet" / FILE) == []

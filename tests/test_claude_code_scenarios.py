@@ -8,8 +8,8 @@ The scenarios of one run go at once (every CLI process in parallel, each scenari
 slowest scenario: the module fixture runs them, each test checks one scenario. ``serve`` restarts need a
 server of their own and are two more tests.
 
-A scenario that today's exporter gets wrong is marked ``xfail(strict=True)`` with the finding: when the
-fix lands the test passes, strict xfail fails, and the mark comes off.
+Every home carries the Stop and SessionEnd hooks (as the README asks), which end turns; each scenario
+failed on the exporter before issue 19's fixes, the six parallel processes and the delta restart excepted.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pytest
 from claude_exporter.testing import FakeAnthropic, Reply
 from conftest import expected_cost
 from test_claude_code_cli import claude  # noqa: F401 - the pinned npm CLI, a module fixture
+from test_claude_code_cli import write_settings
 from test_serve import free_port, poll, samples, serving, value
 
 pytestmark = pytest.mark.system
@@ -92,6 +93,7 @@ SCENARIOS = (
             Reply(input_tokens=80, output_tokens=9),
             Reply(input_tokens=500, output_tokens=12),
         ),
+        executions=(2, 0),  # the turn, and the sub-agent's work as an execution of its own inside it
     ),
     Scenario(
         "refusal",
@@ -174,6 +176,7 @@ def cli_env(
         "OTEL_METRIC_EXPORT_INTERVAL": "1000",
         "OTEL_LOGS_EXPORT_INTERVAL": "500",
         "OTEL_RESOURCE_ATTRIBUTES": f"agent={agent}",
+        "HOOK_TOKEN": TOKEN,
         **extra,
     }
 
@@ -232,7 +235,9 @@ class Matrix:
 
 def config_text(extra: str = "") -> str:
     return (
-        "monitoring:\n  scenarios:\n    sampling_rate: 1.0\nexporter:\n  otlp:\n    enabled: true\n" + extra
+        "monitoring:\n  scenarios:\n    sampling_rate: 1.0\nexporter:\n  otlp:\n    enabled: true\n"
+        # A Stop hook's turn waits this long for the CLI's last export batch (every 500 ms here).
+        "    hook_join_seconds: 2\n" + extra
     )
 
 
@@ -268,8 +273,9 @@ def matrix(claude: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ma
                         tmp / f"home-{agent_of(scenario, cli)}-{i}",
                         tmp / f"work-{agent_of(scenario, cli)}-{i}",
                     )
-                    home.mkdir()
                     work.mkdir()
+                    # The Stop and SessionEnd hooks say when a turn is over, as the README asks users to set.
+                    write_settings(home, srv.url, agent_of(scenario, cli))
                     p = proc(scenario, cli, i, ["do the task", *COMMON_ARGS], home, work)
                     times = 3 if scenario is CONTINUED else 1
                     fake.script(*[r for _ in range(times) for r in scenario.replies], key=p.key)
@@ -297,13 +303,17 @@ def matrix(claude: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ma
                 later.append((binaries[cli], p))
             run_all(later)
 
+        by_agent = {agent_of(s, cli): s for s in (*SCENARIOS, CONTINUED) for cli in s.clis}
+        turns = sum(sum(by_agent[p.key.rsplit("-", 1)[0]].executions) for p in procs.values())
+
         def settled() -> bool:
             table = samples(srv.url, AUTH)
             served = sum(len(fake.answered(key)) for key in {p.key for p in procs.values()})
             got = sum(v for (name, _), v in table.items() if name == "claude_requests_total")
-            return got >= served
+            ended = sum(v for (name, _), v in table.items() if name == "claude_executions_total")
+            return got >= served and ended >= turns
 
-        poll(settled, timeout=10)
+        poll(settled, timeout=20)
         yield Matrix(fake, samples(srv.url, AUTH), procs, binaries)
         assert srv.stop()[0] == 0
 
@@ -409,17 +419,12 @@ def check(matrix: Matrix, scenario: Scenario, cli: str) -> None:
     )
 
 
-def xfail(reason: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=f"issue 19: {reason}")
 
-
-@xfail("text before a tool call ends the turn at the first assistant_response (1 of 2 requests)")
 @pytest.mark.parametrize("cli", CLIS)
 def test_text_before_a_tool_call(matrix, cli):
     check(matrix, SCENARIOS[0], cli)
 
 
-@xfail("a sub-agent's assistant_response ends the parent turn (2 of 3 requests in it)")
 @pytest.mark.parametrize("cli", CLIS)
 def test_a_sub_agent_on_another_model(matrix, cli):
     agent = agent_of(SCENARIOS[1], cli)
@@ -428,7 +433,6 @@ def test_a_sub_agent_on_another_model(matrix, cli):
     check(matrix, SCENARIOS[1], cli)
 
 
-@xfail("api_refusal is ignored: a Claude Code refusal never reaches claude_refusals_total")
 @pytest.mark.parametrize("cli", CLIS)
 def test_a_refusal(matrix, cli):
     check(matrix, SCENARIOS[2], cli)
@@ -441,19 +445,16 @@ def test_a_refusal(matrix, cli):
     assert sum(refusals) == 1
 
 
-@xfail("a turn that fails on its only attempt never ends (no api_retries_exhausted after one attempt)")
 @pytest.mark.parametrize("cli", CLIS)
 def test_a_failure_on_its_only_attempt(matrix, cli):
     check(matrix, SCENARIOS[3], cli)
 
 
-@xfail("cache_creation_1h_tokens ignored: 1-hour cache writes priced at the 5-minute rate")
 @pytest.mark.parametrize("cli", CLIS)
 def test_one_hour_cache_writes(matrix, cli):
     check(matrix, SCENARIOS[4], cli)
 
 
-@xfail("events de-duplicated by (session.id, event.sequence, name): without session.id processes merge")
 @pytest.mark.parametrize("cli", CLIS)
 def test_no_session_id(matrix, cli):
     check(matrix, SCENARIOS[5], cli)
@@ -466,9 +467,6 @@ def test_six_processes_in_parallel(matrix):
         assert value(matrix.table, "claude_code_sessions_total", agent=agent_of(scenario, cli)) == 3
 
 
-@xfail(
-    "--continue/--resume keep session.id and restart event.sequence: the later runs are dropped as repeats"
-)
 @pytest.mark.parametrize("cli", CLIS)
 def test_continue_and_resume(matrix, cli):
     check(matrix, CONTINUED, cli)
@@ -482,10 +480,7 @@ RESTART_AGENT = "restart"
 @pytest.mark.parametrize(
     "temporality",
     [
-        pytest.param(
-            "cumulative",
-            marks=xfail("after a serve restart cumulative re-sends count again (sessions_total 1 + 1 for 1)"),
-        ),
+        "cumulative",
         "delta",
     ],
 )
@@ -495,11 +490,11 @@ def test_a_serve_restart(claude, tmp_path, temporality):  # noqa: F811
     processes' figures add up to what the fake served, and one session is one session."""
     port = free_port()
     config = tmp_path / "exporter.yaml"
-    config.write_text(config_text())
+    # The state dir carries each writer's cumulative totals over the restart (exporter.otlp.state_dir).
+    config.write_text(config_text(f"    state_dir: {tmp_path / 'state'}\n"))
     args = ("--config", str(config), "--port", str(port))
     env = {"CLAUDE_EXPORTER_TOKEN": TOKEN}
     home, work = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
     work.mkdir()
     sleep = Reply(
         content=[{"type": "tool_use", "id": "toolu_sleep", "name": "Bash", "input": {"command": "sleep 6"}}],
@@ -509,6 +504,7 @@ def test_a_serve_restart(claude, tmp_path, temporality):  # noqa: F811
     )
     with FakeAnthropic() as fake:
         fake.script(sleep, Reply(input_tokens=90, output_tokens=11), key=RESTART_AGENT)
+        write_settings(home, f"http://127.0.0.1:{port}", RESTART_AGENT)
         cli_vars = cli_env("npm", RESTART_AGENT, RESTART_AGENT, home, fake, f"http://127.0.0.1:{port}", {})
         cli_vars["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"] = temporality
         proc = Proc(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import time
 import tracemalloc
 import urllib.error
 import urllib.request
@@ -35,9 +36,11 @@ SONNET = "claude-sonnet-4-5"  # per million: input 3, output 15, 5m write 3.75, 
 OPUS = "claude-opus-4-8"  # per million: input 5, output 25; fast: input 10, output 50
 AGENT = "claude-code"
 SUBAGENT = "agent:builtin:general-purpose"
-# A turn never ends by going quiet here: an hour, so whatever ends one is what the CLI said.
+# A turn never ends by going quiet here: an hour, so whatever ends one is what the CLI said. A Stop hook's
+# turn ends hook_join_seconds later (its last records may still be in the CLI's next batch).
+HOOK_JOIN = 0.5
 INSTRUMENT_CONFIG = parse_config(
-    {"monitoring": {}, "exporter": {"otlp": {"turn_idle_seconds": 3600, "hook_join_seconds": 3600}}}
+    {"monitoring": {}, "exporter": {"otlp": {"turn_idle_seconds": 3600, "hook_join_seconds": HOOK_JOIN}}}
 )
 SERVER_OPTIONS = {"otlp": True}
 
@@ -61,6 +64,8 @@ def logs(server: Any, records: list[dict[str, Any]], res: dict[str, str] | None 
 def hook(server: Any, **body: Any) -> None:
     status, answer = post(server, "/v1/hooks", json.dumps(body).encode(), "application/json")
     assert status == 200, answer
+    if body.get("hook_event_name") in ("Stop", "SessionEnd"):
+        time.sleep(HOOK_JOIN * 1.2)  # its turn ends at the next scrape after hook_join_seconds
 
 
 def prompt(session: str, prompt_id: str, sequence: int | None = None) -> dict[str, Any]:
@@ -128,6 +133,22 @@ def test_text_before_a_tool_call_does_not_end_the_turn(server, reg):
 
 
 @pytest.mark.integration
+def test_records_after_the_stop_hook_still_belong_to_its_turn(server, reg):
+    # The real CLI posts its Stop hook at once and its last records in the next export batch (the scenario
+    # matrix saw 1 of 2 requests in the turn when Stop ended it at once): 401 + 402 input tokens.
+    logs(server, [prompt("s1", "p1"), request("r1", "s1", "p1", (401, 10, 0, 0)), answer("s1", "p1")])
+    body = {"hook_event_name": "Stop", "session_id": "s1", "stop_hook_active": False}
+    assert post(server, "/v1/hooks", json.dumps(body).encode(), "application/json")[0] == 200
+    assert executions(reg, "success") == 0  # still waiting for its last records
+    assert val(reg, "claude_executions_in_flight", agent=AGENT, task="default") == 0  # but not running
+    logs(server, [*tool_use("s1", "p1", "t1"), request("r2", "s1", "p1", (402, 10, 0, 0)), answer("s1", "p1")])
+    time.sleep(HOOK_JOIN * 1.2)
+    assert executions(reg, "success") == 1
+    assert requests_in_executions(reg) == 2
+    assert val(reg, "claude_execution_tokens_sum", agent=AGENT, task="default", type="input") == 803
+
+
+@pytest.mark.integration
 def test_text_then_a_tool_call_then_529s_is_a_failed_turn(server, reg):
     records = [prompt("s1", "p1"), request("r1", "s1", "p1", (100, 10, 0, 0)), answer("s1", "p1")]
     records += tool_use("s1", "p1", "t1")
@@ -187,17 +208,21 @@ def test_a_subagent_that_answered_is_not_in_flight(server, reg):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("refusal_first", [False, True], ids=["request-then-refusal", "refusal-then-request"])
-def test_a_refusal_ends_its_turn_with_both_requests_and_is_counted(server, reg, refusal_first):
+def test_a_refusal_is_counted_and_its_turn_goes_on(server, reg, refusal_first):
     refusal = event("api_refusal", "s1", **{"prompt.id": "p1"}, model=SONNET, request_id="r2", attempt=1,
                     query_source="sdk", speed="normal", has_category=True, category="cyber")  # fmt: skip
     refused = request("r2", "s1", "p1", (200, 5, 0, 0))
     records = [prompt("s1", "p1"), request("r1", "s1", "p1", (100, 10, 0, 0)), answer("s1", "p1")]
     records += tool_use("s1", "p1", "t1")
     records += [refusal, refused] if refusal_first else [refused, refusal]
+    # The real CLI (2.1.328) then tells the model its reply was withheld and asks once more.
+    records += [request("r3", "s1", "p1", (300, 7, 0, 0)), answer("s1", "p1")]
     logs(server, records)
-    assert executions(reg, "success") == 1  # no Stop hook: the refusal ended it
-    assert requests_in_executions(reg) == 2
-    assert requests(reg) == 2
+    assert executions(reg, "success") == 0  # a refusal does not end the turn
+    hook(server, hook_event_name="Stop", session_id="s1")
+    assert executions(reg, "success") == 1
+    assert requests_in_executions(reg) == 3
+    assert requests(reg) == 3
     assert val(reg, "claude_refusals_total", agent=AGENT, model=SONNET, category="cyber") == 1
     assert val(reg, "claude_stop_reasons_total", agent=AGENT, model=SONNET, stop_reason="refusal") == 1
 
@@ -436,13 +461,13 @@ def test_tool_decisions_compactions_and_internal_errors_are_counted(server, reg)
 # -- issue 18 rows 4 and 10: memory bounded in bytes, hooks over memory counted ----------------------------
 
 
-def _ingest(memory: int = 1000) -> tuple[ClaudeCodeIngest, Any]:
+def _ingest(memory: int = 1000, hook_join: float = 3600) -> tuple[ClaudeCodeIngest, Any]:
     from claude_exporter.recording.state import ACTIVE
 
     rec = ACTIVE.recorder
     assert rec is not None
     return ClaudeCodeIngest(
-        rec, OtlpConfig(memory=memory, turn_idle_seconds=3600, hook_join_seconds=3600)
+        rec, OtlpConfig(memory=memory, turn_idle_seconds=3600, hook_join_seconds=hook_join)
     ), rec
 
 
@@ -544,7 +569,7 @@ def fleets(draw: st.DrawFn) -> tuple[list[list[list[LogEvent]]], int, list[tuple
 @given(fleet=fleets(), data=st.data())
 def test_every_request_and_turn_counts_once_whatever_the_fleet_sends(reg, fleet, data):
     processes, requests_sent, turns = fleet
-    ingest, _ = _ingest()
+    ingest, _ = _ingest(hook_join=1e-9)  # a Stop hook's turn ends at the next sweep
     before = (requests(reg), executions(reg, "success"))
     queues = [list(batches) for batches in processes]
     sent: list[list[LogEvent]] = []
@@ -557,6 +582,7 @@ def test_every_request_and_turn_counts_once_whatever_the_fleet_sends(reg, fleet,
     assert duplicates == sum(len(batch) for batch in resent)
     for session, prompt_id in turns:  # every turn's Stop hook (a later prompt may have ended it already)
         ingest.apply_stop(SessionStop(session, "Stop", prompt_id))
+    ingest.sweep()
     assert requests(reg) - before[0] == requests_sent
     assert executions(reg, "success") - before[1] == len(turns)
     assert not ingest.turns

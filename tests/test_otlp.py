@@ -112,6 +112,7 @@ def stop(server: Any, session: str, hook: str = "Stop") -> None:
     body = json.dumps({"hook_event_name": hook, "session_id": session, "stop_hook_active": False})
     status, _, answer = post(server, "/v1/hooks", body.encode(), "application/json")
     assert status == 200, answer
+    time.sleep(0.25)  # its turn ends at the next scrape after hook_join_seconds (0.2 here)
 
 
 def cost_of(tokens: tuple[int, int, int, int], model: str = MODEL) -> float:

@@ -18,7 +18,7 @@ Sources of truth (one each, so nothing is counted twice when Claude Code sends b
 An execution is one turn: a prompt (``prompt.id``) and its agent loop. It ends only when the CLI says the
 turn is over: the ``Stop`` or ``SessionEnd`` hook of its session, the session's next ``user_prompt``,
 ``api_retries_exhausted`` or an ``api_error`` after a single attempt (no ``api_retries_exhausted`` follows
-one) of its own loop (failed), an ``api_refusal`` once its request is counted; else after
+one) of its own loop (failed); else after
 ``turn_idle_seconds`` without news, failed if its last request failed. ``assistant_response`` never ends
 a turn (the CLI sends one after every reply with text), but a turn whose last news is one is out of the
 in-flight gauges until more work arrives, so a process that has exited is not "running".
@@ -127,7 +127,7 @@ class OpenTurn:
     # Made when first needed: most turns have no sub-agent, and up to ``memory`` turns may be open.
     subs: dict[str, OpenTurn] | None = None  # query source -> its own execution
     last_request: bytes | None = None  # digest of the request id its loop counted last
-    ending: bytes | None = None  # a refusal's request id: the turn ends once that request is counted
+    stopped: bool = False  # a Stop or SessionEnd hook said it is over; its last records may still come
 
     @property
     def series(self) -> OpenTurn:
@@ -160,6 +160,9 @@ class ClaudeCodeIngest:
         self._models: OrderedDict[bytes, str] = OrderedDict()  # request id digest -> model, for tool results
         self.turns: OrderedDict[bytes, OpenTurn] = OrderedDict()
         self._current: dict[bytes, bytes] = {}  # session digest -> its open turn (the latest prompt's)
+        # Turns a Stop or SessionEnd hook ended, waiting hook_join_seconds for their last records: the hook
+        # comes at once, the CLI's records in its next export batch (every 5 s by default).
+        self._stopping: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.RLock()
         self._state: WriterState | None = None
         if self.options.state_dir is not None:
@@ -302,8 +305,6 @@ class ClaudeCodeIngest:
             # One attempt and no more (CLAUDE_CODE_MAX_RETRIES=0, or an error not retried): the CLI sends
             # api_retries_exhausted only after more than one attempt, so this is the turn's end.
             self._end_key(digest(call.turn), False, call.error_type, call.time_ns)
-        elif turn.ending is not None and turn.ending == turn.last_request:
-            self._end_key(digest(call.turn), True, None, turn.last_ns)
         return True
 
     def _sub(self, turn: OpenTurn, agent: str, source: str) -> OpenTurn:
@@ -328,7 +329,7 @@ class ClaudeCodeIngest:
             self._running(turn)
 
     def _running(self, turn: OpenTurn) -> None:
-        if turn.answered:
+        if turn.answered and not turn.stopped:
             turn.answered = False
             self.rec.running_executions[id(turn)] = turn  # type: ignore[assignment]
 
@@ -367,17 +368,8 @@ class ClaudeCodeIngest:
         if refusal.category is not None and category is None:
             category = "__other__"
         self.rec.request_labels(agent, refusal.model).refused(category or "none")
-        if refusal.turn is None or side_source(refusal.query_source) is not None:
-            return
-        turn = self._turn(refusal.turn, agent, task, None)
-        if turn is None:
-            return
-        turn.seen(time_ns)
-        request = None if refusal.request_id is None else digest(refusal.request_id)
-        if request is None or request == turn.last_request:
-            self._end_key(digest(refusal.turn), True, None, time_ns)
-        else:
-            turn.ending = request  # its api_request is still to come: the turn ends when it is counted
+        # The turn goes on: the real CLI (2.1.328) tells the model its reply was withheld and asks again.
+        self._news(refusal.turn, agent, task, time_ns)
 
     def _decision(self, agent: str, decision: ToolDecision) -> None:
         tool = self.rec.admission.fold("tool", decision.tool)
@@ -418,7 +410,13 @@ class ClaudeCodeIngest:
             turn = self.turns.get(key) if key is not None else None
             if key is None or turn is None:
                 return False
-            self._end_key(key, turn.failed is None, turn.failed, None)
+            if not turn.stopped:
+                # Over, but its last records may be in the CLI's next export batch: it ends in sweep(),
+                # hook_join_seconds from now (or earlier, at the session's next prompt), out of the
+                # in-flight gauges meanwhile.
+                turn.stopped = True
+                self._answered(turn)
+                self._stopping[key] = time.perf_counter()
             return True
 
     def tool_result(self, agent: str, result: ToolResult) -> None:
@@ -469,6 +467,7 @@ class ClaudeCodeIngest:
 
     def _end_key(self, key: bytes, ok: bool, error_type: str | None, end_ns: int | None) -> None:
         turn = self.turns.pop(key, None)
+        self._stopping.pop(key, None)
         if turn is None or not self._ended.add(key):
             return
         if self._current.get(turn.session) == key:
@@ -502,6 +501,15 @@ class ClaudeCodeIngest:
                     break
                 self._hooks.popitem(last=False)
                 self._count_tool(agent, result, interrupted, key)
+            while self._stopping:
+                key, since = next(iter(self._stopping.items()))
+                if now - since < self.options.hook_join_seconds:
+                    break
+                turn = self.turns.get(key)
+                if turn is None:
+                    del self._stopping[key]
+                else:
+                    self._end_key(key, turn.failed is None, turn.failed, None)
             while self.turns:
                 key, turn = next(iter(self.turns.items()))
                 if now - turn.touched < idle and len(self.turns) <= self.options.memory:

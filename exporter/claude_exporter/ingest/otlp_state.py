@@ -105,6 +105,12 @@ class WriterState:
         self._last = 0.0  # time.monotonic() of the last write
         self._took = 0.0  # how long it took
         try:
+            # Made as a data directory is: a missing one would only show as failed writes, one per batch.
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            fault("otlp_state")
+            log.warning("claude-exporter: OTLP state directory not made: %s", err)
+        try:
             deltas.restore(read_writers(self.path))
         except StateError as err:
             fault("otlp_state")
