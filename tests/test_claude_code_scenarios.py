@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 from claude_exporter.testing import FakeAnthropic, Reply
 from conftest import expected_cost
-from test_claude_code_cli import claude  # noqa: F401 - the pinned npm CLI, a module fixture
-from test_claude_code_cli import write_settings
+from test_claude_code_cli import (
+    claude,  # noqa: F401 - the pinned npm CLI, a module fixture
+    write_settings,
+)
 from test_serve import free_port, poll, samples, serving, value
 
 pytestmark = pytest.mark.system
@@ -417,7 +419,6 @@ def check(matrix: Matrix, scenario: Scenario, cli: str) -> None:
         scenario.executions[1] * runs,
         served,
     )
-
 
 
 @pytest.mark.parametrize("cli", CLIS)

@@ -141,7 +141,9 @@ def test_records_after_the_stop_hook_still_belong_to_its_turn(server, reg):
     assert post(server, "/v1/hooks", json.dumps(body).encode(), "application/json")[0] == 200
     assert executions(reg, "success") == 0  # still waiting for its last records
     assert val(reg, "claude_executions_in_flight", agent=AGENT, task="default") == 0  # but not running
-    logs(server, [*tool_use("s1", "p1", "t1"), request("r2", "s1", "p1", (402, 10, 0, 0)), answer("s1", "p1")])
+    logs(
+        server, [*tool_use("s1", "p1", "t1"), request("r2", "s1", "p1", (402, 10, 0, 0)), answer("s1", "p1")]
+    )
     time.sleep(HOOK_JOIN * 1.2)
     assert executions(reg, "success") == 1
     assert requests_in_executions(reg) == 2
