@@ -195,7 +195,7 @@ def _records_of(signal: str, body: bytes, enums_as_numbers: bool) -> tuple[Any, 
         json.dumps(json_format.MessageToDict(message, use_integers_for_enums=enums_as_numbers))
     )
     if signal == "logs":
-        return list(otlp_records.log_events(message)), otlp_json.log_events(as_dict)
+        return otlp_records.log_events(message), otlp_json.log_events(as_dict)
     return otlp_records.sum_points(message), otlp_json.sum_points(as_dict)
 
 

@@ -18,6 +18,7 @@ capacity is large and evictions are reported to the caller.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -109,7 +110,8 @@ class Deltas:
     def increment(self, point: SumPoint) -> float:
         writer = (point.metric, freeze(point.resource), freeze(point.attrs), point.start_ns)
         if not point.cumulative:
-            return point.value if self._intervals.add((writer, point.time_ns)) else 0.0
+            new = math.isfinite(point.value) and self._intervals.add((writer, point.time_ns))
+            return point.value if new else 0.0
         now = self._clock()
         with self._lock:
             last = self._last.get(writer)
@@ -124,6 +126,8 @@ class Deltas:
             self._points += 1
             if not self._points % _EXPIRE_EVERY:
                 _expire(self._last, now - self.ttl)
-        if last is None or point.value < last[2]:
-            return point.value  # a new writer, or a reset with the same start
-        return point.value - last[2]
+        # A new writer, or a reset with the same start, counts in full.
+        amount = point.value if last is None or point.value < last[2] else point.value - last[2]
+        # Points are range-checked when read (.numbers), so this holds; checked again where a counter
+        # would add it, because one infinite or NaN addition would stay in the counter until a restart.
+        return amount if math.isfinite(amount) else 0.0
