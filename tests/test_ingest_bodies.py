@@ -171,7 +171,7 @@ def test_an_honest_batch_of_512_records_fits_the_budget(server, reg, content_typ
     assert val(reg, "claude_requests_total", agent=AGENT, model=MODEL, outcome="success") == 512
 
 
-# -- rows 6 and 7: one range check for every number -----------------------------------------------------------
+# -- rows 6 and 7: one range check for every number ---------------------------------------------------------
 
 
 def _metrics(server: Any, body: bytes) -> ExportMetricsServiceResponse:
@@ -252,8 +252,10 @@ def test_event_numbers_out_of_range_reject_their_record_only(server, reg, field,
 @pytest.mark.integration
 @pytest.mark.parametrize(
     ("raw", "shown"),
-    [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("1e400", "Infinity")]
-    + [("9" * 400, "an integer of 400 digits"), ("-1", "-1"), ("2592000001", "2592000001")],
+    [
+        *[("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("1e400", "Infinity")],
+        *[("9" * 400, "an integer of 400 digits"), ("-1", "-1"), ("2592000001", "2592000001")],
+    ],
     ids=["nan", "inf", "-inf", "1e400", "400-digits", "negative", "over-30-days"],
 )
 def test_a_hook_duration_out_of_range_is_400_naming_it(server, reg, raw, shown):
