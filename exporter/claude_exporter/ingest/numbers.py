@@ -1,5 +1,7 @@
-"""The one range check for every number the ingest endpoints take: ``/v1/events`` fields, the numeric
-attributes of OTLP log records that the Claude Code mapping reads, OTLP sum points and hook bodies.
+"""The one range check for every number the ingest endpoints take, from events, OTLP and hooks alike.
+
+It covers ``/v1/events`` fields, the numeric attributes of OTLP log records that the Claude Code mapping
+reads, OTLP sum points and hook bodies.
 
 A number passes when it is a real number (not a bool, not NaN or an infinity, not an integer too long to
 convert) inside its field's inclusive range in :data:`RANGES`; anything else is a problem worded the same

@@ -2,10 +2,11 @@
 
 Both take POST, beside ``/v1/events``.
 
-The rules are those of ``/v1/events``: the same bearer token (checked by the app before any route), bodies
-over 1 MiB get 413, and a body is read whole before anything is applied, so a body that cannot be read
-(400, 415) changes nothing and can be fixed and resent. Within a readable body each record is applied
-whole or rejected; the answer is the signal's Export*ServiceResponse in the request's encoding, with
+The rules are those of ``/v1/events``: the same bearer token (checked by the app before any route), the
+same body reader (:mod:`.body`: 411 without a Content-Length, 413 over 1 MiB), and a body is read whole
+before anything is applied, so a body that cannot be read (400, 413, 415) changes nothing and can be fixed
+and resent. Within a readable body each record is applied whole or rejected (its numbers through
+:mod:`.numbers`); the answer is the signal's Export*ServiceResponse in the request's encoding, with
 ``partial_success`` counting the rejected records and naming the first problems (OTLP senders do not
 retry a partial success, so nothing is counted twice). Traces are read and dropped.
 """
