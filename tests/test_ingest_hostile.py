@@ -1,4 +1,4 @@
-"""``POST /v1/events`` under hostile input: all or nothing, 400/413 never 500, bounded answers.
+"""``POST /v1/events`` under hostile input: all or nothing, 400/411/413 never 500, bounded answers.
 
 Each test here reproduces a finding of issue 9 against a real server over real sockets; the property tests
 at the end drive :func:`parse_body` / :func:`apply_events` with generated bodies and check the same
@@ -137,7 +137,8 @@ def test_numbers_of_thousands_of_digits_are_400(server, reg, digits):
     assert applied(reg) == 0
 
 
-# -- finding 3: body size and framing -------------------------------------------------------------------
+# -- finding 3: body size and framing (issue 18 made the answers those of every POST route: 400 for a
+# length that is not a byte count, 411 for none or chunked; tests/test_ingest_bodies.py has the others)
 
 
 @pytest.mark.integration
