@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MAX_OBJECTS", "OverBudget", "json_objects", "protobuf_objects"]
+__all__ = ["MAX_OBJECTS", "BudgetError", "json_objects", "protobuf_objects"]
 
 MAX_OBJECTS = 200_000  # Claude Code's 512-record batch is about 28,000 (protobuf) and 60,000 (JSON)
 _MAX_DEPTH = 64  # messages inside messages (AnyValue lists nest); protobuf's own limit is 100
@@ -31,8 +31,9 @@ _Table = dict[int, Any]
 _TABLES: dict[str, _Table] = {}
 
 
-class OverBudget(ValueError):
-    """A body that would decode into more than ``limit`` objects, or that is not protobuf at all."""
+class BudgetError(ValueError):
+    """A body that would decode into more than the budget's objects (``over``), or that cannot be counted
+    because it is not protobuf at all (then the decoder would refuse it too)."""
 
     def __init__(self, message: str, over: bool = True) -> None:
         super().__init__(message)
@@ -66,13 +67,13 @@ def _varint(data: bytes, i: int) -> tuple[int, int]:
             return value, i
         shift += 7
         if shift > 63:
-            raise OverBudget("a varint longer than 10 bytes", over=False)
+            raise BudgetError("a varint longer than 10 bytes", over=False)
 
 
 def _walk(data: bytes, i: int, end: int, table: _Table, left: int, depth: int) -> int:
     """The budget ``left`` after the fields in ``data[i:end]``; negative once passed (then it stops)."""
     if depth > _MAX_DEPTH:
-        raise OverBudget(f"messages nested over {_MAX_DEPTH} deep", over=False)
+        raise BudgetError(f"messages nested over {_MAX_DEPTH} deep", over=False)
     while i < end:
         tag = data[i]  # one byte for nearly every tag and length: the fast path
         i += 1
@@ -85,7 +86,7 @@ def _walk(data: bytes, i: int, end: int, table: _Table, left: int, depth: int) -
             if size >= 128:
                 size, i = _varint(data, i - 1)
             if i + size > end:
-                raise OverBudget("a field runs past the end of its message", over=False)
+                raise BudgetError("a field runs past the end of its message", over=False)
             sub = table.get(tag >> 3, _ABSENT)
             if sub is None:
                 left -= size // _PACKED
@@ -99,29 +100,29 @@ def _walk(data: bytes, i: int, end: int, table: _Table, left: int, depth: int) -
         elif kind == 5:
             i += 4
         else:
-            raise OverBudget(f"wire type {kind} (groups are not OTLP)", over=False)
+            raise BudgetError(f"wire type {kind} (groups are not OTLP)", over=False)
         if left < 0:
             return left
     if i > end:
-        raise OverBudget("a field runs past the end of its message", over=False)
+        raise BudgetError("a field runs past the end of its message", over=False)
     return left
 
 
 def protobuf_objects(data: bytes, descriptor: Any, limit: int = MAX_OBJECTS) -> None:
-    """Raise :class:`OverBudget` when protobuf ``data`` holds over ``limit`` messages."""
+    """Raise :class:`BudgetError` when protobuf ``data`` holds over ``limit`` messages."""
     if len(data) // 2 + 1 <= limit:
         return
     try:
         left = _walk(data, 0, len(data), _table(descriptor), limit - 1, 0)
     except IndexError:
-        raise OverBudget("a field runs past the end of the body", over=False) from None
+        raise BudgetError("a field runs past the end of the body", over=False) from None
     if left < 0:
-        raise OverBudget(f"more than {limit} objects (records, data points, attributes, values)")
+        raise BudgetError(f"more than {limit} objects (records, data points, attributes, values)")
 
 
 def json_objects(text: bytes, limit: int = MAX_OBJECTS) -> None:
-    """Raise :class:`OverBudget` when the JSON ``text`` may hold over ``limit`` objects and values."""
+    """Raise :class:`BudgetError` when the JSON ``text`` may hold over ``limit`` objects and values."""
     if len(text) <= limit:
         return
     if text.count(b"{") + text.count(b"[") + text.count(b",") > limit:
-        raise OverBudget(f"more than {limit} objects (records, data points, attributes, values)")
+        raise BudgetError(f"more than {limit} objects (records, data points, attributes, values)")

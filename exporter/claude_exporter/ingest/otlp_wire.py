@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from claude_exporter.ingest.otlp_budget import OverBudget, json_objects, protobuf_objects
+from claude_exporter.ingest.otlp_budget import BudgetError, json_objects, protobuf_objects
 
 __all__ = [
     "JSON",
@@ -158,7 +158,7 @@ def decode(signal: str, body: bytes, content_type: str | None, encoding: str | N
             protobuf_objects(raw, mods.request[signal].DESCRIPTOR)
         else:
             json_objects(raw)
-    except OverBudget as err:
+    except BudgetError as err:
         if err.over:
             raise WireError(f"body: {err}; send smaller batches", "413 Content Too Large") from None
         raise WireError(f"body: not an OTLP {signal} protobuf message ({err})") from None
