@@ -23,6 +23,8 @@ from claude_exporter.config import parse_config
 from claude_exporter.ingest.body import MAX_BODY
 from claude_exporter.ingest.otlp_budget import MAX_OBJECTS
 from conftest import scrape, val
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from otlp_payloads import CUMULATIVE, DELTA, T0, api_request, as_json, logs_request, sums_request
@@ -318,3 +320,80 @@ def test_bytes_after_the_last_gzip_member_are_400(server, reg, tail):
     assert got == 400, answer
     assert json.loads(answer)["error"].startswith("nothing applied: body: ")
     assert stable(reg) == before
+
+
+# -- the object count itself ----------------------------------------------------------------------------
+
+
+def _messages(message: Any) -> int:
+    """The messages protobuf builds for ``message``: itself and every message inside it."""
+    count = 1
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        for item in value if field.is_repeated else [value]:
+            count += _messages(item)
+    return count
+
+
+def _any_value(depth: int, width: int) -> Any:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    value = AnyValue(string_value="x") if depth == 0 else AnyValue()
+    if depth:
+        value.array_value.values.extend(_any_value(depth - 1, width) for _ in range(width))
+    return value
+
+
+@pytest.mark.unit
+@settings(max_examples=25, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(st.integers(0, 4), st.integers(0, 3), st.integers(0, 3)),  # attributes, depth, width
+        max_size=5,
+    ),
+)
+def test_the_walk_counts_exactly_the_messages_protobuf_builds(records):
+    from claude_exporter.ingest.otlp_budget import BudgetError, protobuf_objects
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    request = ExportLogsServiceRequest()
+    scope = request.resource_logs.add().scope_logs.add()
+    for attributes, depth, width in records:
+        record = scope.log_records.add()
+        record.body.string_value = "claude_code.api_request"
+        for i in range(attributes):
+            pair = record.attributes.add()
+            pair.key = f"k{i}"
+            pair.value.CopyFrom(_any_value(depth, width))
+    data = request.SerializeToString()
+    count = _messages(request)
+    protobuf_objects(data, request.DESCRIPTOR, limit=count)  # exactly at the budget: accepted
+    with pytest.raises(BudgetError, match=f"more than {count - 1} objects"):
+        protobuf_objects(data, request.DESCRIPTOR, limit=count - 1)
+
+
+def _request_with_value(value: bytes) -> bytes:
+    """A logs request of one record whose one attribute holds the AnyValue ``value`` (wire bytes)."""
+    pair = _field(1, b"a") + _field(2, value)  # KeyValue: key, value
+    return _field(
+        1, _field(2, _field(2, _field(6, pair)))
+    )  # resource_logs, scope_logs, log_records, attributes
+
+
+@pytest.mark.unit
+def test_objects_deep_inside_one_attribute_count_too():
+    from claude_exporter.ingest.otlp_budget import BudgetError, protobuf_objects
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    descriptor = ExportLogsServiceRequest.DESCRIPTOR
+    wide = _field(5, b"\x0a\x00" * 300_000)  # array_value: 300,000 empty values, 2 bytes each
+    with pytest.raises(BudgetError, match=f"more than {MAX_OBJECTS} objects") as over:
+        protobuf_objects(_request_with_value(wide), descriptor)
+    assert over.value.over
+    deep = b""
+    for _ in range(40):  # an array holding an array ...: 80 messages deep
+        deep = _field(5, _field(1, deep))
+    with pytest.raises(BudgetError, match="nested over 64 deep") as nested:
+        protobuf_objects(_request_with_value(deep), descriptor, limit=90)  # 194 bytes: walked
+    assert not nested.value.over
