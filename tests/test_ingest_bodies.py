@@ -397,3 +397,14 @@ def test_objects_deep_inside_one_attribute_count_too():
     with pytest.raises(BudgetError, match="nested over 64 deep") as nested:
         protobuf_objects(_request_with_value(deep), descriptor, limit=90)  # 194 bytes: walked
     assert not nested.value.over
+
+
+@pytest.mark.unit
+def test_what_is_not_a_number_is_left_to_the_event_reader():
+    from claude_exporter.ingest.numbers import screen
+
+    assert screen({"status_code": "undefined", "cost_usd": True, "duration_ms": "", "model": 1e308}) == []
+    assert screen({"status_code": "1e3", "attempt": 2.5, "ttft_ms": " 12 "}) == [
+        'status_code: must be an integer from 0 to 999, got "1e3"',
+        "attempt: must be an integer from 0 to 1000000, got 2.5",
+    ]

@@ -103,12 +103,17 @@ def check(value: object, field: str, *, lenient: bool = False) -> tuple[float, s
 
 
 def screen(attrs: Mapping[str, object]) -> list[str]:
-    """The problems of the numeric attributes in ``attrs`` that :data:`RANGES` names (numbers as text too)."""
+    """The problems of the numbers (numeric text included) in ``attrs`` that :data:`RANGES` names.
+
+    What is not a number at all ("undefined", a bool) is left to the event reader, which knows whether
+    its field is required; a number out of range never gets that far.
+    """
     problems = []
     for key, value in attrs.items():
-        if (
-            key in RANGES and key != POINT and value not in (None, "")
-        ):  # "" is absent, as Claude Code means it
+        if key not in RANGES or key == POINT:
+            continue
+        numeric = _parse(value) is not None if isinstance(value, str) else isinstance(value, (int, float))
+        if numeric and not isinstance(value, bool):
             _, problem = check(value, key, lenient=True)
             if problem is not None:
                 problems.append(f"{key}: {problem}")
