@@ -408,3 +408,16 @@ def test_what_is_not_a_number_is_left_to_the_event_reader():
         'status_code: must be an integer from 0 to 999, got "1e3"',
         "attempt: must be an integer from 0 to 1000000, got 2.5",
     ]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("cumulative", [False, True])
+def test_a_point_that_is_not_finite_adds_nothing_where_counters_add(cumulative):
+    from claude_exporter.ingest.otlp_counting import Deltas
+    from claude_exporter.ingest.otlp_records import SumPoint
+
+    # The readers refuse such points; this is the second check, where an amount reaches a counter.
+    deltas = Deltas()
+    for step, value in enumerate([math.inf, math.nan, -math.inf], 1):
+        assert deltas.increment(SumPoint("m", {}, {}, T0, T0 + step, value, cumulative, True)) == 0.0
+    assert deltas.increment(SumPoint("m", {}, {}, T0, T0 + 10, 3.0, cumulative, True)) == 3.0

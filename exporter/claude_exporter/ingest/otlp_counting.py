@@ -108,10 +108,13 @@ class Deltas:
         return len(self._last)
 
     def increment(self, point: SumPoint) -> float:
+        if not math.isfinite(point.value):
+            # The readers refuse such points (.numbers); checked again where counters add, and before
+            # the writer's state: one infinite or NaN value would stay in a counter until a restart.
+            return 0.0
         writer = (point.metric, freeze(point.resource), freeze(point.attrs), point.start_ns)
         if not point.cumulative:
-            new = math.isfinite(point.value) and self._intervals.add((writer, point.time_ns))
-            return point.value if new else 0.0
+            return point.value if self._intervals.add((writer, point.time_ns)) else 0.0
         now = self._clock()
         with self._lock:
             last = self._last.get(writer)
@@ -128,6 +131,4 @@ class Deltas:
                 _expire(self._last, now - self.ttl)
         # A new writer, or a reset with the same start, counts in full.
         amount = point.value if last is None or point.value < last[2] else point.value - last[2]
-        # Points are range-checked when read (.numbers), so this holds; checked again where a counter
-        # would add it, because one infinite or NaN addition would stay in the counter until a restart.
-        return amount if math.isfinite(amount) else 0.0
+        return amount if math.isfinite(amount) else 0.0  # 1e308 - (-1e308)
