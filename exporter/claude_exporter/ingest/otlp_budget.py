@@ -8,7 +8,7 @@ protobuf messages, +400 MB and 6 s of CPU for one request. So a body may also ho
   wire format that the message descriptors guide, stopping as soon as the budget is passed; a packed
   run of numbers counts one object per 8 bytes. Each message takes at least 2 bytes on the wire, so a
   body under ``2 * MAX_OBJECTS`` bytes is within the budget without a walk (Claude Code's 512-record
-  batches are about 240 KB).
+  batches are 240-310 KB).
 - JSON: the ``{``, ``[`` and ``,`` in the text, a bound on its objects, arrays and values counted at C
   speed (those inside strings count too; real bodies stay far below the budget).
 
@@ -21,7 +21,8 @@ from typing import Any
 
 __all__ = ["MAX_OBJECTS", "BudgetError", "json_objects", "protobuf_objects"]
 
-MAX_OBJECTS = 200_000  # Claude Code's 512-record batch is about 28,000 (protobuf) and 60,000 (JSON)
+# Claude Code's 512-record batch counts 15,000-23,000 (protobuf messages) and 32,000-46,000 (JSON).
+MAX_OBJECTS = 200_000
 _MAX_DEPTH = 64  # messages inside messages (AnyValue lists nest); protobuf's own limit is 100
 _PACKED = 8  # bytes of a packed run of numbers that count as one object
 _ABSENT: Any = object()
