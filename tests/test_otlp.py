@@ -295,7 +295,9 @@ def test_bad_records_are_rejected_by_name_and_the_rest_applied(server, reg):
     del no_model["model"]
     answer = logs(server, [api_request("req_good"), bad, no_model])
     assert answer.partial_success.rejected_log_records == 2
-    assert "api_request: input_tokens: must be a non-negative number" in answer.partial_success.error_message
+    assert "api_request: input_tokens: must be an integer from 0 to 1000000000000, got -5" in (
+        answer.partial_success.error_message
+    )
     assert "api_request: model: required" in answer.partial_success.error_message
     assert request_figures(reg)["success"] == 1
     assert val(reg, "claude_exporter_events_total", source="otlp", result="rejected") == 2

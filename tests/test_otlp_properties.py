@@ -1,7 +1,9 @@
 """Property tests for reading and counting OTLP payloads (hypothesis, bounded so the suite stays fast).
 
 - Any bytes, in either encoding, gzip or not, are either read or refused with a 4xx naming the problem;
-  the handler never fails and a refused body changes nothing.
+  the handler never fails and a refused body changes nothing. So do log records, sum points and hook
+  bodies carrying any numbers (huge, not finite, of 400 digits, as text), and nothing they leave in the
+  registry is infinite or NaN.
 - Cumulative points from any number of writers, sent in any order and any number of times, add up to
   exactly each writer's final value per start time; delta points, re-sent or not, add up to their sum.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
+import uuid
 from typing import Any
 
 import claude_exporter as ce
@@ -97,6 +101,155 @@ def test_any_body_is_read_or_refused_never_a_server_error(routes, body, as_text,
     if status.startswith("400"):
         assert json.loads(answer)["error"].startswith("nothing applied: body: ")
         assert _stable(registry) == before
+
+
+# Numbers as hostile senders write them: huge, tiny, not finite, of hundreds of digits, or as text.
+hostile_numbers = st.one_of(
+    st.sampled_from([1e308, -1e308, 1e300, 10**400, -(10**400), 2**63, math.nan, math.inf, -math.inf]),
+    st.integers(-(10**20), 10**20),
+    st.integers(-(10**400), 10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "9" * 400, "-5", "12", "", "x"]),
+)
+NUMBER_KEYS = [
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "duration_ms",
+    "ttft_ms",
+    "status_code",
+    "attempt",
+]
+
+
+def _json_number(value: Any) -> str:
+    """``value`` as JSON text, NaN and Infinity as Python's json writes them (senders do too)."""
+    return json.dumps(value) if not isinstance(value, int) or abs(value) < 10**300 else str(value)
+
+
+def _finite(registry: CollectorRegistry) -> bool:
+    return all(math.isfinite(s.value) for family in registry.collect() for s in family.samples)
+
+
+def _check_answer(registry: CollectorRegistry, before: list[str], status: str, answer: bytes) -> None:
+    """Never a 5xx; a refusal names what is wrong and changes nothing; nothing stored is not finite."""
+    assert status[:3] in ("200", "400", "413"), (status, answer)
+    if not status.startswith("200"):
+        assert json.loads(answer)["error"].startswith("nothing applied")
+        assert _stable(registry) == before
+    assert _finite(registry)
+
+
+def _attribute(key: str, value: Any, as_double: bool) -> str:
+    """One OTLP/JSON attribute, written as a sender would: text, an int64, or a double (any digits)."""
+    if isinstance(value, str):
+        kind, literal = "stringValue", json.dumps(value)
+    else:
+        small = isinstance(value, int) and abs(value) < 2**63 and not as_double
+        kind, literal = ("intValue" if small else "doubleValue"), _json_number(value)
+    return f'{{"key": {json.dumps(key)}, "value": {{"{kind}": {literal}}}}}'
+
+
+@BOUNDED
+@given(
+    numbers=st.dictionaries(st.sampled_from(NUMBER_KEYS), hostile_numbers, min_size=1, max_size=4),
+    name=st.sampled_from(["api_request", "api_error", "tool_result"]),
+    as_double=st.booleans(),
+    as_text=st.booleans(),
+    split=st.none() | st.integers(0, 3),
+)
+def test_records_with_any_numbers_never_fail_and_never_poison(
+    routes, numbers, name, as_double, as_text, split
+):
+    table, registry = routes
+    logs = []
+    for copy in range(2):  # two records with the same numbers: 1e308 + 1e308 was +Inf
+        attrs = {**api_request(f"req_p{copy}"), "tool_name": "Bash", "success": "true"}
+        attrs.pop("_name")
+        attrs["request_id"] = f"req_{uuid.uuid4()}"
+        texts = [_attribute(k, str(v), False) for k, v in attrs.items() if k not in numbers]
+        texts += [_attribute(k, v, as_double) for k, v in numbers.items()]
+        body = f'{{"stringValue": "claude_code.{name}"}}'
+        logs.append(f'{{"body": {body}, "timeUnixNano": "{T0}", "attributes": [{", ".join(texts)}]}}')
+    text = f'{{"resourceLogs": [{{"scopeLogs": [{{"logRecords": [{", ".join(logs)}]}}]}}]}}'
+    body, content_type = text.encode(), "application/json"
+    if not as_text:
+        from google.protobuf import json_format
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+        try:
+            body = json_format.Parse(text, ExportLogsServiceRequest()).SerializeToString()
+            content_type = PROTOBUF
+        except Exception:
+            pass  # protobuf cannot hold it (a number of 400 digits): sent as JSON
+    before = _stable(registry)
+    if split is None:
+        status, answer = _call(table["/v1/logs"], body, content_type)
+    else:  # two gzip members (before, only the first was read)
+        payload = gzip.compress(body[:split]) + gzip.compress(body[split:])
+        status, answer = _call(table["/v1/logs"], payload, content_type, "gzip")
+    _check_answer(registry, before, status, answer)
+
+
+@BOUNDED
+@given(
+    values=st.lists(st.one_of(hostile_numbers, st.sampled_from([1e308, 1e300, 2.0])), min_size=1, max_size=3),
+    temporality=st.sampled_from([0, 1, 2]),
+    as_text=st.booleans(),
+)
+def test_sum_points_with_any_values_never_fail_and_never_poison(routes, values, temporality, as_text):
+    table, registry = routes
+    floats = [float(v) for v in values if isinstance(v, float)] or [1e308]
+    ints = [v for v in values if isinstance(v, int)]
+    before = _stable(registry)
+    for send in range(2):  # twice, from a new writer (start) each time: 1e308 + 1e308 was +Inf
+        start = T0 + send * 1000 + len(values) * 10**6 + temporality * 10**7
+        points = [("claude_code.session.count", {}, start, start + i + 1, v) for i, v in enumerate(floats)]
+        body, content_type = sums_request(points, temporality=temporality), PROTOBUF
+        if as_text:
+            body, content_type = as_json("metrics", body), "application/json"
+            if ints:  # an integer, of any size, where the sender wrote its first point
+                body = body.replace(
+                    b'"asDouble"', b'"asInt": ' + _json_number(ints[0]).encode() + b', "x"', 1
+                )
+        status, answer = _call(table["/v1/metrics"], body, content_type)
+        _check_answer(registry, before if send == 0 else _stable(registry), status, answer)
+        before = _stable(registry)
+
+
+hook_values = st.one_of(hostile_numbers, st.none(), st.booleans(), st.text(max_size=8), st.just({"a": [1]}))
+
+
+@BOUNDED
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(
+            ["hook_event_name", "tool_name", "tool_use_id", "duration_ms", "is_interrupt", "error"]
+        ),
+        hook_values,
+        max_size=6,
+    ),
+    event=st.sampled_from(["PostToolUse", "PostToolUseFailure", "Stop", None]),
+)
+def test_any_hook_body_is_applied_or_refused_never_a_server_error(routes, fields, event):
+    table, registry = routes
+    body = {"hook_event_name": event, "tool_name": "Bash", "tool_use_id": "toolu_p", **fields}
+    text = "{" + ", ".join(f"{json.dumps(k)}: {_json_number(v)}" for k, v in body.items()) + "}"
+    before = _stable(registry)
+    status, answer = _call(table["/v1/hooks"], text.encode("utf-8", "surrogatepass"), "application/json")
+    assert status[:3] in ("200", "400"), (status, answer)
+    if status.startswith("400"):
+        assert _stable(registry) == before
+    duration = body.get("duration_ms")
+    in_range = duration is None or (
+        isinstance(duration, (int, float))
+        and not isinstance(duration, bool)
+        and (isinstance(duration, int) or math.isfinite(duration))
+        and 0 <= duration <= 30 * 86_400_000
+    )
+    if body.get("hook_event_name") in ("PostToolUse", "PostToolUseFailure") and not in_range:
+        assert status.startswith("400") and "duration_ms: must be a number from 0" in answer.decode()
+    assert _finite(registry)
 
 
 @BOUNDED
@@ -195,7 +348,7 @@ def _records_of(signal: str, body: bytes, enums_as_numbers: bool) -> tuple[Any, 
         json.dumps(json_format.MessageToDict(message, use_integers_for_enums=enums_as_numbers))
     )
     if signal == "logs":
-        return list(otlp_records.log_events(message)), otlp_json.log_events(as_dict)
+        return otlp_records.log_events(message), otlp_json.log_events(as_dict)
     return otlp_records.sum_points(message), otlp_json.sum_points(as_dict)
 
 

@@ -3,12 +3,12 @@
 ``POST /v1/events`` takes one JSON object or NDJSON lines (split on ``\n`` only; a ``\r`` before it is
 dropped). The whole body is read and checked first: one bad line and the answer is 400 naming the bad
 lines by number (the first :data:`MAX_PROBLEMS` problems, then a count), with nothing applied, so a client
-can fix and resend without double counting. A body is at most :data:`MAX_BODY` bytes and must say so in
-``Content-Length``: a larger, negative, missing or chunked length gets 413, a body that ends before its
-``Content-Length`` gets 400; nothing of either is applied. ``claude-exporter serve --tail`` feeds the
-same :func:`parse_event` / :func:`apply_events` line by line.
+can fix and resend without double counting. The body is read by :mod:`.body`, as for every POST route
+(at most :data:`MAX_BODY` bytes, announced in ``Content-Length``). ``claude-exporter serve --tail`` feeds
+the same :func:`parse_event` / :func:`apply_events` line by line.
 
-Every number is checked at this edge (see :data:`LIMITS`), so nothing stored can make a scrape fail.
+Every number is checked at this edge by :mod:`.numbers` (see :data:`LIMITS`), so nothing stored can make
+a scrape fail.
 An event counts as one request and one execution of its agent (default: the configured default agent),
 task (``default``) and model (``unknown``, which is unpriced, when the event names none).
 """
@@ -16,12 +16,13 @@ task (``default``) and model (``unknown``, which is unpriced, when the event nam
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from claude_exporter.ingest.body import MAX_BODY, BodyError, read_body
+from claude_exporter.ingest.numbers import RANGES, check, show
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.records import Totals
 from claude_exporter.recording.usage import Usage
@@ -30,7 +31,6 @@ __all__ = [
     "LIMITS",
     "MAX_BODY",
     "MAX_PROBLEMS",
-    "BodyError",
     "Event",
     "Parsed",
     "apply_events",
@@ -38,20 +38,15 @@ __all__ = [
     "parse_body",
     "parse_event",
     "parse_line",
-    "read_body",
 ]
 
-MAX_BODY = 1 << 20
 MAX_PROBLEMS = 20  # problems listed in a 400; the rest are counted, so the answer stays small
 KINDS = ("claude_execution_complete", "claude_execution_error")
 _COUNTS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 _TEXT = ("agent", "task", "model", "stop_reason", "error_type", "error_message", "execution_id", "timestamp")
-# Inclusive ranges of the numbers an event may carry. Far above anything real (a trillion tokens, 30
-# days, a million turns), far below what a float counter cannot add exactly enough to matter.
+# The numbers an event carries, and their inclusive ranges (declared in :mod:`.numbers`).
 LIMITS: dict[str, tuple[int, int]] = {
-    **{key: (0, 10**12) for key in _COUNTS},
-    "duration_ms": (0, 30 * 86_400_000),
-    "requests": (1, 10**6),
+    key: (RANGES[key].low, RANGES[key].high) for key in ("duration_ms", *_COUNTS, "requests")
 }
 _SHOW = 80  # characters of a bad value quoted back
 
@@ -92,36 +87,16 @@ class Parsed:
         return not self.bad_lines
 
 
-def _show(value: object) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**_SHOW:
-        return f"an integer of {len(str(abs(value) // 10**_SHOW)) + _SHOW} digits"
-    try:
-        text = json.dumps(value)
-    except (ValueError, TypeError, RecursionError):
-        text = repr(type(value))
-    return text if len(text) <= _SHOW else text[: _SHOW - 3] + "..."
-
-
 def _missing(obj: dict[str, Any], key: str) -> str:
-    return "missing" if key not in obj else f"got {_show(obj[key])}"
+    return "missing" if key not in obj else f"got {show(obj[key])}"
 
 
-def _number(obj: dict[str, Any], key: str, default: int | None, *, whole: bool) -> tuple[float, str | None]:
-    """A number within :data:`LIMITS`, or the problem with it."""
-    low, high = LIMITS[key]
-    value = obj.get(key, default)
-    if value is None and default is not None:
-        value = default
-    kind = "an integer" if whole else "a number"
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int if whole else (int, float))
-        and (not isinstance(value, float) or math.isfinite(value))
-        and low <= value <= high
-    )
-    if ok:
-        return float(value), None  # type: ignore[arg-type]
-    return 0.0, f"must be {kind} from {low} to {high}, {_missing(obj, key)}"
+def _number(obj: dict[str, Any], key: str, default: int | None) -> tuple[float, str | None]:
+    """A number within its range (:mod:`.numbers`), or the problem with it."""
+    if key not in obj and default is None:
+        return 0.0, f"must be {RANGES[key]}, missing"
+    value = obj.get(key)
+    return check(default if value is None and default is not None else value, key)
 
 
 def _text_ok(value: str) -> bool:
@@ -135,21 +110,21 @@ def _text_ok(value: str) -> bool:
 def parse_event(obj: object) -> Event | list[str]:
     """An :class:`Event`, or the list of what is wrong with ``obj`` (each naming its field)."""
     if not isinstance(obj, dict):
-        return [f"must be a JSON object, got {_show(obj)}"]
+        return [f"must be a JSON object, got {show(obj)}"]
     problems: list[str] = []
     kind = obj.get("event")
     if kind not in KINDS:
         problems.append(f"event: must be one of {', '.join(KINDS)}, {_missing(obj, 'event')}")
-    duration, problem = _number(obj, "duration_ms", None, whole=False)
+    duration, problem = _number(obj, "duration_ms", None)
     if problem:
         problems.append(f"duration_ms: {problem}")
     counts = []
     for key in _COUNTS:
-        value, problem = _number(obj, key, 0, whole=True)
+        value, problem = _number(obj, key, 0)
         if problem:
             problems.append(f"{key}: {problem}")
         counts.append(int(value))
-    requests, problem = _number(obj, "requests", 1, whole=True)
+    requests, problem = _number(obj, "requests", 1)
     if problem:
         problems.append(f"requests: {problem}")
     for key in _TEXT:
@@ -157,7 +132,7 @@ def parse_event(obj: object) -> Event | list[str]:
         if text is None:
             continue
         if not isinstance(text, str) or (key in ("agent", "task", "model") and not text):
-            problems.append(f"{key}: must be a non-empty string, got {_show(text)}")
+            problems.append(f"{key}: must be a non-empty string, got {show(text)}")
         elif not _text_ok(text):
             problems.append(f"{key}: must be valid Unicode text (a lone surrogate is not)")
     if kind == "claude_execution_error" and not isinstance(obj.get("error_type"), str):
@@ -247,66 +222,6 @@ def _apply(rec: Recorder, event: Event) -> None:
     totals.requests = event.requests
     series = rec.exec_labels(agent, event.task)
     rec.finish_execution(series, event.seconds, totals, event.error_type, event.error_message)
-
-
-class BodyError(Exception):
-    """A body refused before parsing: the status line and the message."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-_TOO_LARGE = "413 Content Too Large"
-
-
-def read_body(environ: dict[str, Any], limit: int = MAX_BODY) -> bytes:
-    """The request body, exactly ``Content-Length`` bytes of at most ``limit``; raises :class:`BodyError`."""
-    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-        # wsgiref hands the chunk framing through undecoded; refusing is clearer than guessing.
-        raise BodyError(_TOO_LARGE, f"chunked bodies are not accepted: send Content-Length (at most {limit})")
-    raw = str(environ.get("CONTENT_LENGTH") or "").strip()
-    if not raw:
-        raise BodyError(_TOO_LARGE, f"Content-Length is required (a body of at most {limit} bytes)")
-    if not raw.isdigit() or len(raw) > 12:
-        raise BodyError(
-            _TOO_LARGE, f"Content-Length must be a byte count from 0 to {limit}, got {_show(raw[:20])}"
-        )
-    length = int(raw)
-    stream = environ["wsgi.input"]
-    if length > limit:
-        _drain(stream, length)
-        raise BodyError(_TOO_LARGE, f"body of {length} bytes is over the limit of {limit}")
-    chunks: list[bytes] = []
-    left = length
-    try:
-        while left > 0:
-            chunk = stream.read(min(left, 65536))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-    except OSError:  # the client stalled past the server's timeout, or went away
-        pass
-    if left > 0:
-        raise BodyError(
-            "400 Bad Request",
-            f"body ended after {length - left} of the {length} bytes its Content-Length announced",
-        )
-    return b"".join(chunks)
-
-
-def _drain(stream: Any, length: int, cap: int = 16 * MAX_BODY) -> None:
-    """Read and drop an oversized body, so the client gets the 413 instead of a broken pipe."""
-    left = min(length, cap)
-    try:
-        while left > 0:
-            chunk = stream.read(min(left, 65536))
-            if not chunk:
-                return
-            left -= len(chunk)
-    except OSError:
-        return
 
 
 def _json(start_response: Callable[..., Any], status: str, payload: dict[str, Any]) -> list[bytes]:

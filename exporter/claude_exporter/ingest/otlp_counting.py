@@ -22,6 +22,7 @@ senders re-send in full.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -133,6 +134,10 @@ class Deltas:
                 self._last.popitem(last=False)
 
     def increment(self, point: SumPoint) -> float:
+        if not math.isfinite(point.value):
+            # The readers refuse such points (.numbers); checked again where counters add, and before
+            # the writer's state: one infinite or NaN value would stay in a counter until a restart.
+            return 0.0
         writer = digest(point.metric, freeze(point.resource), freeze(point.attrs), point.start_ns)
         if not point.cumulative:
             return point.value if self._intervals.add((writer, point.time_ns)) else 0.0
@@ -151,6 +156,6 @@ class Deltas:
             self._points += 1
             if not self._points % _EXPIRE_EVERY:
                 _expire(self._last, now - self.ttl)
-        if last is None or point.value < last[2]:
-            return point.value  # a new writer, or a reset with the same start
-        return point.value - last[2]
+        # A new writer, or a reset with the same start, counts in full.
+        amount = point.value if last is None or point.value < last[2] else point.value - last[2]
+        return amount if math.isfinite(amount) else 0.0  # 1e308 - (-1e308)

@@ -2,10 +2,11 @@
 
 Both take POST, beside ``/v1/events``.
 
-The rules are those of ``/v1/events``: the same bearer token (checked by the app before any route), bodies
-over 1 MiB get 413, and a body is read whole before anything is applied, so a body that cannot be read
-(400, 415) changes nothing and can be fixed and resent. Within a readable body each record is applied
-whole or rejected; the answer is the signal's Export*ServiceResponse in the request's encoding, with
+The rules are those of ``/v1/events``: the same bearer token (checked by the app before any route), the
+same body reader (:mod:`.body`: 411 without a Content-Length, 413 over 1 MiB), and a body is read whole
+before anything is applied, so a body that cannot be read (400, 413, 415) changes nothing and can be fixed
+and resent. Within a readable body each record is applied whole or rejected (its numbers through
+:mod:`.numbers`); the answer is the signal's Export*ServiceResponse in the request's encoding, with
 ``partial_success`` counting the rejected records and naming the first problems (OTLP senders do not
 retry a partial success, so nothing is counted twice). Traces are read and dropped.
 """
@@ -17,9 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 from claude_exporter.ingest import otlp_json, otlp_records
+from claude_exporter.ingest.body import BodyError, read_body
 from claude_exporter.ingest.claude_code import ClaudeCodeIngest
 from claude_exporter.ingest.claude_code_events import SessionStop, ToolResult
-from claude_exporter.ingest.events import MAX_BODY, _drain, _json
+from claude_exporter.ingest.events import _json
+from claude_exporter.ingest.numbers import check
 from claude_exporter.ingest.otlp_wire import JSON, WireError, decode, encode_response, media_type
 
 __all__ = ["HOOK_EVENTS", "hooks_route", "otlp_route"]
@@ -33,15 +36,11 @@ StartResponse = Callable[..., Any]
 
 
 def _read(environ: dict[str, Any], start_response: StartResponse) -> bytes | list[bytes]:
-    """The request body, or the finished error response."""
+    """The request body (:func:`.body.read_body`, as for every POST route), or the finished error response."""
     try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return _json(start_response, "400 Bad Request", {"error": "Content-Length is not a number"})
-    if length > MAX_BODY:
-        _drain(environ["wsgi.input"], length)
-        return _json(start_response, "413 Content Too Large", {"error": f"body over {MAX_BODY} bytes"})
-    return environ["wsgi.input"].read(length) if length else b""
+        return read_body(environ)
+    except BodyError as err:
+        return _json(start_response, err.status, {"error": f"nothing applied: {err}"})
 
 
 def _gate(
@@ -78,14 +77,16 @@ def otlp_route(signal: str, get_ingest: GetIngest) -> Callable[..., list[bytes]]
         try:
             if signal == "logs":
                 total = reader.count_log_records(message)
-                events = list(reader.log_events(message))
+                events, problems = reader.log_events(message)
             elif signal == "metrics":
                 points, problems = reader.sum_points(message)
         except WireError as err:  # a JSON body of the wrong shape: nothing applied
             counter.inc(("otlp", "rejected"))
             return _json(start_response, err.status, {"error": f"nothing applied: {err}"})
         if signal == "logs":
-            rejected, problems, duplicates = ingest.apply_logs(events)
+            rejected, more, duplicates = ingest.apply_logs(events)
+            rejected += len(problems)
+            problems += more
             accepted = total - rejected - duplicates  # re-sent records: counted as duplicates
         elif signal == "metrics":
             rejected, accepted = len(problems), len(points)
@@ -141,11 +142,10 @@ def read_hook(obj: object) -> ToolResult | SessionStop | list[str] | None:
     if not isinstance(use_id, str) or not use_id:
         problems.append("tool_use_id: required (it joins the hook to Claude Code's tool_result event)")
     duration = obj.get("duration_ms")
-    if duration is not None and (
-        isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration < 0
-    ):
-        problems.append(f"duration_ms: must be a non-negative number, got {json.dumps(duration)[:40]}")
-        duration = None
+    if duration is not None:
+        duration, problem = check(duration, "duration_ms")
+        if problem is not None:
+            problems.append(f"duration_ms: {problem}")
     if problems:
         return problems
     ok = event == "PostToolUse"

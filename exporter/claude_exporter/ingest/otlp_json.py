@@ -14,7 +14,16 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from claude_exporter.ingest.otlp_records import CUMULATIVE, DELTA, LogEvent, SumPoint, event_name
+from claude_exporter.ingest.numbers import show
+from claude_exporter.ingest.otlp_records import (
+    CUMULATIVE,
+    DELTA,
+    LogEvent,
+    SumPoint,
+    event_name,
+    keep,
+    point_problem,
+)
 from claude_exporter.ingest.otlp_wire import WireError
 
 __all__ = ["count_log_records", "log_events", "sum_points"]
@@ -80,8 +89,13 @@ def _int(value: Any, where: str, low: int = -(1 << 63), high: int = (1 << 63) - 
 def _double(value: Any, where: str) -> float:
     if value is None:
         return 0.0
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits: no double holds it
+            raise WireError(f"body: {where}: must be a number a double can hold, got {show(value)}") from None
     if isinstance(value, str):
         try:
             return float(value)  # "NaN", "Infinity" and "-Infinity" included, as proto JSON allows
@@ -165,9 +179,11 @@ def count_log_records(obj: Any) -> int:
     return sum(1 for _ in _records(obj))
 
 
-def log_events(obj: Any) -> list[LogEvent]:
-    """Every event of an OTLP/JSON logs request (already json.loads'ed); raises WireError."""
-    out = []
+def log_events(obj: Any) -> tuple[list[LogEvent], list[str]]:
+    """Every event of an OTLP/JSON logs request (already json.loads'ed), and one problem per record
+    rejected for its numbers; raises WireError."""
+    out: list[LogEvent] = []
+    problems: list[str] = []
     for resource, record, where in _records(obj):
         attrs = _attributes(record.get("attributes"), f"{where}.attributes")
         body = _any_value(record.get("body"), f"{where}.body")
@@ -177,8 +193,8 @@ def log_events(obj: Any) -> list[LogEvent]:
             time_ns = _int(observed, f"{where}.observedTimeUnixNano", 0, _MAX_U64)
         name = event_name(attrs, body)
         if name is not None:
-            out.append(LogEvent(name, attrs, resource, time_ns))
-    return out
+            keep(out, problems, LogEvent(name, attrs, resource, time_ns))
+    return out, problems
 
 
 def sum_points(obj: Any) -> tuple[list[SumPoint], list[str]]:
@@ -214,8 +230,8 @@ def sum_points(obj: Any) -> tuple[list[SumPoint], list[str]]:
                         value = math.nan
                     if temporality not in (DELTA, CUMULATIVE):
                         problems.append(f"{name}: aggregation temporality unspecified")
-                    elif not math.isfinite(value) or (bool(monotonic) and value < 0):
-                        problems.append(f"{name}: value must be a finite count, got {value}")
+                    elif (problem := point_problem(name, value, bool(monotonic))) is not None:
+                        problems.append(problem)
                     else:
                         cumulative = temporality == CUMULATIVE
                         points.append(

@@ -1,17 +1,20 @@
 """OTLP messages walked into plain records: log events and sum data points, attributes as Python values.
 
 Only what the mapping reads is kept: log records whose body (or ``event.name``) names an event, and the
-data points of sums. Gauges, histograms and summaries are skipped (Claude Code sends none that map);
-a data point that cannot be a count (not finite, negative on a monotonic sum) is rejected and counted,
-so the sender's partial-success answer says how many.
+data points of sums. Gauges, histograms and summaries are skipped (Claude Code sends none that map).
+A record whose numbers fail :mod:`.numbers`' range check, and a data point that cannot be a count (out of
+range, not finite, negative on a monotonic sum), are rejected and counted, so the sender's
+partial-success answer says how many and why.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from claude_exporter.ingest.numbers import POINT, check, screen
 
 __all__ = [
     "CUMULATIVE",
@@ -21,7 +24,9 @@ __all__ = [
     "attributes",
     "count_log_records",
     "event_name",
+    "keep",
     "log_events",
+    "point_problem",
     "sum_points",
 ]
 
@@ -84,17 +89,41 @@ def event_name(attrs: Attrs, body: Any) -> str | None:
     return name[len(_EVENT_PREFIX) :] if name.startswith(_EVENT_PREFIX) else name
 
 
-def log_events(request: Any) -> Iterator[LogEvent]:
-    """Every event of an ExportLogsServiceRequest; records without an event name are skipped."""
+def log_events(request: Any) -> tuple[list[LogEvent], list[str]]:
+    """Every event of an ExportLogsServiceRequest, and one problem per record rejected for its numbers
+    (:func:`.numbers.screen`); records without an event name are skipped."""
+    events: list[LogEvent] = []
+    problems: list[str] = []
     for resource_logs in request.resource_logs:
         resource = attributes(resource_logs.resource.attributes)
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
                 attrs = attributes(record.attributes)
                 name = event_name(attrs, _value(record.body))
-                if name is not None:
-                    time_ns = record.time_unix_nano or record.observed_time_unix_nano
-                    yield LogEvent(name, attrs, resource, int(time_ns))
+                if name is None:
+                    continue
+                time_ns = record.time_unix_nano or record.observed_time_unix_nano
+                keep(events, problems, LogEvent(name, attrs, resource, int(time_ns)))
+    return events, problems
+
+
+def keep(events: list[LogEvent], problems: list[str], event: LogEvent) -> None:
+    """``event`` into ``events``, or its number problems into ``problems`` (one entry per record)."""
+    bad = screen(event.attrs)
+    if bad:
+        problems.append("; ".join(f"{event.name}: {problem}" for problem in bad))
+    else:
+        events.append(event)
+
+
+def point_problem(metric: str, value: float, monotonic: bool) -> str | None:
+    """What is wrong with a sum point's value (the one range check, and no decrease on a monotonic sum)."""
+    _, problem = check(value, POINT)
+    if problem is not None:
+        return f"{metric}: value: {problem}"
+    if monotonic and value < 0:
+        return f"{metric}: value must be a finite count, got {value}"
+    return None
 
 
 def count_log_records(request: Any) -> int:
@@ -118,8 +147,8 @@ def sum_points(request: Any) -> tuple[list[SumPoint], list[str]]:
                     value = float(getattr(point, kind)) if kind is not None else math.nan
                     if temporality not in (DELTA, CUMULATIVE):
                         problems.append(f"{metric.name}: aggregation temporality unspecified")
-                    elif not math.isfinite(value) or (monotonic and value < 0):
-                        problems.append(f"{metric.name}: value must be a finite count, got {value}")
+                    elif (problem := point_problem(metric.name, value, monotonic)) is not None:
+                        problems.append(problem)
                     else:
                         points.append(
                             SumPoint(

@@ -12,9 +12,12 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from claude_exporter.ingest.otlp_budget import BudgetError, json_objects, protobuf_objects
+
 __all__ = [
     "JSON",
     "MAX_DECODED",
+    "MAX_MEMBERS",
     "PROTOBUF",
     "SIGNALS",
     "WireError",
@@ -29,6 +32,8 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 SIGNALS = ("metrics", "logs", "traces")
 MAX_DECODED = 8 << 20  # a gzip body may not inflate past this (a compression bomb gets 413)
+MAX_MEMBERS = 1024  # gzip members in one body (each costs an inflater; real bodies have one)
+_SLICE = 4096
 
 
 class WireError(ValueError):
@@ -101,8 +106,12 @@ def media_type(content_type: str | None) -> str:
     )
 
 
-def inflate(body: bytes, encoding: str | None) -> bytes:
-    """The body without its Content-Encoding (identity, gzip or deflate), never over MAX_DECODED."""
+def inflate(body: bytes, encoding: str | None, budget: int = MAX_DECODED) -> bytes:
+    """The body without its Content-Encoding (identity, gzip or deflate), never over ``budget`` bytes.
+
+    A gzip body may hold several members (RFC 1952; ``cat a.gz b.gz`` is one): all are inflated, as gzip(1)
+    does. Bytes after the last member or after a deflate stream are refused (400), not dropped silently.
+    """
     encoding = (encoding or "identity").strip().lower()
     if encoding == "identity":
         return body
@@ -111,24 +120,48 @@ def inflate(body: bytes, encoding: str | None) -> bytes:
             f"Content-Encoding must be gzip, deflate or identity, got {encoding!r}",
             "415 Unsupported Media Type",
         )
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, MAX_DECODED + 1)
-    except zlib.error as err:
-        raise WireError(f"body: not valid {encoding} ({err})") from None
-    if len(out) > MAX_DECODED:
-        raise WireError(f"body: inflates past {MAX_DECODED} bytes", "413 Content Too Large")
-    if not inflater.eof:
-        raise WireError(f"body: truncated {encoding} stream")
-    return out
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    out: list[bytes] = []
+    view, pos, size = memoryview(body), 0, 0
+    for _ in range(MAX_MEMBERS):
+        inflater = zlib.decompressobj(wbits)
+        while not inflater.eof and pos < len(view):
+            # Small slices: what follows a member's end is copied into unused_data, so it stays small.
+            piece = view[pos : pos + _SLICE]
+            try:
+                part = inflater.decompress(piece, budget - size + 1)  # a byte past the budget shows it passed
+            except zlib.error as err:
+                raise WireError(f"body: not valid {encoding} ({err})") from None
+            size += len(part)
+            if size > budget:
+                raise WireError(f"body: inflates past {budget} bytes", "413 Content Too Large")
+            out.append(part)
+            pos += len(piece) - len(inflater.unused_data)
+        if not inflater.eof:
+            raise WireError(f"body: truncated {encoding} stream")
+        if pos == len(view):
+            return b"".join(out)
+        if encoding != "gzip" or bytes(view[pos : pos + 2]) != b"\x1f\x8b":
+            raise WireError(f"body: {len(view) - pos} bytes after the end of the {encoding} stream")
+    raise WireError(f"body: more than {MAX_MEMBERS} gzip members")
 
 
 def decode(signal: str, body: bytes, content_type: str | None, encoding: str | None = None) -> Any:
     """The request of ``body``: an Export*ServiceRequest message for protobuf, the parsed object for JSON
-    (read by :mod:`.otlp_json`, which checks its shape); raises WireError naming what is wrong."""
+    (read by :mod:`.otlp_json`, which checks its shape); raises WireError naming what is wrong. Within
+    :data:`MAX_DECODED` bytes and :data:`.otlp_budget.MAX_OBJECTS` objects, checked before decoding."""
     kind = media_type(content_type)
     mods = proto_modules()
     raw = inflate(body, encoding)
+    try:
+        if kind == PROTOBUF:
+            protobuf_objects(raw, mods.request[signal].DESCRIPTOR)
+        else:
+            json_objects(raw)
+    except BudgetError as err:
+        if err.over:
+            raise WireError(f"body: {err}; send smaller batches", "413 Content Too Large") from None
+        raise WireError(f"body: not an OTLP {signal} protobuf message ({err})") from None
     if kind == PROTOBUF:
         message = mods.request[signal]()
         try:
