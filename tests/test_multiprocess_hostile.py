@@ -158,3 +158,136 @@ def test_a_full_file_system_costs_metrics_never_the_application(
     assert _value(on_disk, "claude_executions_total", agent="web", task="handle", outcome="success") == 2 * n
     assert _value(on_disk, "claude_requests_in_flight", agent="web") == 0
     assert _value(on_disk, "claude_exporter_internal_errors_total", stage="storage") == lost
+
+
+# -- files that cannot be read -------------------------------------------------------------------------
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def mp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh: None) -> Iterator[Path]:
+    """This process instrumented in multiprocess mode, its files in tmp; uninstrumented after."""
+    path = tmp_path / "mp"
+    path.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(path))
+    for name in [k for k in os.environ if k.startswith("CLAUDE_EXPORTER")]:
+        monkeypatch.delenv(name)
+    yield path
+
+
+def _entry(key: str, value: float) -> bytes:
+    encoded = key.encode()
+    padded = encoded + b" " * (8 - (len(encoded) + 4) % 8)
+    return struct.pack(f"i{len(padded)}sdd", len(encoded), padded, value, 0.0)
+
+
+def _file(*entries: bytes, used: int | None = None, size: int = 4096) -> bytes:
+    body = b"".join(entries)
+    data = struct.pack("ii", 8 + len(body) if used is None else used, 0) + body
+    return data + b"\0" * max(0, size - len(data))
+
+
+_KEY = json.dumps(["claude_requests", "claude_requests_total", {**WEB, "outcome": "success"}, "h"])
+
+
+def _bad_files(dead_pid: int) -> dict[str, bytes]:
+    """Files no scrape can read, each a way a file comes to be so: name -> bytes."""
+    good = _file(_entry(_KEY, 1000.0))
+    return {
+        f"counter_{dead_pid}0.db": b"",  # made, never written (a crash between open and truncate)
+        f"counter_{dead_pid}1.db": b"\x08\0\0",  # shorter than the header
+        f"counter_{dead_pid}2.db": _file(used=4000, size=8),  # header only, claiming entries
+        f"counter_{dead_pid}3.db": good[: len(good) // 2][:60],  # truncated mid-entry
+        f"histogram_{dead_pid}4.db": bytes(range(256)) * 8,  # garbage
+        f"counter_{dead_pid}5.db": _file(_entry("not json", 1.0)),  # a key that is no key
+        f"counter_{dead_pid}6.db": _file(_entry(json.dumps(["claude_requests", "claude_requests_total",
+                                                             {"agent": "x", "bad\nlabel": "y"}, "h"]), 5.0)),
+        f"gauge_max_{dead_pid}7.db": _file(_entry(_KEY, 1000.0)),  # a counter's key in a gauge file
+        f"gauge_{dead_pid}8.db": _file(),  # no mode in the name
+    }  # fmt: skip
+
+
+@pytest.mark.integration
+def test_files_that_cannot_be_read_are_skipped_and_counted_and_the_rest_served(
+    mp_dir: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    reg = CollectorRegistry()
+    ce.instrument(registry=reg)
+    client = fake_anthropic.client(max_retries=0)
+    with ce.execution("handle", agent="web"):
+        for _ in range(3):
+            client.messages.create(**kw())
+    # Another worker's readable file (counted) and an empty one made but not yet written (not a fault).
+    (mp_dir / "counter_8888880.db").write_bytes(_file(_entry(_KEY.replace('"web"', '"other"'), 2.0)))
+    (mp_dir / "counter_8888881.db").write_bytes(b"\0" * 4096)
+    bad = _bad_files(9999999)
+    for name, data in bad.items():
+        (mp_dir / name).write_bytes(data)
+
+    server = make_server("127.0.0.1", 0, ce.make_wsgi_app(reg), handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        for scrape in (1, 2):
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert resp.status == 200
+                samples = _samples(resp.read().decode())
+            assert _value(samples, "claude_requests_total", **WEB, outcome="success") == 3
+            assert (
+                _value(samples, "claude_requests_total", **{**WEB, "agent": "other"}, outcome="success") == 2
+            )
+            assert _value(samples, "claude_tokens_total", **WEB, type="output") == 3 * 20
+            assert (
+                _value(samples, "claude_executions_total", agent="web", task="handle", outcome="success") == 1
+            )
+            # Every bad file skipped and counted, in this scrape already, once per scrape that skips it.
+            assert _value(
+                samples, "claude_exporter_internal_errors_total", stage="scrape_file"
+            ) == scrape * len(bad)
+            assert not [name for name, _ in samples if "bad" in name or name == "x"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _minimal_dir(path: Path) -> None:
+    """One worker's readable counter and live gauge files, written by hand."""
+    (path / "counter_1.db").write_bytes(_file(_entry(_KEY, 7.0)))
+
+
+@pytest.mark.integration
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.one_of(
+        st.binary(max_size=300),
+        # A plausible header before random bytes: the reader goes past the first check.
+        st.tuples(st.integers(-(2**31), 2**31 - 1), st.binary(max_size=300)).map(
+            lambda t: struct.pack("ii", t[0], 0) + t[1]
+        ),
+        # A well-formed entry with its bytes flipped here and there.
+        st.tuples(st.integers(0, 200), st.integers(0, 255)).map(
+            lambda t: (lambda b: b[: t[0]] + bytes([t[1]]) + b[t[0] + 1 :])(_file(_entry(_KEY, 3.0), size=0))
+        ),
+    ),
+    name=st.sampled_from(["counter_2.db", "gauge_livesum_2.db", "gauge_max_2.db", "histogram_2.db", "x.db"]),
+)
+def test_no_bytes_in_a_file_make_the_scrape_fail(tmp_path: Path, data: bytes, name: str) -> None:
+    path = tmp_path / "prop"
+    path.mkdir(exist_ok=True)
+    for old in path.iterdir():
+        old.unlink()
+    _minimal_dir(path)
+    (path / name).write_bytes(data)
+    counted: list[str] = []
+    reg = CollectorRegistry()
+    reg.register(MultiprocessCollector(str(path), fault=counted.append))
+    samples = _samples(generate_latest(reg).decode())  # never raises, and parses
+    requests = _value(samples, "claude_requests_total", **WEB, outcome="success")
+    # The good file always served; the other one either read (it may hold a valid entry) or counted.
+    assert requests == 7.0 or (requests == 10.0 and name == "counter_2.db" and not counted)
+    assert counted in ([], ["scrape_file"])

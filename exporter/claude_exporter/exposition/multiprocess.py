@@ -210,8 +210,10 @@ def _entries(base: str, raw: list[tuple[str, float, float]]) -> list[Entry]:
             raise Unreadable(f"{metric}: label values that are not strings")
         names = expected.get(sample) if isinstance(sample, str) else None
         if names is None or set(labels) != names:
+            kind = f"{typ} ({mode})" if mode else typ
             raise Unreadable(
-                f"{metric}: a {typ} {mode} sample {str(sample)[:80]!r} its family does not declare"
+                f"{metric}: a {kind} sample {str(sample)[:80]!r} with labels {repr(sorted(labels))[:200]}, "
+                "not as its family is declared"
             )
         if "le" in labels:
             try:
