@@ -255,9 +255,12 @@ def test_files_that_cannot_be_read_are_skipped_and_counted_and_the_rest_served(
         server.server_close()
 
 
+_GOOD = {**WEB, "agent": "good"}
+
+
 def _minimal_dir(path: Path) -> None:
-    """One worker's readable counter and live gauge files, written by hand."""
-    (path / "counter_1.db").write_bytes(_file(_entry(_KEY, 7.0)))
+    """One worker's readable counter file, written by hand (agent "good", 7 requests)."""
+    (path / "counter_1.db").write_bytes(_file(_entry(_KEY.replace('"web"', '"good"'), 7.0)))
 
 
 @pytest.mark.integration
@@ -287,7 +290,69 @@ def test_no_bytes_in_a_file_make_the_scrape_fail(tmp_path: Path, data: bytes, na
     reg = CollectorRegistry()
     reg.register(MultiprocessCollector(str(path), fault=counted.append))
     samples = _samples(generate_latest(reg).decode())  # never raises, and parses
-    requests = _value(samples, "claude_requests_total", **WEB, outcome="success")
-    # The good file always served; the other one either read (it may hold a valid entry) or counted.
-    assert requests == 7.0 or (requests == 10.0 and name == "counter_2.db" and not counted)
+    # The good file always served, whatever the other one holds (a flipped byte may leave it valid).
+    assert _value(samples, "claude_requests_total", **_GOOD, outcome="success") == 7.0
     assert counted in ([], ["scrape_file"])
+    if counted:
+        assert [key for key in samples if key[0].startswith("claude_requests")] == [
+            ("claude_requests_total", tuple(sorted({**_GOOD, "outcome": "success"}.items())))
+        ]
+
+
+# -- a worker killed mid-request -----------------------------------------------------------------------
+
+_HELD = textwrap.dedent(
+    """
+    import os
+    import anthropic
+    import claude_exporter as ce
+
+    ce.instrument()
+    client = anthropic.Anthropic(base_url=os.environ["FAKE_ANTHROPIC_URL"], api_key="k", max_retries=0)
+    with ce.execution("handle", agent="web"):
+        with ce.execution("warmup", agent="web"):
+            pass  # a finished execution: its counts stay on disk after the kill
+        client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+    """
+)
+
+
+@pytest.mark.system
+def test_a_killed_workers_in_flight_counts_go_with_it(tmp_path: Path, fake_anthropic: FakeAnthropic) -> None:
+    path = tmp_path / "mp"
+    path.mkdir()
+    arrived, release = threading.Event(), threading.Event()
+
+    def held(request: Any) -> Reply:
+        arrived.set()
+        release.wait(60)
+        return Reply()
+
+    fake_anthropic.responder = held
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_EXPORTER")}
+    env |= {"PROMETHEUS_MULTIPROC_DIR": str(path), "FAKE_ANTHROPIC_URL": fake_anthropic.url}
+    worker = subprocess.Popen([sys.executable, "-c", _HELD], env=env, stderr=subprocess.PIPE)
+    try:
+        assert arrived.wait(60), "the worker's request never reached the fake API"
+        running = _read_dir(path)
+        assert _value(running, "claude_requests_in_flight", agent="web") == 1
+        assert _value(running, "claude_executions_in_flight", agent="web", task="handle") == 1
+        assert _value(running, "claude_execution_longest_running_seconds", agent="web") > 0
+        worker.send_signal(signal.SIGKILL)
+        assert worker.wait(30) == -signal.SIGKILL
+        # No mark_process_dead: the kernel dropped the dead worker's lock, and that is enough.
+        assert any(p.name.startswith("gauge_live") for p in path.iterdir())
+        dead = _read_dir(path)
+        assert _value(dead, "claude_requests_in_flight", agent="web") == 0
+        assert _value(dead, "claude_executions_in_flight", agent="web", task="handle") == 0
+        assert _value(dead, "claude_execution_longest_running_seconds", agent="web") == 0
+        # What it had counted stays.
+        assert _value(dead, "claude_executions_total", agent="web", task="warmup", outcome="success") == 1
+    finally:
+        release.set()
+        fake_anthropic.responder = None
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait()
+        assert worker.stderr is not None
+        worker.stderr.close()
