@@ -29,6 +29,8 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import claude_exporter as ce
 import pytest
 from claude_exporter.exposition.multiprocess import MultiprocessCollector
+from claude_exporter.recording.storage import mmap as mmap_storage
+from claude_exporter.recording.storage.mmap import MmapStorage
 from claude_exporter.testing import FakeAnthropic, Reply
 from conftest import kw
 from hypothesis import HealthCheck, given, settings
@@ -158,6 +160,43 @@ def test_a_full_file_system_costs_metrics_never_the_application(
     assert _value(on_disk, "claude_executions_total", agent="web", task="handle", outcome="success") == 2 * n
     assert _value(on_disk, "claude_requests_in_flight", agent="web") == 0
     assert _value(on_disk, "claude_exporter_internal_errors_total", stage="storage") == lost
+
+
+@pytest.mark.integration
+def test_a_file_that_cannot_grow_keeps_its_values_until_it_can(
+    tiny_tmpfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = MmapStorage(str(tiny_tmpfs))
+    overflow = storage.counter("claude_exporter_label_overflow_total")
+    overflow.inc(("first",))  # the counter file made (64 KiB) while there is room
+    filler = _fill(tiny_tmpfs)
+    n = 1000  # about 150 bytes each: the file must double, and cannot
+    for i in range(n):
+        overflow.inc((f"label{i}",), i)
+    overflow.inc(("first",))
+    try:
+        full = _read_dir(tiny_tmpfs)
+        placed = [
+            i for i in range(n) if ("claude_exporter_label_overflow_total", (("label", f"label{i}"),)) in full
+        ]
+        assert 0 < len(placed) < n  # the first fitted, the rest wait in memory
+        assert _value(full, "claude_exporter_label_overflow_total", label="first") == 2
+        assert (
+            _value(full, "claude_exporter_internal_errors_total", stage="storage") == 0
+        )  # no room for it either
+        held = {key: value for _, key, value, _ in storage.held()}
+        assert len(held) == n - len(placed) + 1  # and the count of them, waiting too
+        filler.unlink()
+        monkeypatch.setattr(mmap_storage, "RETRY_SECONDS", 0.0)
+        overflow.inc(("first",))  # the next write finds room for every one
+        assert storage.held() == []
+        freed = _read_dir(tiny_tmpfs)
+        for i in range(n):
+            assert _value(freed, "claude_exporter_label_overflow_total", label=f"label{i}") == i
+        assert _value(freed, "claude_exporter_label_overflow_total", label="first") == 3
+        assert _value(freed, "claude_exporter_internal_errors_total", stage="storage") == n - len(placed) + 1
+    finally:
+        storage.close()
 
 
 # -- files that cannot be read -------------------------------------------------------------------------
