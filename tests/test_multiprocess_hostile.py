@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -72,7 +73,10 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         pytest.fail(f"cannot mount a tmpfs (needs CAP_SYS_ADMIN): {done.stderr.strip()}")
@@ -141,7 +145,9 @@ def test_a_full_file_system_costs_metrics_never_the_application(
         "FILLER": str(filler),
         "N": str(n),
     }
-    done = subprocess.run([sys.executable, "-c", _APP], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _APP], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode == 0, f"exit {done.returncode} (-7: SIGBUS)\n{done.stderr[-3000:]}"
     assert len(fake_anthropic.requests) == 2 * n
     full, freed = (_samples(text) for text in json.loads(done.stdout))
@@ -297,6 +303,12 @@ def test_files_that_cannot_be_read_are_skipped_and_counted_and_the_rest_served(
 _GOOD = {**WEB, "agent": "good"}
 
 
+def _flip(at: int, byte: int) -> bytes:
+    """A well-formed file of one entry with the byte at ``at`` replaced."""
+    good = _file(_entry(_KEY, 3.0), size=0)
+    return good[:at] + bytes([byte]) + good[at + 1 :]
+
+
 def _minimal_dir(path: Path) -> None:
     """One worker's readable counter file, written by hand (agent "good", 7 requests)."""
     (path / "counter_1.db").write_bytes(_file(_entry(_KEY.replace('"web"', '"good"'), 7.0)))
@@ -312,9 +324,7 @@ def _minimal_dir(path: Path) -> None:
             lambda t: struct.pack("ii", t[0], 0) + t[1]
         ),
         # A well-formed entry with its bytes flipped here and there.
-        st.tuples(st.integers(0, 200), st.integers(0, 255)).map(
-            lambda t: (lambda b: b[: t[0]] + bytes([t[1]]) + b[t[0] + 1 :])(_file(_entry(_KEY, 3.0), size=0))
-        ),
+        st.tuples(st.integers(0, 200), st.integers(0, 255)).map(lambda t: _flip(*t)),
     ),
     name=st.sampled_from(["counter_2.db", "gauge_livesum_2.db", "gauge_max_2.db", "histogram_2.db", "x.db"]),
 )
@@ -328,7 +338,9 @@ def test_no_bytes_in_a_file_make_the_scrape_fail(tmp_path: Path, data: bytes, na
     counted: list[str] = []
     reg = CollectorRegistry()
     reg.register(MultiprocessCollector(str(path), fault=counted.append))
-    samples = _samples(generate_latest(reg).decode())  # never raises, and parses
+    with (path / name).open("rb") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # a live writer's lock, so a live gauge file is read too
+        samples = _samples(generate_latest(reg).decode())  # never raises, and parses
     # The good file always served, whatever the other one holds (a flipped byte may leave it valid).
     assert _value(samples, "claude_requests_total", **_GOOD, outcome="success") == 7.0
     assert counted in ([], ["scrape_file"])
@@ -351,7 +363,9 @@ _HELD = textwrap.dedent(
     with ce.execution("handle", agent="web"):
         with ce.execution("warmup", agent="web"):
             pass  # a finished execution: its counts stay on disk after the kill
-        client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+        client.messages.create(
+            model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
     """
 )
 

@@ -106,7 +106,7 @@ class MultiprocessCollector(Collector):
         metrics: dict[str, Metric] = {}
         for name in names:
             try:
-                entries = _read(name)
+                entries = _read(name, own=name.endswith(me))
             except FileNotFoundError:
                 continue  # gone since the glob (mark_process_dead, a cleanup): nothing to serve
             except (OSError, Unreadable) as exc:
@@ -133,12 +133,15 @@ class MultiprocessCollector(Collector):
             log.warning("claude-exporter: skipped %s in PROMETHEUS_MULTIPROC_DIR: %s", base, exc)
 
 
-def _read(name: str) -> list[Entry] | None:
-    """The claude_* entries of file ``name``; None for a dead worker's live gauges. Raises
+def _read(name: str, own: bool) -> list[Entry] | None:
+    """The claude_* entries of file ``name`` (``own``: this process's); None for a dead worker's live
+    gauges. Raises
     :class:`Unreadable` (or ``OSError``) when the file cannot be read whole."""
     with open(name, "rb") as f:
         base = os.path.basename(name)
-        if base.startswith("gauge_live") and _writer_gone(f.fileno()):
+        # This process's own files need no probe (and where flock is emulated by per-process locks, as
+        # on NFS, a probe would find them free).
+        if base.startswith("gauge_live") and not own and _writer_gone(f.fileno()):
             return None
         head = f.read(8)
         if len(head) < 8:
@@ -155,10 +158,11 @@ def _read(name: str) -> list[Entry] | None:
 
 
 def _writer_gone(fd: int) -> bool:
-    """Whether no living process holds this live gauge file's lock (its writer died)."""
+    """Whether no living process holds this live gauge file's lock (its writer died). False when it
+    cannot tell (a file system without ``flock``)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except OSError:  # held (BlockingIOError), or no locks here
         return False
     fcntl.flock(fd, fcntl.LOCK_UN)
     return True

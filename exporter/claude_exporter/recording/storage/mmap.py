@@ -123,6 +123,8 @@ class _Reserved(MmapedDict):
                     break
                 except BlockingIOError:
                     time.sleep(0.001)
+                except OSError:  # no locks on this file system: readers cannot tell either
+                    break
 
     def _init_value(self, key: str) -> None:
         size = len(key.encode("utf-8")) + 4
