@@ -37,22 +37,9 @@ from conftest import kw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from test_multiprocess import _samples, _value
 
-HERE = Path(__file__).resolve().parent
 WEB = {"agent": "web", "model": "claude-haiku-4-5"}
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def _read_dir(path: Path) -> dict[Any, float]:
@@ -258,7 +245,7 @@ def _bad_files(dead_pid: int) -> dict[str, bytes]:
 
 @pytest.mark.integration
 def test_files_that_cannot_be_read_are_skipped_and_counted_and_the_rest_served(
-    mp_dir: Path, fake_anthropic: FakeAnthropic
+    mp_dir: Path, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture
 ) -> None:
     reg = CollectorRegistry()
     ce.instrument(registry=reg)
@@ -298,6 +285,10 @@ def test_files_that_cannot_be_read_are_skipped_and_counted_and_the_rest_served(
     finally:
         server.shutdown()
         server.server_close()
+    # Each named once, with why, however many scrapes skip it.
+    warned = [r.getMessage() for r in caplog.records if "PROMETHEUS_MULTIPROC_DIR" in r.getMessage()]
+    assert sorted(m.split("'")[1] for m in warned) == sorted(bad), warned
+    assert all(m.split(": ", 1)[1] for m in warned)
 
 
 _GOOD = {**WEB, "agent": "good"}

@@ -130,7 +130,7 @@ class MultiprocessCollector(Collector):
         base = os.path.basename(name)
         if base not in self._warned and len(self._warned) < _WARNED_MAX:
             self._warned.add(base)
-            log.warning("claude-exporter: skipped %s in PROMETHEUS_MULTIPROC_DIR: %s", base, exc)
+            log.warning("claude-exporter: skipped %r in PROMETHEUS_MULTIPROC_DIR: %s", base, exc)
 
 
 def _read(name: str, own: bool) -> list[Entry] | None:
@@ -198,32 +198,28 @@ def _entries(base: str, raw: list[tuple[str, float, float]]) -> list[Entry]:
         raise Unreadable("not a prometheus_client file name (counter_, gauge_<mode>_, histogram_ ...)")
     mode = parts[1] if typ == "gauge" else ""
     out: list[Entry] = []
-    for key, value, timestamp in raw:
+    # The reasons name positions and declared names only, never what a key holds (it may hold anything).
+    for n, (key, value, timestamp) in enumerate(raw, 1):
         try:
             metric, sample, labels, _help = json.loads(key)
         except (ValueError, TypeError):
-            raise Unreadable(
-                f"a key is not prometheus_client's [metric, sample, labels, help]: {key[:80]!r}"
-            ) from None
+            raise Unreadable(f"entry {n}: not prometheus_client's [metric, sample, labels, help]") from None
         if not isinstance(metric, str):
-            raise Unreadable("a key names no metric")
+            raise Unreadable(f"entry {n}: names no metric")
         if metric not in _FAMILY_OF:
             continue  # not a claude_* family: the application's own collector reads it
         expected = _expected(_FAMILY_OF[metric], typ, mode)
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-            raise Unreadable(f"{metric}: label values that are not strings")
+            raise Unreadable(f"entry {n} ({metric}): label values that are not strings")
         names = expected.get(sample) if isinstance(sample, str) else None
         if names is None or set(labels) != names:
-            kind = f"{typ} ({mode})" if mode else typ
-            raise Unreadable(
-                f"{metric}: a {kind} sample {str(sample)[:80]!r} with labels {repr(sorted(labels))[:200]}, "
-                "not as its family is declared"
-            )
+            kind = f"{typ} ({mode!r})" if mode else typ
+            raise Unreadable(f"entry {n} ({metric}): not a {kind} sample of the family as declared")
         if "le" in labels:
             try:
                 float(labels["le"])
             except ValueError:
-                raise Unreadable(f"{metric}: le={labels['le'][:40]!r} is not a number") from None
+                raise Unreadable(f"entry {n} ({metric}): a bucket bound that is not a number") from None
         out.append((metric, sample, tuple(sorted(labels.items())), value, timestamp))
     return out
 

@@ -274,7 +274,7 @@ class _Value:
 
     Its position in the file is looked up once; a write is one slice assignment into the mapping (read
     afresh, since the file remaps as it grows), as ``MmapedDict.write_value`` writes it. Without room in
-    the file, the same write goes to 16 bytes of memory (:class:`_Memory`) until :meth:`place` finds room.
+    the file, the same write goes to 16 bytes of memory (:class:`_Memory`) until :meth:`slot` finds room.
     """
 
     __slots__ = ("_file", "_files", "_key", "_pos", "_prefix", "value")
