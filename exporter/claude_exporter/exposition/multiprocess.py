@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import glob
 import json
 import logging
@@ -104,9 +105,10 @@ class MultiprocessCollector(Collector):
         me = f"_{os.getpid()}.db"
         names = sorted(glob.glob(os.path.join(self._path, "*.db")), key=lambda name: name.endswith(me))
         metrics: dict[str, Metric] = {}
+        keys: dict[Any, Any] = {}
         for name in names:
             try:
-                entries = _read(name, own=name.endswith(me))
+                entries = _read(name, name.endswith(me), keys)
             except FileNotFoundError:
                 continue  # gone since the glob (mark_process_dead, a cleanup): nothing to serve
             except (OSError, Unreadable) as exc:
@@ -120,7 +122,7 @@ class MultiprocessCollector(Collector):
                 held.setdefault(f"{prefix}_{os.getpid()}.db", []).append((key, value, timestamp))
             for name, raw in held.items():
                 with contextlib.suppress(Unreadable):  # written by this process: checked all the same
-                    _add(metrics, name, _entries(name, raw))
+                    _add(metrics, name, _entries(name, raw, keys))
         merged: Iterable[Metric] = MultiProcessCollector._accumulate_metrics(metrics, True)  # type: ignore[no-untyped-call]
         return merged
 
@@ -133,10 +135,9 @@ class MultiprocessCollector(Collector):
             log.warning("claude-exporter: skipped %r in PROMETHEUS_MULTIPROC_DIR: %s", base, exc)
 
 
-def _read(name: str, own: bool) -> list[Entry] | None:
+def _read(name: str, own: bool, keys: dict[Any, Any]) -> list[Entry] | None:
     """The claude_* entries of file ``name`` (``own``: this process's); None for a dead worker's live
-    gauges. Raises
-    :class:`Unreadable` (or ``OSError``) when the file cannot be read whole."""
+    gauges. Raises :class:`Unreadable` (or ``OSError``) when the file cannot be read whole."""
     with open(name, "rb") as f:
         base = os.path.basename(name)
         # This process's own files need no probe (and where flock is emulated by per-process locks, as
@@ -154,7 +155,7 @@ def _read(name: str, own: bool) -> list[Entry] | None:
         data = head + f.read(used - 8)
         if len(data) < used:
             raise Unreadable(f"the header says {used} bytes are used, the file has {len(data)}")
-    return _entries(base, _raw(data, used))
+    return _entries(base, _raw(data, used), keys)
 
 
 def _writer_gone(fd: int) -> bool:
@@ -189,51 +190,66 @@ def _raw(data: bytes, used: int) -> list[tuple[str, float, float]]:
     return out
 
 
-def _entries(base: str, raw: list[tuple[str, float, float]]) -> list[Entry]:
+def _entries(base: str, raw: list[tuple[str, float, float]], keys: dict[Any, Any]) -> list[Entry]:
     """The claude_* entries among ``raw``, each checked against its family; the file's kind from its name
-    ``base`` (``counter_<pid>.db``, ``gauge_<mode>_<pid>.db`` ...)."""
+    ``base`` (``counter_<pid>.db``, ``gauge_<mode>_<pid>.db`` ...). ``keys``: the scrape's verdicts on
+    keys already seen (every worker's files hold the same keys: each is parsed once a scrape)."""
     parts = base.split("_")
     typ = parts[0]
     if typ not in _TYPES or (typ == "gauge" and len(parts) < 3):
         raise Unreadable("not a prometheus_client file name (counter_, gauge_<mode>_, histogram_ ...)")
     mode = parts[1] if typ == "gauge" else ""
     out: list[Entry] = []
-    # The reasons name positions and declared names only, never what a key holds (it may hold anything).
     for n, (key, value, timestamp) in enumerate(raw, 1):
-        try:
-            metric, sample, labels, _help = json.loads(key)
-        except (ValueError, TypeError):
-            raise Unreadable(f"entry {n}: not prometheus_client's [metric, sample, labels, help]") from None
-        if not isinstance(metric, str):
-            raise Unreadable(f"entry {n}: names no metric")
-        if metric not in _FAMILY_OF:
-            continue  # not a claude_* family: the application's own collector reads it
-        expected = _expected(_FAMILY_OF[metric], typ, mode)
-        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-            raise Unreadable(f"entry {n} ({metric}): label values that are not strings")
-        names = expected.get(sample) if isinstance(sample, str) else None
-        if names is None or set(labels) != names:
-            kind = f"{typ} ({mode!r})" if mode else typ
-            raise Unreadable(f"entry {n} ({metric}): not a {kind} sample of the family as declared")
-        if "le" in labels:
-            try:
-                float(labels["le"])
-            except ValueError:
-                raise Unreadable(f"entry {n} ({metric}): a bucket bound that is not a number") from None
-        out.append((metric, sample, tuple(sorted(labels.items())), value, timestamp))
+        verdict = keys.get((key, typ, mode))
+        if verdict is None:
+            verdict = keys[(key, typ, mode)] = _verdict(key, typ, mode)
+        if isinstance(verdict, str):
+            raise Unreadable(f"entry {n}{verdict}")
+        if verdict:
+            metric, sample, labels = verdict
+            out.append((metric, sample, labels, value, timestamp))
     return out
 
 
-def _expected(family: Family | None, typ: str, mode: str) -> dict[str, set[str]]:
+def _verdict(key: str, typ: str, mode: str) -> tuple[str, str, tuple[tuple[str, str], ...]] | tuple[()] | str:
+    """One key in a file of kind ``typ`` (``mode``): (metric, sample, sorted labels) for a claude_* family;
+    () for another family's; why not, for a key no family may hold. The reasons name declared names only,
+    never what a key holds (it may hold anything)."""
+    try:
+        metric, sample, labels, _help = json.loads(key)
+    except (ValueError, TypeError):
+        return ": not prometheus_client's [metric, sample, labels, help]"
+    if not isinstance(metric, str):
+        return ": names no metric"
+    if metric not in _FAMILY_OF:
+        return ()  # not a claude_* family: the application's own collector reads it
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        return f" ({metric}): label values that are not strings"
+    expected = _expected(_FAMILY_OF[metric], typ, mode)
+    names = expected.get(sample) if isinstance(sample, str) else None
+    if names is None or set(labels) != names:
+        kind = f"{typ} ({mode!r})" if mode else typ
+        return f" ({metric}): not a {kind} sample of the family as declared"
+    if "le" in labels:
+        try:
+            float(labels["le"])
+        except ValueError:
+            return f" ({metric}): a bucket bound that is not a number"
+    return metric, sample, tuple(sorted(labels.items()))
+
+
+@functools.lru_cache(maxsize=256)  # bounded: a mode comes from a file's name
+def _expected(family: Family | None, typ: str, mode: str) -> dict[str, frozenset[str]]:
     """Sample name -> label names, for a claude_* metric found in a file of kind ``typ`` (``mode``)."""
     if family is None:  # OLDEST_START: written as a livemin gauge by agent
-        want_typ, want_mode, base, labels = "gauge", "livemin", OLDEST_START, {"agent"}
+        want_typ, want_mode, base, labels = "gauge", "livemin", OLDEST_START, frozenset({"agent"})
     else:
         want_typ, want_mode, base, labels = (
             family.type,
             family.multiprocess_mode,
             family.base,
-            set(family.labels),
+            frozenset(family.labels),
         )
     if typ != want_typ or (typ == "gauge" and mode != want_mode):
         return {}
