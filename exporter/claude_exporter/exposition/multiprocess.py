@@ -152,9 +152,12 @@ def _read(name: str, own: bool, keys: dict[Any, Any]) -> list[Entry] | None:
             return []  # made, not yet written (prometheus_client's writer between truncate and header)
         if used < 8:
             raise Unreadable(f"the header says {used} bytes are used, fewer than the header itself")
+        size = os.fstat(f.fileno()).st_size  # checked first: a read of what the header claims allocates it
+        if used > size:
+            raise Unreadable(f"the header says {used} bytes are used, the file has {size}")
         data = head + f.read(used - 8)
-        if len(data) < used:
-            raise Unreadable(f"the header says {used} bytes are used, the file has {len(data)}")
+        if len(data) < used:  # cut while read
+            raise Unreadable(f"the header says {used} bytes are used, {len(data)} could be read")
     return _entries(base, _raw(data, used), keys)
 
 
