@@ -331,7 +331,9 @@ def register(
         from claude_exporter.exposition.multiprocess import MultiprocessCollector
 
         rec.storage.build_info((__version__, _sdk_version()))
-        collector = MultiprocessCollector(path, enabled, local)
+        # The storage's values without room in its files, added by this process's own scrape.
+        held = getattr(rec.storage, "held", None)
+        collector = MultiprocessCollector(path, enabled, local, rec.fault, held)
     else:
         collector = local
     registry.register(collector)

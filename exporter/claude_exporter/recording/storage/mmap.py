@@ -15,11 +15,24 @@ Every value is written through this process's files, named and keyed as promethe
 The series here keep no counts in memory, only a handle per value written (whose keys are the label
 values seen, which is what the admission reads). The file format (``MmapedDict``, ``mmap_key``) is
 prometheus_client's, so this is the one module of the recording layer that imports it.
+
+A write into a mapped page the file system cannot back kills the process with SIGBUS (a full disk, a
+full tmpfs), so every page is reserved (``posix_fallocate``) before it is mapped, when a file is made
+and each time it grows. A value that finds no room is kept in memory instead (the host's request goes on,
+with its own result), counted as ``claude_exporter_internal_errors_total{stage="storage"}``, shown when
+this process is scraped, and written to its file as soon as a later attempt finds room.
+
+Each live gauge file (``gauge_live*``) is held under an exclusive ``flock`` while its process lives, so a
+reader can tell a killed worker's in-flight counts from a running one's (the kernel drops the lock with
+the process, however it died).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
+import mmap
 import os
 import struct
 import threading
@@ -39,7 +52,7 @@ from claude_exporter.recording.storage.layout import EXEC_FIELDS, MISSES, REQUES
 if TYPE_CHECKING:
     from claude_exporter.recording.usage import Usage
 
-__all__ = ["OLDEST_START", "MmapStorage"]
+__all__ = ["OLDEST_START", "MmapStorage", "Unbacked"]
 
 # Written by each process, read by the scraping one and exposed as claude_execution_longest_running_seconds.
 OLDEST_START = "claude_execution_oldest_start_timestamp_seconds"
@@ -49,10 +62,91 @@ _HELP = {
 }
 _INF = math.inf
 _DOUBLES = struct.Struct("dd").pack
+_PAIR = struct.Struct("dd").unpack_from
+_SUMMED = ("counter", "histogram")  # file prefixes whose values a reused pid's file adds to
+_LOST = ("claude_exporter_internal_errors", "storage")  # a value kept in memory for want of room
+_INITIAL = 1 << 16  # prometheus_client's first size of a file
+# A value without room in its file tries again at most this often (seconds): a full disk stays cheap.
+RETRY_SECONDS = 1.0
+
+#: A value this process holds in memory only: (file prefix, key, value, timestamp).
+Unbacked = tuple[str, str, float, float]
 
 
 def _base(family: str) -> str:
     return BY_NAME[family].base
+
+
+def _reserve(name: str) -> None:
+    """Make file ``name`` exist with every block reserved (``OSError`` when the file system has no room).
+
+    A new file is made under another name (not ``*.db``, so no scrape reads it) and renamed into place
+    once reserved and given its header: a reader never sees it empty. A file already there (a reused pid)
+    is reserved over its whole size, which an older writer may have left sparse.
+    """
+    try:
+        fd = os.open(name, os.O_RDWR)
+    except FileNotFoundError:
+        pass
+    else:
+        try:
+            os.posix_fallocate(fd, 0, max(os.fstat(fd).st_size, _INITIAL))
+        finally:
+            os.close(fd)
+        return
+    new = f"{name}.{threading.get_ident()}.new"
+    fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.posix_fallocate(fd, 0, _INITIAL)
+        os.pwrite(fd, struct.pack("i", 8), 0)  # used: the 8 header bytes
+        os.rename(new, name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(new)
+        raise
+    finally:
+        os.close(fd)
+
+
+class _Reserved(MmapedDict):
+    """prometheus_client's file, its blocks reserved before they are mapped: growing it raises
+    ``OSError`` when the file system has no room, where ``MmapedDict`` maps a hole and dies of SIGBUS at
+    the first write into it."""
+
+    def __init__(self, name: str, live: bool) -> None:
+        _reserve(name)
+        super().__init__(name)  # type: ignore[no-untyped-call]
+        if live:  # held for this process's life: the reader's sign that it is alive
+            for _ in range(100):  # a reader's probe holds it for microseconds; never wait long
+                try:
+                    fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.001)
+                except OSError:  # no locks on this file system: readers cannot tell either
+                    break
+
+    def _init_value(self, key: str) -> None:
+        size = len(key.encode("utf-8")) + 4
+        size += 8 - size % 8 + 16  # as MmapedDict pads it
+        capacity = self._capacity
+        while self._used + size > capacity:
+            capacity *= 2
+        if capacity != self._capacity:
+            fd = self._f.fileno()
+            os.posix_fallocate(fd, 0, capacity)  # the file is unchanged when this fails
+            self._m = mmap.mmap(fd, capacity)
+            self._capacity = capacity
+        super()._init_value(key)  # type: ignore[no-untyped-call]  # fits now: no growth there
+
+
+class _Memory:
+    """Where a value without room in its file is written: 16 bytes of memory, in the file's layout."""
+
+    __slots__ = ("_m",)
+
+    def __init__(self) -> None:
+        self._m = bytearray(16)
 
 
 class _Files:
@@ -66,9 +160,13 @@ class _Files:
     def __init__(self, path: str) -> None:
         self.path = path
         self.lock = threading.Lock()
-        self._files: dict[str, MmapedDict] = {}
+        self._files: dict[str, _Reserved] = {}
         self._values: list[_Value] = []
         self._forked = False
+        # Values without room in their file, kept in memory; when they last tried for room.
+        self.unbacked: list[_Value] = []
+        self._tried = 0.0
+        self._lost: _Value | None = None  # claude_exporter_internal_errors_total{stage="storage"}
         me = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _forked(me))
 
@@ -81,19 +179,57 @@ class _Files:
         if self._forked:
             self._forked = False
             self._files.clear()  # the parent's mappings: left to the parent
-            for value in self._values:
-                value.reopen()
+            self.unbacked.clear()
+            for value in self._values:  # every one to memory first: none writes the parent's files
+                value.forget()
+            for value in list(self._values):
+                if not value.slot():
+                    self.no_room(value)
+        elif self.unbacked and time.monotonic() - self._tried >= RETRY_SECONDS:
+            self._place()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.lock.release()
 
-    def file(self, prefix: str) -> MmapedDict:
+    def file(self, prefix: str) -> _Reserved | None:
+        """This process's file for ``prefix``; None when it cannot be made (no room)."""
         found = self._files.get(prefix)
         if found is None:
             name = os.path.join(self.path, f"{prefix}_{os.getpid()}.db")
-            found = self._files[prefix] = MmapedDict(name)  # type: ignore[no-untyped-call]
+            try:
+                found = _Reserved(name, prefix.startswith("gauge_live"))
+            except OSError:
+                return None
+            self._files[prefix] = found
         return found
+
+    def no_room(self, value: _Value) -> None:
+        """``value`` found no room in its file (caller holds the lock): kept in memory, and counted once."""
+        self.unbacked.append(value)
+        self._tried = time.monotonic()
+        lost = self._lost
+        if lost is None:
+            key = mmap_key(_LOST[0], _LOST[0] + "_total", ["stage"], [_LOST[1]], _HELP[_LOST[0]])
+            lost = self._lost = _Value(self, "counter", key)
+            self._values.append(lost)
+            if not lost.slot(fresh=True):  # the count itself waits in memory, counted with the rest
+                self.unbacked.append(lost)
+                lost.add(1)
+        lost.add(1)
+
+    def _place(self) -> None:
+        """Another try at room for the values kept in memory (caller holds the lock)."""
+        self._tried = time.monotonic()
+        waiting, self.unbacked = self.unbacked, []
+        for value in waiting:
+            if not value.slot():
+                self.unbacked.append(value)
+
+    def held(self) -> list[Unbacked]:
+        """The values this process holds in memory only, for its own scrape to add."""
+        with self:
+            return [value.held() for value in self.unbacked]
 
     def value(
         self, prefix: str, metric: str, sample: str, names: Iterable[str], values: Iterable[str]
@@ -102,6 +238,8 @@ class _Files:
         key = mmap_key(metric, sample, list(names), list(values), _HELP[metric])
         value = _Value(self, prefix, key)
         self._values.append(value)
+        if not value.slot(fresh=True):
+            self.no_room(value)
         return value
 
     def counter(self, family: str, names: Sequence[str], values: Sequence[str]) -> _Value:
@@ -135,19 +273,44 @@ class _Value:
     """One sample's float in this process's file; written only under the files' lock.
 
     Its position in the file is looked up once; a write is one slice assignment into the mapping (read
-    afresh, since the file remaps as it grows), as ``MmapedDict.write_value`` writes it.
+    afresh, since the file remaps as it grows), as ``MmapedDict.write_value`` writes it. Without room in
+    the file, the same write goes to 16 bytes of memory (:class:`_Memory`) until :meth:`slot` finds room.
     """
 
     __slots__ = ("_file", "_files", "_key", "_pos", "_prefix", "value")
 
     def __init__(self, files: _Files, prefix: str, key: str) -> None:
         self._files, self._prefix, self._key = files, prefix, key
-        self.reopen()
+        self.forget()
 
-    def reopen(self) -> None:
-        self._file = self._files.file(self._prefix)
-        self.value = self._file.read_value(self._key)[0]  # type: ignore[no-untyped-call]  # adds the key
-        self._pos = self._file._positions[self._key]
+    def forget(self) -> None:
+        """Zero, in memory: a new value before it has its place, or a forked child's."""
+        self.value = 0.0
+        self._file: _Reserved | _Memory = _Memory()
+        self._pos = 0
+
+    def slot(self, fresh: bool = False) -> bool:
+        """Take its place in the file (caller holds the lock); False when there is no room. A value the
+        file already holds (a reused pid's) is carried on, as prometheus_client's values do; what a
+        waiting value held in memory is added to it (counts) or replaces it (gauges)."""
+        file = self._files.file(self._prefix)
+        if file is None:
+            return False
+        try:
+            value, timestamp = file.read_value(self._key)  # type: ignore[no-untyped-call]  # adds the key
+        except OSError:
+            return False
+        pos = file._positions[self._key]
+        if not fresh:
+            held, timestamp = _PAIR(self._file._m, self._pos)
+            value = value + held if self._prefix in _SUMMED else held
+            file._m[pos : pos + 16] = _DOUBLES(value, timestamp)
+        self.value, self._file, self._pos = value, file, pos
+        return True
+
+    def held(self) -> Unbacked:
+        value, timestamp = _PAIR(self._file._m, self._pos)
+        return self._prefix, self._key, value, timestamp
 
     def add(self, amount: float) -> None:
         self.value = value = self.value + amount
@@ -609,6 +772,10 @@ class MmapStorage:
             self._files.gauge(
                 "claude_exporter_build_info", ("version", "anthropic_version"), labelvalues
             ).set(1)
+
+    def held(self) -> list[Unbacked]:
+        """The values this process holds in memory for want of room in its files (its scrape adds them)."""
+        return self._files.held()
 
     def close(self) -> None:
         """Close the files (``uninstrument()``); what they hold stays on disk for the scrape."""
