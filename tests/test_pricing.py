@@ -681,6 +681,32 @@ def test_malformed_table_raises(tmp_path: Path, text: str, words: list[str]) -> 
         assert word in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("models: !!set {a, b}\n", ["!!set", "not accepted"]),
+        ("as_of: !!timestamp x\n", ["!!timestamp"]),
+        ("models: [" + ",".join(["1"] * 60_000) + "]\n", ["50000"]),
+        ("models: " + "[" * 5_000 + "]" * 5_000 + "\n", ["bad.yaml"]),
+        ("models: {a: 1, a: 2}\n", ["a"]),
+    ],
+    ids=["set-tag", "timestamp-tag", "huge-list", "deep", "duplicate-key"],
+)
+def test_a_hostile_price_file_is_refused_as_a_configuration_is(
+    tmp_path: Path, text: str, words: list[str]
+) -> None:
+    # A user's price file (pricing.file) went through yaml.safe_load: !!set and !!timestamp built Python
+    # objects the table then tripped on, and a 1 MiB list cost seconds (issue 18, rows 12 and 13).
+    test_malformed_table_raises(tmp_path, text, words)
+
+
+def test_a_price_file_over_the_size_cap_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text("# " + "x" * (1 << 20) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="too large for a price table"):
+        load_price_table(path)
+
+
 def test_model_price_validates() -> None:
     with pytest.raises(ValueError):
         ModelPrice(-1, 1, 1, 1, 1)

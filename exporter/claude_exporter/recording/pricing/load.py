@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from claude_exporter.config.schema import MAX_CONFIG_BYTES
+from claude_exporter.config.loader import YAMLRefused, parse_yaml, yaml_error_line
 from claude_exporter.recording.pricing.table import PRICE_FIELDS, ModelPrice, Modifiers, PriceTable, rate
 
 __all__ = ["CACHE_MULTIPLIERS", "load_price_table", "with_overrides"]
@@ -299,13 +301,21 @@ def _table_from_yaml(data: object, origin: str) -> PriceTable:
 @functools.lru_cache(maxsize=8)
 def _load(path: str | None) -> PriceTable:
     if path is None:
-        text = resources.files(__package__).joinpath("pricing.yaml").read_text(encoding="utf-8")
+        raw = resources.files(__package__).joinpath("pricing.yaml").read_bytes()
         origin = "claude_exporter/recording/pricing/pricing.yaml"
     else:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
         origin = path
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ValueError(f"{origin}: over {MAX_CONFIG_BYTES} bytes, too large for a price table")
     try:
-        data = yaml.safe_load(text)
+        # The configuration's own reader: a user's price file gets the same tag, size and depth limits.
+        data, duplicates = parse_yaml(raw, origin)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{origin}: not valid YAML: {exc}") from exc
+        raise ValueError(yaml_error_line(exc, origin)) from exc
+    except YAMLRefused as exc:
+        raise ValueError(f"{origin}: {exc}") from exc
+    if duplicates:
+        raise ValueError(f"{origin}: {duplicates[0]}")
     return _table_from_yaml(data, origin)
