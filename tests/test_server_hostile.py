@@ -304,3 +304,13 @@ def test_a_request_arriving_in_any_pieces_is_read_whole(reg, server, cuts, bare_
     assert (
         val(reg, "claude_requests_total", agent="default", model="unknown", outcome="success") == before + 1
     )
+
+
+@pytest.mark.integration
+def test_headers_past_the_cap_get_431_and_the_server_goes_on(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        with contextlib.suppress(OSError):  # the server may close before all of it is sent
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * (server_module.MAX_HEADER + 1024))
+        answer = sock.recv(1024)
+    assert answer.startswith(b"HTTP/1.0 431 "), answer
+    assert scrape_status(server.port) == 200

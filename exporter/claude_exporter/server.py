@@ -115,8 +115,9 @@ RESERVED_FOR_READS = 4
 # Connections still sending their headers. They cost a socket each and no thread; past this, the oldest
 # is dropped to make room, so a flood of them cannot run the process out of file descriptors.
 MAX_PENDING = 512
-# The most header bytes taken (http.server's own limits: a 64 KiB line, 100 headers).
-MAX_HEADER = 100 * 1024
+# The most header bytes taken (431 past it): http.server's own limit for one line, which keeps what
+# MAX_PENDING connections can hold to 32 MiB.
+MAX_HEADER = 64 * 1024
 
 _TIMEOUT = b"408 Request Timeout"
 _BODILESS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
@@ -184,8 +185,15 @@ class _ThreadingServer(WSGIServer):
                     for key, _ in selector.select(wait):
                         if key.fileobj is listener:
                             self._accept(selector, listener)
-                        else:
-                            self._read(selector, key.fileobj)  # type: ignore[arg-type]
+                            continue
+                        sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                        try:
+                            self._read(selector, sock)
+                        except Exception:  # a fault with one connection must not stop the others'
+                            pending = self._pending.get(sock)
+                            self.handle_error(sock, None if pending is None else pending.address)
+                            if pending is not None:
+                                self._drop(selector, sock)
                     self._expire(selector)
                 for sock in list(self._pending):
                     self._drop(selector, sock)
