@@ -314,3 +314,20 @@ def test_headers_past_the_cap_get_431_and_the_server_goes_on(server):
         answer = sock.recv(1024)
     assert answer.startswith(b"HTTP/1.0 431 "), answer
     assert scrape_status(server.port) == 200
+
+
+@pytest.mark.integration
+def test_past_the_queue_a_request_gets_503_and_the_scrape_its_reserved_worker(reg, monkeypatch):
+    # One worker, one reserved for reads, a queue of one: shrunk so three slow bodies fill them all.
+    monkeypatch.setattr(server_module, "MAX_WORKERS", 1)
+    monkeypatch.setattr(server_module, "RESERVED_FOR_READS", 1)
+    monkeypatch.setattr(server_module, "BACKLOG", 1)
+    srv = ce.start_http_server(0, config=NO_TOKEN)
+    head = b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+    try:
+        with slowloris(srv.port, head, 2):  # one holds the worker, one waits in the queue
+            assert wait_for(lambda: len(srv._server._writes) == 1)
+            assert request(srv.port, head[:-4]) == 503  # 30 s bounds a failing run only
+            assert scrape_status(srv.port) == 200
+    finally:
+        srv.close()
