@@ -67,6 +67,18 @@ def test_demo_takes_sighup_as_a_requested_stop(tmp_path):
         assert stopped_by(proc, signal.SIGHUP) == 0
 
 
+def test_demo_under_nohup_keeps_running_through_sighup(tmp_path):
+    # nohup's way: SIGHUP ignored before the exec, which the demo must leave as it found it.
+    nohup = "import os, signal as s, sys; s.signal(s.SIGHUP, s.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"
+    argv, ready, env = COMMANDS["demo"]
+    with started([sys.executable, "-c", nohup, *argv], ready, {**env, "TMPDIR": str(tmp_path)}) as proc:
+        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=40)
+    assert "claude-exporter demo: stopping (SIGTERM)" in out
+    assert proc.returncode == 0
+
+
 PROGRAM = """
 import signal, sys, time
 if sys.argv[1] == "handles-sigterm":

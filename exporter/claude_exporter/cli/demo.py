@@ -238,7 +238,10 @@ class _StopSignals:
 
     def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():  # handlers can only go there
-            self._previous = {signum: signal.signal(signum, self._on_signal) for signum in _STOPS}
+            # A signal ignored from the start stays ignored: under nohup, SIGHUP must not stop the demo.
+            for signum in _STOPS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._on_signal)
         return self
 
     def __exit__(self, *exc: object) -> None:
