@@ -125,13 +125,13 @@ _Request = tuple[socket.socket, Any, bytes]  # the connection, its address, what
 
 
 class _Pending:
-    __slots__ = ("address", "buffer", "deadline", "secure")
+    __slots__ = ("address", "buffer", "deadline", "handshaking")
 
-    def __init__(self, address: Any, deadline: float, secure: bool) -> None:
+    def __init__(self, address: Any, deadline: float, handshaking: bool) -> None:
         self.address = address
         self.buffer = bytearray()
         self.deadline = deadline
-        self.secure = secure  # a TLS connection whose handshake is still to finish
+        self.handshaking = handshaking  # a TLS connection whose handshake is still to finish
 
 
 def _headers_end(buffer: bytearray, start: int) -> bool:
@@ -214,7 +214,7 @@ class _ThreadingServer(WSGIServer):
                 return
             if len(self._pending) >= MAX_PENDING:
                 oldest = next(iter(self._pending))
-                self._drop(selector, oldest, None if self._pending[oldest].secure else _TIMEOUT)
+                self._drop(selector, oldest, None if self._pending[oldest].handshaking else _TIMEOUT)
             sock.setblocking(False)
             deadline = time.monotonic() + self.header_deadline
             self._pending[sock] = _Pending(address, deadline, isinstance(sock, ssl.SSLSocket))
@@ -223,10 +223,10 @@ class _ThreadingServer(WSGIServer):
     def _read(self, selector: selectors.BaseSelector, sock: socket.socket) -> None:
         pending = self._pending[sock]
         try:
-            if pending.secure:
+            if pending.handshaking:
                 sock.do_handshake()  # type: ignore[attr-defined]
-                pending.secure = False
-                selector.modify(sock, selectors.EVENT_READ)
+                pending.handshaking = False
+            selector.modify(sock, selectors.EVENT_READ)  # back from EVENT_WRITE, if it waited to send
             while True:
                 start = len(pending.buffer)
                 chunk = sock.recv(65536)
@@ -244,7 +244,7 @@ class _ThreadingServer(WSGIServer):
                     return
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
             return  # all there is for now
-        except ssl.SSLWantWriteError:  # the handshake's answer waits for room to send
+        except ssl.SSLWantWriteError:  # TLS's answer waits for room to send
             selector.modify(sock, selectors.EVENT_WRITE)
         except OSError:  # reset, or a failed handshake
             self._drop(selector, sock)
@@ -255,7 +255,7 @@ class _ThreadingServer(WSGIServer):
             sock, pending = next(iter(self._pending.items()))
             if pending.deadline > now:
                 return
-            self._drop(selector, sock, None if pending.secure else _TIMEOUT)
+            self._drop(selector, sock, None if pending.handshaking else _TIMEOUT)
 
     def _drop(
         self, selector: selectors.BaseSelector, sock: socket.socket, status: bytes | None = None
