@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -179,3 +180,38 @@ def no_survivors(tmp_path: Path) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return left
+
+
+def test_a_stop_signal_waits_out_a_child_being_started_and_never_cuts_the_cleanup():
+    """The demo's handlers, in this process: a signal before arm() or inside deferred() (a child started
+    but not yet recorded) raises once that is over, never inside; once disarmed (the cleanup) it is
+    ignored. Real signals, sent to this process."""
+    from claude_exporter.cli.demo import _Stopped, _StopSignals
+
+    assert threading.current_thread() is threading.main_thread()  # else no handler, and SIGTERM kills us
+    steps: list[str] = []
+    signals = _StopSignals()
+    with signals:
+        os.kill(os.getpid(), signal.SIGHUP)  # before arm(): held
+        time.sleep(0.05)
+        steps.append("before arm")
+        with pytest.raises(_Stopped) as early:
+            signals.arm()
+        assert early.value.why == "SIGHUP" and early.value.status == 0
+    signals = _StopSignals()
+    with signals, pytest.raises(_Stopped) as stopped:
+        signals.arm()
+        with signals.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs meanwhile and must not raise here
+            steps.append("child recorded")
+        steps.append("not reached")
+    assert stopped.value.why == "SIGTERM"
+    signals = _StopSignals()
+    with signals:
+        signals.arm()
+        signals.disarm()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        steps.append("cleanup done")
+    assert steps == ["before arm", "child recorded", "cleanup done"]
