@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: demo test lint debs tools venv lock claude-code generate check-generated clean
 .PHONY: test-fast test-unit test-integration test-system test-benchmark
 .PHONY: sdk-suite sdk-suite-clean test-newest test-floor bench-anomaly bench-peers bench-scrape
-.PHONY: bench-instructions bench-instructions-peers peers-venv
+.PHONY: bench-instructions bench-instructions-peers peers-venv bench-slowloris
 .PHONY: stack-debs stack-images test-stack
 
 # The locked environment: every transitive pin with its hashes in $(LOCK), so a fresh clone installs the
@@ -176,6 +176,11 @@ bench-instructions-peers: peers-venv debs
 
 bench-scrape: venv
 	$(BIN)/python benchmarks/scrape.py $(ARGS)
+
+# Scrape latency with 0, 40 and 200 slowloris connections open, the server before and after the defence,
+# in one run (about 2 minutes; the figures belong in docs/benchmarks.md).
+bench-slowloris: venv
+	$(BIN)/python benchmarks/slowloris.py $(ARGS)
 
 # The Compose stack for real, in a container engine (not part of `make test`): installs Debian's docker.io,
 # docker-compose and mmdebstrap when missing, starts dockerd unless one answers (its images and build cache

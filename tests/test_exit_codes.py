@@ -1,6 +1,6 @@
 """One rule for how the long-running commands end (README, docs/reliability.md): Ctrl-C (SIGINT) exits 130,
-SIGTERM exits 0 (a requested stop), and ``run`` exits with the program's own status. Real processes, real
-signals."""
+SIGTERM exits 0 (a requested stop), ``demo`` takes SIGHUP as SIGTERM, and ``run`` exits with the program's
+own status. Real processes, real signals."""
 
 from __future__ import annotations
 
@@ -59,6 +59,24 @@ def test_serve_and_demo_exit_130_on_ctrl_c_and_0_on_sigterm(tmp_path, command, s
     argv, ready, env = COMMANDS[command]
     with started(argv, ready, {**env, "TMPDIR": str(tmp_path)}) as proc:
         assert stopped_by(proc, signum) == status
+
+
+def test_demo_takes_sighup_as_a_requested_stop(tmp_path):
+    argv, ready, env = COMMANDS["demo"]
+    with started(argv, ready, {**env, "TMPDIR": str(tmp_path)}) as proc:
+        assert stopped_by(proc, signal.SIGHUP) == 0
+
+
+def test_demo_under_nohup_keeps_running_through_sighup(tmp_path):
+    # nohup's way: SIGHUP ignored before the exec, which the demo must leave as it found it.
+    nohup = "import os, signal as s, sys; s.signal(s.SIGHUP, s.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"
+    argv, ready, env = COMMANDS["demo"]
+    with started([sys.executable, "-c", nohup, *argv], ready, {**env, "TMPDIR": str(tmp_path)}) as proc:
+        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=40)
+    assert "claude-exporter demo: stopping (SIGTERM)" in out
+    assert proc.returncode == 0
 
 
 PROGRAM = """

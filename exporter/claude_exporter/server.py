@@ -8,13 +8,18 @@ need no secret.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hmac
+import io
 import os
+import selectors
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -26,7 +31,9 @@ from claude_exporter.recording.state import ACTIVE
 
 __all__ = [
     "BACKLOG",
+    "MAX_PENDING",
     "MAX_WORKERS",
+    "RESERVED_FOR_READS",
     "MetricsServer",
     "Route",
     "default_routes",
@@ -98,49 +105,268 @@ def _raw(header: str) -> bytes:
         return header.encode("utf-8", "replace")
 
 
-# Sized for Prometheus (one or two scrapes at a time) plus a burst of ingesting clients: connections past
-# the workers wait in the listen backlog instead of being reset, and threads stay bounded.
+# Sized for Prometheus (one or two scrapes at a time) plus a burst of ingesting clients: requests past the
+# workers wait their turn in a queue (past that, 503), and threads stay bounded.
 MAX_WORKERS = 32
 BACKLOG = 256
+# Workers only a bodiless request (GET, HEAD, OPTIONS: a scrape, a probe) may take, so requests whose
+# bodies trickle in cannot hold every worker while Prometheus waits.
+RESERVED_FOR_READS = 4
+# Connections still sending their headers. They cost a socket each and no thread; past this, the oldest
+# is dropped to make room, so a flood of them cannot run the process out of file descriptors.
+MAX_PENDING = 512
+# The most header bytes taken (431 past it): http.server's own limit for one line, which keeps what
+# MAX_PENDING connections can hold to 32 MiB.
+MAX_HEADER = 64 * 1024
+
+_TIMEOUT = b"408 Request Timeout"
+_BODILESS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+_Request = tuple[socket.socket, Any, bytes]  # the connection, its address, what was read of it
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+class _Pending:
+    __slots__ = ("address", "buffer", "deadline", "handshaking")
+
+    def __init__(self, address: Any, deadline: float, handshaking: bool) -> None:
+        self.address = address
+        self.buffer = bytearray()
+        self.deadline = deadline
+        self.handshaking = handshaking  # a TLS connection whose handshake is still to finish
+
+
+def _headers_end(buffer: bytearray, start: int) -> bool:
+    """Whether the blank line that ends the headers is in ``buffer`` (searched from ``start``, where the
+    last read began); http.server takes a bare LF as a line's end, so this does too."""
+    start = max(0, start - 3)
+    return buffer.find(b"\n\r\n", start) != -1 or buffer.find(b"\n\n", start) != -1
+
+
+class _ThreadingServer(WSGIServer):
+    """A WSGI server whose workers are spent on requests, not on waiting for clients.
+
+    One thread (``serve_forever``) accepts connections and reads each one's headers without blocking,
+    all of them at once; a connection costs a thread only once its headers are in, so clients that send
+    them a byte at a time (slowloris) hold no worker. Each connection has ``header_deadline`` seconds
+    from its accept for the whole of them (then 408). A request then takes one of ``MAX_WORKERS`` workers,
+    or, for a bodiless one when those are all busy (say with bodies trickling in), one of
+    ``RESERVED_FOR_READS``; else it waits in a queue of ``BACKLOG``, bodiless requests first.
+    """
+
     request_queue_size = BACKLOG
+    header_deadline = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._slots = threading.BoundedSemaphore(MAX_WORKERS)
+        self._lock = threading.Lock()
+        self._busy = {False: 0, True: 0}  # workers in use: {reserved: count}
+        self._reads: collections.deque[_Request] = collections.deque()
+        self._writes: collections.deque[_Request] = collections.deque()
+        self._pending: dict[socket.socket, _Pending] = {}
+        self._prefixes: dict[socket.socket, bytes] = {}
         self._closing = threading.Event()
+        self._stopped = threading.Event()
+        self._serving = False
         super().__init__(*args, **kwargs)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # Wait for a free worker here, in the accepting thread: meanwhile new connections queue in the
-        # kernel's backlog, which is what bounds the threads.
-        while not self._slots.acquire(timeout=0.1):
-            if self._closing.is_set():
-                self.shutdown_request(request)
-                return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
+    # The accepting thread
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._serving = True
+        listener = self.socket
+        listener.setblocking(False)
         try:
-            super().process_request_thread(request, client_address)
+            with selectors.DefaultSelector() as selector:
+                selector.register(listener, selectors.EVENT_READ)
+                while not self._closing.is_set():
+                    now = time.monotonic()
+                    first = next(iter(self._pending.values()), None)  # accept order: the first due first
+                    wait = (
+                        poll_interval if first is None else max(0.0, min(poll_interval, first.deadline - now))
+                    )
+                    for key, _ in selector.select(wait):
+                        if key.fileobj is listener:
+                            self._accept(selector, listener)
+                            continue
+                        sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                        try:
+                            self._read(selector, sock)
+                        except Exception:  # a fault with one connection must not stop the others'
+                            pending = self._pending.get(sock)
+                            self.handle_error(sock, None if pending is None else pending.address)
+                            if pending is not None:
+                                self._drop(selector, sock)
+                    self._expire(selector)
+                for sock in list(self._pending):
+                    self._drop(selector, sock)
         finally:
-            self._slots.release()
+            with self._lock:
+                waiting = [*self._reads, *self._writes]
+                self._reads.clear()
+                self._writes.clear()
+            for sock, _, _ in waiting:
+                self.shutdown_request(sock)
+            self._stopped.set()
+
+    def _accept(self, selector: selectors.BaseSelector, listener: socket.socket) -> None:
+        for _ in range(64):  # a burst at a time, so a flood of connections cannot starve the reads
+            try:
+                sock, address = listener.accept()
+            except OSError:  # none waiting (EAGAIN), one gone before the accept, or no descriptor left
+                return
+            if len(self._pending) >= MAX_PENDING:
+                oldest = next(iter(self._pending))
+                self._drop(selector, oldest, None if self._pending[oldest].handshaking else _TIMEOUT)
+            sock.setblocking(False)
+            deadline = time.monotonic() + self.header_deadline
+            self._pending[sock] = _Pending(address, deadline, isinstance(sock, ssl.SSLSocket))
+            selector.register(sock, selectors.EVENT_READ)
+
+    def _read(self, selector: selectors.BaseSelector, sock: socket.socket) -> None:
+        pending = self._pending[sock]
+        try:
+            if pending.handshaking:
+                sock.do_handshake()  # type: ignore[attr-defined]
+                pending.handshaking = False
+            selector.modify(sock, selectors.EVENT_READ)  # back from EVENT_WRITE, if it waited to send
+            while True:
+                start = len(pending.buffer)
+                chunk = sock.recv(65536)
+                if not chunk:
+                    self._drop(selector, sock)
+                    return
+                pending.buffer += chunk
+                if _headers_end(pending.buffer, start):
+                    selector.unregister(sock)
+                    del self._pending[sock]
+                    self._dispatch(sock, pending.address, bytes(pending.buffer))
+                    return
+                if len(pending.buffer) > MAX_HEADER:
+                    self._drop(selector, sock, b"431 Request Header Fields Too Large")
+                    return
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+            return  # all there is for now
+        except ssl.SSLWantWriteError:  # TLS's answer waits for room to send
+            selector.modify(sock, selectors.EVENT_WRITE)
+        except OSError:  # reset, or a failed handshake
+            self._drop(selector, sock)
+
+    def _expire(self, selector: selectors.BaseSelector) -> None:
+        now = time.monotonic()
+        while self._pending:
+            sock, pending = next(iter(self._pending.items()))
+            if pending.deadline > now:
+                return
+            self._drop(selector, sock, None if pending.handshaking else _TIMEOUT)
+
+    def _drop(
+        self, selector: selectors.BaseSelector, sock: socket.socket, status: bytes | None = None
+    ) -> None:
+        selector.unregister(sock)
+        del self._pending[sock]
+        if status is not None:
+            with contextlib.suppress(OSError):  # a courtesy: the client may not be reading
+                sock.send(b"HTTP/1.0 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    # Handing requests to workers
+
+    def _dispatch(self, sock: socket.socket, address: Any, head: bytes) -> None:
+        request = (sock, address, head)
+        bodiless = head.lstrip().split(b" ", 1)[0] in _BODILESS
+        with self._lock:
+            if self._busy[False] < MAX_WORKERS:
+                reserved = False
+            elif bodiless and self._busy[True] < RESERVED_FOR_READS:
+                reserved = True
+            elif len(self._reads) + len(self._writes) < BACKLOG:
+                (self._reads if bodiless else self._writes).append(request)
+                return
+            else:
+                reserved = None
+            if reserved is not None:
+                self._busy[reserved] += 1
+        if reserved is not None:
+            try:
+                thread = threading.Thread(
+                    target=self._work, args=(request, reserved), name="claude-exporter-request", daemon=True
+                )
+                thread.start()
+                return
+            except RuntimeError:  # no thread to be had: refused like a full queue, and the server goes on
+                with self._lock:
+                    self._busy[reserved] -= 1
+        with contextlib.suppress(OSError):
+            sock.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n")
+        self.shutdown_request(sock)
+
+    def _work(self, request: _Request, reserved: bool) -> None:
+        next_request: _Request | None = request
+        while next_request is not None:
+            sock, address, head = next_request
+            self._prefixes[sock] = head
+            try:
+                self.finish_request(sock, address)
+            except Exception:
+                self.handle_error(sock, address)
+            finally:
+                self._prefixes.pop(sock, None)
+                self.shutdown_request(sock)
+            with self._lock:  # the next waiting request, bodiless first; a reserved worker takes only those
+                if self._reads:
+                    next_request = self._reads.popleft()
+                elif self._writes and not reserved:
+                    next_request = self._writes.popleft()
+                else:
+                    next_request = None
+                    self._busy[reserved] -= 1
+
+    def take_prefix(self, sock: socket.socket) -> bytes:
+        """What the accepting thread read of ``sock`` (its headers, perhaps the start of its body)."""
+        return self._prefixes.pop(sock, b"")
 
     def shutdown(self) -> None:
         self._closing.set()
-        super().shutdown()
+        if self._serving:
+            self._stopped.wait()
+
+
+class _Prefixed(io.RawIOBase):
+    """A connection's bytes: those the accepting thread already read, then the rest from the socket."""
+
+    def __init__(self, prefix: bytes, rest: Any) -> None:
+        super().__init__()
+        self._prefix = memoryview(prefix)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._prefix:
+            count = min(len(buffer), len(self._prefix))
+            buffer[:count] = self._prefix[:count]
+            self._prefix = self._prefix[count:]
+            return count
+        # readinto1: one read of the socket, as a raw stream's readinto is (readinto would wait to fill
+        # the whole buffer, past the end of a short body).
+        return int(self._rest.readinto1(buffer))
+
+    def close(self) -> None:
+        super().close()
+        self._rest.close()
 
 
 class _QuietHandler(WSGIRequestHandler):
     # Seconds a client may stall on any one read or write before its connection is dropped: a stalled
     # client holds one of MAX_WORKERS workers at most this long.
     timeout = 10
+
+    def setup(self) -> None:
+        super().setup()
+        take = getattr(self.server, "take_prefix", None)
+        prefix = take(self.connection) if take is not None else b""
+        if prefix:
+            self.rfile = io.BufferedReader(_Prefixed(prefix, self.rfile))
 
     def log_message(self, format: str, *args: Any) -> None:
         """Access logs would flood stderr at one scrape a second."""

@@ -203,41 +203,83 @@ def _print_alert(alert: dict[str, Any]) -> None:
     )
 
 
-class _Terminated(BaseException):
-    """Raised in the main thread by SIGTERM; a BaseException, like KeyboardInterrupt, so nothing that
-    catches Exception swallows it."""
+class _Stopped(BaseException):
+    """Raised in the main thread by the first stop signal; a BaseException, like KeyboardInterrupt, so
+    nothing that catches Exception swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.why, self.status = _STOPS[signum]
 
 
-@contextlib.contextmanager
-def _stopped_by_sigterm() -> Iterator[None]:
-    """SIGTERM (``kill``, ``timeout``, service managers) stops the demo the way Ctrl-C does, but as a
-    requested stop: exit 0, where Ctrl-C exits 130 (see the cli package's docstring)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+# How each signal ends the demo (see the cli package's docstring): Ctrl-C as the shell's interrupted
+# command (130); SIGTERM (``kill``, ``timeout``, service managers) and SIGHUP (the terminal closed) as a
+# requested stop (0).
+_STOPS: dict[int, tuple[str, int]] = {
+    signal.SIGINT: ("Ctrl-C", 130),
+    signal.SIGTERM: ("SIGTERM", 0),
+    signal.SIGHUP: ("SIGHUP", 0),
+}
 
 
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGTERM and SIGINT ignored for the duration (cleanup is bounded: each child gets 5 s)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+class _StopSignals:
+    """SIGINT, SIGTERM and SIGHUP handled from ``__enter__`` to ``__exit__``; the first one raises
+    :class:`_Stopped` in the main thread while armed, every later one is ignored, so a cleanup is never cut
+    short. Handlers go in before anything is started and a signal before :meth:`arm` waits for it, so no
+    moment is left where a signal ends the process without its cleanup. :meth:`deferred` holds a signal
+    back over a step that must not be cut in two (a child started but not yet recorded)."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+        self._armed = False
+        self._stopping = False
+        self._deferring = 0
+        self._pending: int | None = None
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():  # handlers can only go there
+            # A signal ignored from the start stays ignored: under nohup, SIGHUP must not stop the demo.
+            for signum in _STOPS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            return
+        if not self._armed or self._deferring:
+            self._pending = self._pending or signum
+            return
+        self._stopping = True
+        raise _Stopped(signum)
+
+    def arm(self) -> None:
+        """From here the first signal raises; one that came before raises now."""
+        self._armed = True
+        self._raise_pending()
+
+    def disarm(self) -> None:
+        """From here on every signal is ignored (the cleanup runs)."""
+        self._stopping = True
+
+    def _raise_pending(self) -> None:
+        if self._pending is not None and self._armed and not self._deferring and not self._stopping:
+            self._stopping = True
+            raise _Stopped(self._pending)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A signal during the block raises at its end instead of inside it."""
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+        self._raise_pending()
 
 
 def run(
@@ -246,7 +288,8 @@ def run(
     """The ``demo`` command: instrument, serve, drive the fleet; with Prometheus and Alertmanager
     installed, also run them on the demo's rules and print alerts as they arrive.
 
-    Returns 0 when it ends by ``duration`` or SIGTERM (a requested stop), 130 on Ctrl-C (SIGINT).
+    Returns 0 when it ends by ``duration``, SIGTERM or SIGHUP (a requested stop), 130 on Ctrl-C (SIGINT).
+    Whatever stops it, and whenever, every child it started is stopped and waited for before it returns.
     """
     from claude_exporter.cli.localstack import LocalStack, binaries_present
     from claude_exporter.instrumentation.instrumentor import instrument, uninstrument
@@ -257,18 +300,25 @@ def run(
 
     def say(line: str) -> None:
         if started:
-            print(line, flush=True)
+            # After SIGHUP the terminal may be gone: a line that cannot be written must not stop the cleanup.
+            with contextlib.suppress(OSError):
+                print(line, flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="claude-exporter-demo-") as tmp, _stopped_by_sigterm():
+    # The handlers go in first, so no signal finds the demo without them; the temporary directory is made
+    # while a signal still waits for arm().
+    with _StopSignals() as signals, tempfile.TemporaryDirectory(prefix="claude-exporter-demo-") as tmp:
         workdir = Path(tmp)
-        cfg = demo_config(workdir, config)
         server = fleet = stack = None
-        instrument(config=cfg)
         try:
+            signals.arm()
+            cfg = demo_config(workdir, config)
+            instrument(config=cfg)
             server = start_http_server(port, addr)
             fleet = Fleet().start()
             if binaries_present():
-                stack = LocalStack(cfg, f"{_loopback(addr)}:{server.port}", workdir, _print_alert)
+                stack = LocalStack(
+                    cfg, f"{_loopback(addr)}:{server.port}", workdir, _print_alert, spawning=signals.deferred
+                )
                 stack.start()
             print(f"claude-exporter demo: {len(fleet.agents)} simulated agents ({', '.join(fleet.agents)})")
             # Not printed as a URL: the fake answers the SDK's paths only, and every URL printed opens.
@@ -288,29 +338,29 @@ def run(
             deadline = None if duration is None else time.monotonic() + duration
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(0.2)
-        except KeyboardInterrupt:  # Ctrl-C: the shell's convention for an interrupted command
-            print()
-            status, why = 130, "Ctrl-C"
-        except _Terminated:  # a requested stop: a service manager or `timeout` counts it a success
-            status, why = 0, "SIGTERM"
+            signals.disarm()  # still inside the try: a signal from here to the cleanup is ignored
+        except _Stopped as stop:
+            if stop.status == 130:
+                say("")  # past the ^C the terminal echoed
+            status, why = stop.status, stop.why
         finally:
             # Whatever stopped the demo, a second signal must not cut this short: the children and the
             # temporary directory go with it. Each step is announced before it runs, so a slow one shows.
-            with _signals_held():
-                say(f"claude-exporter demo: stopping ({why})")
-                if fleet is not None:
-                    say(f"  stopping the {len(fleet.agents)} simulated agents and the fake API")
-                    busy = fleet.stop()
-                    if busy:
-                        say(f"  {busy} agent(s) still inside an SDK retry; they end with the process")
-                if stack is not None:
-                    names = ", ".join(f"{name} (pid {pid})" for name, pid in stack.pids().items())
-                    say(f"  stopping {names}")
-                    stack.stop(say=lambda line: say(f"  {line}"))  # each process as it ends
-                if server is not None:
-                    say(f"  stopping the exporter at {server.url}")
-                    server.close()
-                uninstrument()
-                say(f"  removing {workdir}")
+            signals.disarm()
+            say(f"claude-exporter demo: stopping ({why})")
+            if fleet is not None:
+                say(f"  stopping the {len(fleet.agents)} simulated agents and the fake API")
+                busy = fleet.stop()
+                if busy:
+                    say(f"  {busy} agent(s) still inside an SDK retry; they end with the process")
+            if stack is not None:
+                names = ", ".join(f"{name} (pid {pid})" for name, pid in stack.pids().items())
+                say(f"  stopping {names}")
+                stack.stop(say=lambda line: say(f"  {line}"))  # each process as it ends
+            if server is not None:
+                say(f"  stopping the exporter at {server.url}")
+                server.close()
+            uninstrument()
+            say(f"  removing {workdir}")
     say("claude-exporter demo: stopped")
     return status

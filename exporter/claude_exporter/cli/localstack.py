@@ -5,14 +5,18 @@ each alert as it arrives."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,9 @@ ALERTMANAGER = "prometheus-alertmanager"  # the Debian name of the alertmanager 
 ALERTS_PAGES = ("/alerts", "/classic/alerts")
 # Debian's Alertmanager has no web UI (its / is a page saying so); the API answers on every build.
 ALERTMANAGER_PAGE = "/api/v2/alerts"
+# util-linux's setpriv sets the children's parent-death signal (PR_SET_PDEATHSIG) before it executes them:
+# Popen's preexec_fn could too, but is not safe in a process with threads, as the demo is.
+_SETPRIV = shutil.which("setpriv")
 
 
 def binaries_present() -> bool:
@@ -77,9 +84,19 @@ class LocalStack:
     """Prometheus scraping ``target`` with the config's rules, Alertmanager routing to a printing webhook."""
 
     def __init__(
-        self, config: Config, target: str, workdir: Path, on_alert: Callable[[dict[str, Any]], None]
+        self,
+        config: Config,
+        target: str,
+        workdir: Path,
+        on_alert: Callable[[dict[str, Any]], None],
+        *,
+        spawning: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
     ):
+        """``spawning``: a context in which each child is started and recorded, for a caller whose signal
+        handlers raise (the demo's defer a signal over it, so no child is started without being recorded
+        for :meth:`stop`)."""
         self.config = config
+        self._spawning = spawning
         self.target = target
         self.workdir = workdir
         self.on_alert = on_alert
@@ -146,9 +163,17 @@ class LocalStack:
         ]
 
     def _spawn(self, name: str, argv: list[str], log: str) -> None:
-        with open(self.workdir / log, "wb") as out:
-            proc = subprocess.Popen(argv, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
-        self._procs.append((name, proc))
+        # Each child leads a session of its own: the terminal's Ctrl-C and hang-up reach the demo alone,
+        # which stops the children in order, and stop() signals a child's whole group. A child started
+        # from the main thread also gets SIGTERM if the demo dies without a cleanup (SIGKILL): the kernel
+        # sends it when the thread that started the child ends, which for the main thread is the process.
+        if _SETPRIV is not None and threading.current_thread() is threading.main_thread():
+            argv = [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
+        with open(self.workdir / log, "wb") as out, self._spawning():
+            proc = subprocess.Popen(
+                argv, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            self._procs.append((name, proc))
 
     def _wait_ready(self, url: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -162,17 +187,26 @@ class LocalStack:
 
     def stop(self, say: Callable[[str], None] = lambda line: None) -> None:
         """Terminate every process at once (so their shutdowns overlap), then wait for each, calling
-        ``say`` with what happens; one that ignores SIGTERM for 10 s is killed."""
+        ``say`` with what happens; one that ignores SIGTERM for 10 s is killed. Each signal goes to the
+        child's process group, so anything it started goes with it."""
         for _, proc in self._procs:
-            proc.terminate()
+            _signal_group(proc, signal.SIGTERM)
         for name, proc in self._procs:
             try:
                 proc.wait(timeout=10)
                 say(f"{name} (pid {proc.pid}) stopped")
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
                 proc.wait(timeout=5)
                 say(f"{name} (pid {proc.pid}) killed: it ignored SIGTERM for 10 s")
+            _signal_group(proc, signal.SIGKILL)  # what the child left of its group, if anything
         if self._webhook is not None:
             self._webhook.shutdown()
             self._webhook.server_close()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    # The group outlives its leader while a member lives, and its id is not reused meanwhile: once the
+    # group is empty, ProcessLookupError says there is nothing left to signal.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signum)
