@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from claude_exporter.config.schema import MAX_CONFIG_BYTES
 from claude_exporter.config.loader import YAMLRefused, parse_yaml, yaml_error_line
+from claude_exporter.config.schema import MAX_CONFIG_BYTES
 from claude_exporter.recording.pricing.table import PRICE_FIELDS, ModelPrice, Modifiers, PriceTable, rate
 
 __all__ = ["CACHE_MULTIPLIERS", "load_price_table", "with_overrides"]
