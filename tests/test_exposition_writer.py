@@ -113,6 +113,11 @@ def rich_state(rec: Any) -> None:
         store.add("claude_code_pull_requests_total", (agent,), 1)
         store.add("claude_code_lines_of_code_total", (agent, "added"), 40)
         store.add("claude_code_edit_decisions_total", (agent, "Edit", "accept"), 1)
+        store.add("claude_code_tool_decisions_total", (agent, 'Ba"sh', "reject", "user_reject"), 1)
+        store.add("claude_code_compactions_total", (agent, "auto", "success"), 1)
+        store.add("claude_code_internal_errors_total", (agent,), 1)
+        store.add("claude_code_retries_exhausted_total", (agent,), 1)
+        store.add("claude_code_retry_seconds_total", (agent,), 7.5)
         store.observe_tool(agent, "Edit\nor", 0.25)
         store.observe_tool(agent, 'Ba"sh', 700.0)
 
