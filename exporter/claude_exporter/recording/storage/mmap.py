@@ -1,9 +1,14 @@
 """Storage in per-process mmap files, for multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``).
 
-Every value is written through this process's files, named and keyed as prometheus_client names them
-(``counter_<pid>.db``, ``gauge_livesum_<pid>.db``, ...), so its ``MultiProcessCollector`` and
-``mark_process_dead`` work on them; the scraping process merges every worker's files
-(:mod:`claude_exporter.exposition.multiprocess`). Gauges are written in their family's declared
+Every value is written through this process's files, keyed as prometheus_client keys them and named as
+it names them with a suffix of their own (``counter_<pid>-claude.db``, ``gauge_livesum_<pid>-claude.db``,
+...: :func:`file_name`). The suffix keeps them apart from the application's own multiprocess metrics in
+the same directory: two ``MmapedDict`` on one file in one process each keep their own idea of how much of
+it is used and write over the other's entries. prometheus_client's ``MultiProcessCollector`` still reads
+them (it takes the type and a gauge's mode from the name's first ``_``-separated parts); its
+``mark_process_dead`` matches the unsuffixed name only, so the exporter has its own
+(:func:`claude_exporter.exposition.multiprocess.mark_process_dead`). The scraping process merges every
+worker's files (:mod:`claude_exporter.exposition.multiprocess`). Gauges are written in their family's declared
 ``multiprocess_mode``:
 
 - ``claude_requests_in_flight``, ``claude_executions_in_flight``: ``livesum``;
@@ -52,7 +57,7 @@ from claude_exporter.recording.storage.layout import EXEC_FIELDS, MISSES, REQUES
 if TYPE_CHECKING:
     from claude_exporter.recording.usage import Usage
 
-__all__ = ["OLDEST_START", "MmapStorage", "Unbacked"]
+__all__ = ["OLDEST_START", "SUFFIX", "MmapStorage", "Unbacked", "file_name"]
 
 # Written by each process, read by the scraping one and exposed as claude_execution_longest_running_seconds.
 OLDEST_START = "claude_execution_oldest_start_timestamp_seconds"
@@ -71,6 +76,14 @@ RETRY_SECONDS = 1.0
 
 #: A value this process holds in memory only: (file prefix, key, value, timestamp).
 Unbacked = tuple[str, str, float, float]
+
+#: How the exporter's file names end: never one of prometheus_client's own (``<pid>.db``).
+SUFFIX = "-claude.db"
+
+
+def file_name(prefix: str, pid: int) -> str:
+    """The exporter's file of kind ``prefix`` (``counter``, ``gauge_livesum`` ...) for process ``pid``."""
+    return f"{prefix}_{pid}{SUFFIX}"
 
 
 def _base(family: str) -> str:
@@ -196,7 +209,7 @@ class _Files:
         """This process's file for ``prefix``; None when it cannot be made (no room)."""
         found = self._files.get(prefix)
         if found is None:
-            name = os.path.join(self.path, f"{prefix}_{os.getpid()}.db")
+            name = os.path.join(self.path, file_name(prefix, os.getpid()))
             try:
                 found = _Reserved(name, prefix.startswith("gauge_live"))
             except OSError:
