@@ -7,7 +7,8 @@ files have names of their own (``counter_<pid>-claude.db``) that both readers pa
 an application counter and real SDK requests to the fake API, read back by the exporter's reader and by
 prometheus_client's ``MultiProcessCollector``, shows both exact. Files named as before (a rolling upgrade)
 are still read, and the exporter's ``mark_process_dead`` removes a dead worker's live gauges under either
-name.
+name. A process that reuses a dead one's pid starts its live gauge files afresh, where it carried on the
+dead one's in-flight counts (and the age of its running execution) for its whole life.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +148,38 @@ def test_mark_process_dead_removes_a_dead_workers_live_gauges_under_either_name(
         (tmp_path / name).write_bytes(b"\x08\0\0\0\0\0\0\0")
     mark_process_dead(dead, str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+@pytest.mark.integration
+def test_a_reused_pid_never_carries_on_a_dead_processs_live_gauges(tmp_path: Path) -> None:
+    """A process whose pid a killed worker had (or this one after ``uninstrument()``) takes the live gauge
+    files and their lock: what the dead one had in flight is not its own, and is dropped, not carried on."""
+    dead = MmapStorage(str(tmp_path))
+    dead.running_executions[1] = _Running("web", "handle")  # in flight when the worker died
+    dead.close()  # its lock goes with it, as the kernel drops a killed process's
+    reborn = MmapStorage(str(tmp_path))  # the same pid, the same file names
+    try:
+        reborn.running_executions[2] = _Running("other", "handle")
+        for samples in (_ours(tmp_path), _theirs(tmp_path)):
+            assert _value(samples, "claude_executions_in_flight", agent="other", task="handle") == 1
+            assert _value(samples, "claude_executions_in_flight", agent="web", task="handle") == 0
+        assert _value(_ours(tmp_path), "claude_execution_longest_running_seconds", agent="web") == 0
+        assert _value(_ours(tmp_path), "claude_execution_longest_running_seconds", agent="other") >= 0
+        assert ("claude_execution_longest_running_seconds", (("agent", "other"),)) in _ours(tmp_path)
+        reborn.running_executions.pop(2)
+        assert _value(_ours(tmp_path), "claude_executions_in_flight", agent="other", task="handle") == 0
+    finally:
+        reborn.close()
+
+
+class _Running:
+    """A running execution as the recorder's map holds it: its series' agent and task, and its start."""
+
+    def __init__(self, agent: str, task: str) -> None:
+        self.series = _Series(agent, task)
+        self.start = time.perf_counter()
+
+
+class _Series:
+    def __init__(self, agent: str, task: str) -> None:
+        self.agent, self.task = agent, task

@@ -29,7 +29,8 @@ this process is scraped, and written to its file as soon as a later attempt find
 
 Each live gauge file (``gauge_live*``) is held under an exclusive ``flock`` while its process lives, so a
 reader can tell a killed worker's in-flight counts from a running one's (the kernel drops the lock with
-the process, however it died).
+the process, however it died). A process that takes a live gauge file with values in it (a dead worker's
+whose pid it reuses) replaces it with an empty one rather than carry them on.
 """
 
 from __future__ import annotations
@@ -90,18 +91,19 @@ def _base(family: str) -> str:
     return BY_NAME[family].base
 
 
-def _reserve(name: str) -> None:
+def _reserve(name: str, replace: bool = False) -> None:
     """Make file ``name`` exist with every block reserved (``OSError`` when the file system has no room).
 
     A new file is made under another name (not ``*.db``, so no scrape reads it) and renamed into place
     once reserved and given its header: a reader never sees it empty. A file already there (a reused pid)
-    is reserved over its whole size, which an older writer may have left sparse.
+    is reserved over its whole size, which an older writer may have left sparse; or, with ``replace``, a
+    new empty one takes its place.
     """
     try:
-        fd = os.open(name, os.O_RDWR)
+        fd = -1 if replace else os.open(name, os.O_RDWR)
     except FileNotFoundError:
-        pass
-    else:
+        fd = -1
+    if fd >= 0:
         try:
             os.posix_fallocate(fd, 0, max(os.fstat(fd).st_size, _INITIAL))
         finally:
@@ -129,15 +131,30 @@ class _Reserved(MmapedDict):
     def __init__(self, name: str, live: bool) -> None:
         _reserve(name)
         super().__init__(name)  # type: ignore[no-untyped-call]
-        if live:  # held for this process's life: the reader's sign that it is alive
-            for _ in range(100):  # a reader's probe holds it for microseconds; never wait long
-                try:
-                    fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    time.sleep(0.001)
-                except OSError:  # no locks on this file system: readers cannot tell either
-                    break
+        if live and self._lock() and self._used > 8:
+            # A dead process's live values (a reused pid; or this one's before instrument() again): its
+            # in-flight counts are not this process's, so a new empty file takes the place of its file.
+            stale_f, stale_m = self._f, self._m
+            try:
+                _reserve(name, replace=True)
+                super().__init__(name)  # type: ignore[no-untyped-call]
+                self._lock()
+            finally:
+                stale_m.close()
+                stale_f.close()  # its lock with it (no room: the values wait in memory, as for any file)
+
+    def _lock(self) -> bool:
+        """Hold the file's lock for this process's life (the reader's sign that it is alive); False when
+        another holds it or the file system has no locks."""
+        for _ in range(100):  # a reader's probe holds it for microseconds; never wait long
+            try:
+                fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError:  # no locks on this file system: readers cannot tell either
+                return False
+        return False
 
     def _init_value(self, key: str) -> None:
         size = len(key.encode("utf-8")) + 4
