@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from claude_exporter.recording.storage.mmap import SUFFIX, file_name
 from claude_exporter.testing import FakeAnthropic, Reply
 from prometheus_client.parser import text_string_to_metric_families
 from stack import free_port
@@ -188,9 +189,10 @@ def test_requests_add_up_over_workers_and_survive_a_killed_worker(server: Server
             time.sleep(0.2)
     _assert_exact(server.scrape(), server.count)
     files = {p.name for p in server.dir.iterdir()}
-    assert f"counter_{victim}.db" in files and f"histogram_{victim}.db" in files
+    assert file_name("counter", victim) in files and file_name("histogram", victim) in files
     if server.kind == "gunicorn":  # child_exit -> mark_process_dead: the dead worker's live gauges go
-        assert not [n for n in files if n.startswith("gauge_live") and n.endswith(f"_{victim}.db")], files
+        dead = (f"{victim}.db", f"{victim}{SUFFIX}")  # the application's names and the exporter's
+        assert not [n for n in files if n.startswith("gauge_live") and n.split("_")[2] in dead], files
 
 
 def _in_flight_over_workers(srv: Server) -> None:

@@ -12,6 +12,11 @@ declaration) before any of it is merged. One that fails is skipped, counted as
 ``claude_exporter_internal_errors_total{stage="scrape_file"}`` and named once in a warning; the rest is
 served. A live gauge file (``gauge_live*``) whose writer no longer holds its lock is a dead worker's
 (killed before ``mark_process_dead``): its in-flight counts and running starts are left out.
+
+The exporter's files end in ``-claude.db``, the application's own in ``<pid>.db``; both are read (the
+application's for nothing but its keys, which are not claude_*), and so are files a previous release wrote
+under prometheus_client's names (a rolling upgrade). :func:`mark_process_dead` removes a dead worker's
+live gauge files under both names.
 """
 
 from __future__ import annotations
@@ -29,15 +34,16 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from prometheus_client import multiprocess as prometheus_multiprocess
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from claude_exporter.exposition.flags import family_flags
 from claude_exporter.families import BY_NAME, FAMILIES, Family
-from claude_exporter.recording.storage.mmap import OLDEST_START, Unbacked
+from claude_exporter.recording.storage.mmap import OLDEST_START, SUFFIX, Unbacked, file_name
 
-__all__ = ["MultiprocessCollector", "Unreadable"]
+__all__ = ["MultiprocessCollector", "Unreadable", "mark_process_dead"]
 
 log = logging.getLogger("claude_exporter")
 
@@ -102,7 +108,7 @@ class MultiprocessCollector(Collector):
     def _merge(self) -> Iterable[Metric]:
         # This process's own files are read after the others' skips are counted, so the count written to
         # them shows in this very scrape.
-        me = f"_{os.getpid()}.db"
+        me = f"_{os.getpid()}{SUFFIX}"
         names = sorted(glob.glob(os.path.join(self._path, "*.db")), key=lambda name: name.endswith(me))
         metrics: dict[str, Metric] = {}
         keys: dict[Any, Any] = {}
@@ -119,7 +125,7 @@ class MultiprocessCollector(Collector):
         if self._held is not None:
             held: dict[str, list[tuple[str, float, float]]] = {}
             for prefix, key, value, timestamp in self._held():
-                held.setdefault(f"{prefix}_{os.getpid()}.db", []).append((key, value, timestamp))
+                held.setdefault(file_name(prefix, os.getpid()), []).append((key, value, timestamp))
             for name, raw in held.items():
                 with contextlib.suppress(Unreadable):  # written by this process: checked all the same
                     _add(metrics, name, _entries(name, raw, keys))
@@ -195,7 +201,7 @@ def _raw(data: bytes, used: int) -> list[tuple[str, float, float]]:
 
 def _entries(base: str, raw: list[tuple[str, float, float]], keys: dict[Any, Any]) -> list[Entry]:
     """The claude_* entries among ``raw``, each checked against its family; the file's kind from its name
-    ``base`` (``counter_<pid>.db``, ``gauge_<mode>_<pid>.db`` ...). ``keys``: the scrape's verdicts on
+    ``base`` (``counter_<pid>-claude.db``, ``gauge_<mode>_<pid>.db`` ...). ``keys``: the scrape's verdicts on
     keys already seen (every worker's files hold the same keys: each is parsed once a scrape)."""
     parts = base.split("_")
     typ = parts[0]
@@ -274,7 +280,8 @@ def _add(metrics: dict[str, Metric], base: str, entries: list[Entry]) -> None:
             metric = metrics[metric_name] = Metric(metric_name, family.help if family else "", typ)
         if typ == "gauge":
             metric._multiprocess_mode = parts[1]  # type: ignore[attr-defined]
-            metric.add_sample(sample, (*labels, ("pid", parts[2][:-3])), value, timestamp)  # type: ignore[arg-type]
+            pid = parts[2].removesuffix(SUFFIX).removesuffix(".db")
+            metric.add_sample(sample, (*labels, ("pid", pid)), value, timestamp)  # type: ignore[arg-type]
         else:
             metric.add_sample(sample, labels, value)  # type: ignore[arg-type]
 
@@ -302,3 +309,19 @@ def _longest_running(oldest: Metric, now: float) -> Metric:
         start = sample.value
         out.add_metric((sample.labels["agent"],), max(0.0, now - start) if math.isfinite(start) else 0.0)
     return out
+
+
+def mark_process_dead(pid: int, path: str | None = None) -> None:
+    """prometheus_client's ``mark_process_dead`` (its call in a gunicorn ``child_exit`` hook), which also
+    removes the exporter's live gauge files of the dead worker ``pid``: prometheus_client's matches only its
+    own names. ``path``: ``PROMETHEUS_MULTIPROC_DIR`` when not given."""
+    if path is None:
+        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not path:
+            raise ValueError("mark_process_dead: no path given and PROMETHEUS_MULTIPROC_DIR is not set")
+    prometheus_multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+    ours = file_name("", pid)  # "_<pid>-claude.db"
+    for name in glob.glob(os.path.join(glob.escape(path), f"gauge_live*{ours}")):
+        if os.path.basename(name).count("_") == 2:  # gauge_<mode>_<pid>-claude.db, nothing else
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile (a second call)
+                os.remove(name)

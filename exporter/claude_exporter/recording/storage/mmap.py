@@ -1,9 +1,14 @@
 """Storage in per-process mmap files, for multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``).
 
-Every value is written through this process's files, named and keyed as prometheus_client names them
-(``counter_<pid>.db``, ``gauge_livesum_<pid>.db``, ...), so its ``MultiProcessCollector`` and
-``mark_process_dead`` work on them; the scraping process merges every worker's files
-(:mod:`claude_exporter.exposition.multiprocess`). Gauges are written in their family's declared
+Every value is written through this process's files, keyed as prometheus_client keys them and named as
+it names them with a suffix of their own (``counter_<pid>-claude.db``, ``gauge_livesum_<pid>-claude.db``,
+...: :func:`file_name`). The suffix keeps them apart from the application's own multiprocess metrics in
+the same directory: two ``MmapedDict`` on one file in one process each keep their own idea of how much of
+it is used and write over the other's entries. prometheus_client's ``MultiProcessCollector`` still reads
+them (it takes the type and a gauge's mode from the name's first ``_``-separated parts); its
+``mark_process_dead`` matches the unsuffixed name only, so the exporter has its own
+(:func:`claude_exporter.exposition.multiprocess.mark_process_dead`). The scraping process merges every
+worker's files (:mod:`claude_exporter.exposition.multiprocess`). Gauges are written in their family's declared
 ``multiprocess_mode``:
 
 - ``claude_requests_in_flight``, ``claude_executions_in_flight``: ``livesum``;
@@ -24,7 +29,8 @@ this process is scraped, and written to its file as soon as a later attempt find
 
 Each live gauge file (``gauge_live*``) is held under an exclusive ``flock`` while its process lives, so a
 reader can tell a killed worker's in-flight counts from a running one's (the kernel drops the lock with
-the process, however it died).
+the process, however it died). A process that takes a live gauge file with values in it (a dead worker's
+whose pid it reuses) replaces it with an empty one rather than carry them on.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from claude_exporter.recording.storage.layout import EXEC_FIELDS, MISSES, REQUES
 if TYPE_CHECKING:
     from claude_exporter.recording.usage import Usage
 
-__all__ = ["OLDEST_START", "MmapStorage", "Unbacked"]
+__all__ = ["OLDEST_START", "SUFFIX", "MmapStorage", "Unbacked", "file_name"]
 
 # Written by each process, read by the scraping one and exposed as claude_execution_longest_running_seconds.
 OLDEST_START = "claude_execution_oldest_start_timestamp_seconds"
@@ -72,23 +78,32 @@ RETRY_SECONDS = 1.0
 #: A value this process holds in memory only: (file prefix, key, value, timestamp).
 Unbacked = tuple[str, str, float, float]
 
+#: How the exporter's file names end: never one of prometheus_client's own (``<pid>.db``).
+SUFFIX = "-claude.db"
+
+
+def file_name(prefix: str, pid: int) -> str:
+    """The exporter's file of kind ``prefix`` (``counter``, ``gauge_livesum`` ...) for process ``pid``."""
+    return f"{prefix}_{pid}{SUFFIX}"
+
 
 def _base(family: str) -> str:
     return BY_NAME[family].base
 
 
-def _reserve(name: str) -> None:
+def _reserve(name: str, replace: bool = False) -> None:
     """Make file ``name`` exist with every block reserved (``OSError`` when the file system has no room).
 
     A new file is made under another name (not ``*.db``, so no scrape reads it) and renamed into place
     once reserved and given its header: a reader never sees it empty. A file already there (a reused pid)
-    is reserved over its whole size, which an older writer may have left sparse.
+    is reserved over its whole size, which an older writer may have left sparse; or, with ``replace``, a
+    new empty one takes its place.
     """
     try:
-        fd = os.open(name, os.O_RDWR)
+        fd = -1 if replace else os.open(name, os.O_RDWR)
     except FileNotFoundError:
-        pass
-    else:
+        fd = -1
+    if fd >= 0:
         try:
             os.posix_fallocate(fd, 0, max(os.fstat(fd).st_size, _INITIAL))
         finally:
@@ -116,15 +131,30 @@ class _Reserved(MmapedDict):
     def __init__(self, name: str, live: bool) -> None:
         _reserve(name)
         super().__init__(name)  # type: ignore[no-untyped-call]
-        if live:  # held for this process's life: the reader's sign that it is alive
-            for _ in range(100):  # a reader's probe holds it for microseconds; never wait long
-                try:
-                    fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    time.sleep(0.001)
-                except OSError:  # no locks on this file system: readers cannot tell either
-                    break
+        if live and self._lock() and self._used > 8:
+            # A dead process's live values (a reused pid; or this one's before instrument() again): its
+            # in-flight counts are not this process's, so a new empty file takes the place of its file.
+            stale_f, stale_m = self._f, self._m
+            try:
+                _reserve(name, replace=True)
+                super().__init__(name)  # type: ignore[no-untyped-call]
+                self._lock()
+            finally:
+                stale_m.close()
+                stale_f.close()  # its lock with it (no room: the values wait in memory, as for any file)
+
+    def _lock(self) -> bool:
+        """Hold the file's lock for this process's life (the reader's sign that it is alive); False when
+        another holds it or the file system has no locks."""
+        for _ in range(100):  # a reader's probe holds it for microseconds; never wait long
+            try:
+                fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError:  # no locks on this file system: readers cannot tell either
+                return False
+        return False
 
     def _init_value(self, key: str) -> None:
         size = len(key.encode("utf-8")) + 4
@@ -196,7 +226,7 @@ class _Files:
         """This process's file for ``prefix``; None when it cannot be made (no room)."""
         found = self._files.get(prefix)
         if found is None:
-            name = os.path.join(self.path, f"{prefix}_{os.getpid()}.db")
+            name = os.path.join(self.path, file_name(prefix, os.getpid()))
             try:
                 found = _Reserved(name, prefix.startswith("gauge_live"))
             except OSError:
