@@ -20,6 +20,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .config import ConfigError, load_config
+    from .exposition.multiprocess import mark_process_dead
     from .instrumentation.instrumentor import instrument, is_instrumented, uninstrument
     from .recording.execution import execution
     from .server import make_wsgi_app, start_http_server
@@ -32,6 +33,7 @@ __all__ = [
     "is_instrumented",
     "load_config",
     "make_wsgi_app",
+    "mark_process_dead",
     "start_http_server",
     "uninstrument",
 ]
@@ -44,6 +46,7 @@ _HOMES = {
     "is_instrumented": "instrumentation.instrumentor",
     "uninstrument": "instrumentation.instrumentor",
     "make_wsgi_app": "server",
+    "mark_process_dead": "exposition.multiprocess",
     "start_http_server": "server",
 }
 
