@@ -113,7 +113,7 @@ def _instrument(caps: int) -> Any:
     return registry
 
 
-def measure(target: int) -> dict[str, Any]:
+def measure(target: int, repeat: int = 0) -> dict[str, Any]:
     """Build about ``target`` series in this process and measure a scrape of them."""
     import claude_exporter
     from prometheus_client import generate_latest
@@ -151,7 +151,7 @@ def measure(target: int) -> dict[str, Any]:
     tracemalloc.stop()
 
     overflow = _overflowed(registry)
-    repeat = max(5, min(50, 200_000 // series))
+    repeat = repeat or max(5, min(50, 200_000 // series))
     text_s = _median_seconds(lambda: generate_latest(registry), repeat)
     om_s = _median_seconds(lambda: generate_openmetrics(registry), repeat)
 
@@ -447,14 +447,14 @@ def main() -> None:
     parser.add_argument("--sizes", help="series counts (default 1000,10000,50000 unless --fleets is given)")
     parser.add_argument("--fleets", help="AGENTSxMODELSxTASKS[s],...: /metrics before and after the writer")
     parser.add_argument(
-        "--repeat", type=int, default=0, help="timed calls per fleet figure (default: by size)"
+        "--repeat", type=int, default=0, help="timed calls per figure (default: by size)"
     )
     parser.add_argument("--json", type=Path, help="also write the full result here")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--fleet-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(measure(args.worker)))
+        print(json.dumps(measure(args.worker, args.repeat)))
         return
     if args.fleet_worker:
         print(json.dumps(measure_fleet(args.fleet_worker, args.repeat)))
@@ -470,7 +470,10 @@ def main() -> None:
         "python": platform.python_version(),
         "loadavg_start": os.getloadavg(),
     }
-    sizes = [_run_worker("--worker", size) for size in (args.sizes.split(",") if args.sizes else [])]
+    sizes = [
+        _run_worker("--worker", size, "--repeat", str(args.repeat))
+        for size in (args.sizes.split(",") if args.sizes else [])
+    ]
     fleets = [
         _run_worker("--fleet-worker", spec, "--repeat", str(args.repeat))
         for spec in (args.fleets.split(",") if args.fleets else [])

@@ -74,7 +74,7 @@ def test_peers_flags_silent_and_missing_configurations(tmp_path: Path) -> None:
 
 def test_scrape_builds_the_series_it_measures(tmp_path: Path) -> None:
     out = tmp_path / "scrape.json"
-    run = _run("scrape.py", "--sizes", "300", "--json", str(out))
+    run = _run("scrape.py", "--sizes", "300", "--repeat", "3", "--json", str(out))
     assert run.returncode == 0, run.stderr
     (size,) = json.loads(out.read_text())["sizes"]
     assert size["series"] >= 300
