@@ -26,7 +26,7 @@ from claude_exporter.instrumentation import agent_sdk
 from claude_exporter.recording import execution as execution_module
 from claude_exporter.testing import FakeAnthropic, Reply
 from conftest import expected_cost
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from otlp_payloads import api_request, event, logs_request, resource
 from prometheus_client import CollectorRegistry
@@ -554,3 +554,78 @@ def test_a_failed_turn_fails_its_execution(exporter, tmp_path):
     assert value(table, "claude_executions_total", agent=AGENT, task="fails", outcome="error") == 1
     [logged] = _executions(tmp_path)
     assert logged["event"] == "claude_execution_error" and logged["error_type"]
+
+
+_RUNS = iter(range(10**6))
+
+
+@pytest.mark.integration
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from(["live", "forged", "none"])), min_size=1, max_size=7
+    ),
+    end_at=st.integers(0, 7),
+)
+def test_every_request_counts_in_exactly_one_execution_whenever_the_scope_ends(exporter, steps, end_at):
+    """Requests of three sessions, each under the live key, a forged one or none, with the execution ending
+    between any two: a turn is the execution's when its first record names it while it runs, until it ends;
+    every other request is its own turn's. Counted exactly once either way."""
+    agent = f"prop-{next(_RUNS)}"
+    scope = {"live": 0}
+    own = [0, 0, 0]
+    state: dict[int, str] = {}
+    block = ce.execution("p", agent=agent)
+    ex = block.__enter__()
+    key = execution_module.scope_key(ex)
+    assert key is not None
+    marks = {"live": key, "forged": "f" * 32}
+    running = True
+    for i, (session, mark) in enumerate(steps):
+        if i == end_at:
+            block.__exit__(None, None, None)
+            running = False
+        extra = {execution_module.SCOPE_ATTRIBUTE: marks[mark]} if mark in marks else {}
+        record = _request(f"{agent}-r{i}", f"{agent}-s{session}", "p", (10, 1, 0, 0))
+        _send(exporter, [record], resource(agent, task="p", **extra))
+        # The model: decided at the turn's first record, left when the execution has ended.
+        if session not in state:
+            state[session] = "scoped" if mark == "live" and running else "own"
+        elif state[session] == "scoped" and not running:
+            state[session] = "own"
+        if state[session] == "scoped":
+            scope["live"] += 1
+        else:
+            own[session] += 1
+    if running:
+        block.__exit__(None, None, None)
+    # Each session's next prompt ends its turn.
+    _send(exporter, [_prompt(f"{agent}-s{s}", "next") for s in range(3)], resource(agent, task="p"))
+    table = samples(exporter.url, AUTH)
+    assert ex.requests == scope["live"]
+    assert _in_executions(table, agent) == {"p": (1 + sum(1 for n in own if n), len(steps))}
+    assert value(table, "claude_requests_total", agent=agent, model=MODEL, outcome="success") == len(steps)
+    assert value(table, "claude_executions_in_flight", agent=agent, task="p") == 3  # the three next prompts
+
+
+@pytest.mark.integration
+def test_a_fault_in_the_scope_lookup_still_counts_the_record(exporter, monkeypatch):
+    """The ingest's scope step raises: the request still counts, its turn an ordinary one, the fault
+    counted."""
+    from claude_exporter.ingest.claude_code import ClaudeCodeIngest
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(ClaudeCodeIngest, "_scoped_turn", boom)
+    with ce.execution("faulty", agent=AGENT) as ex:
+        marked = resource(
+            AGENT, task="faulty", **{execution_module.SCOPE_ATTRIBUTE: execution_module.scope_key(ex) or ""}
+        )
+        _send(exporter, [_prompt("s9", "p1"), _request("r9", "s9", "p1", (10, 1, 0, 0))], marked)
+    _send(exporter, [_prompt("s9", "p2")], resource(AGENT))
+    table = samples(exporter.url, AUTH)
+    assert ex.requests == 0
+    assert _in_executions(table, AGENT) == {"faulty": (2, 1)}  # the execution, and the turn with r9
+    assert value(table, "claude_requests_total", agent=AGENT, model=MODEL, outcome="success") == 1
+    assert value(table, "claude_exporter_internal_errors_total", stage="otlp_scope") == 2
