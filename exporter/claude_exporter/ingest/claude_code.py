@@ -25,6 +25,8 @@ in-flight gauges until more work arrives, so a process that has exited is not "r
 Requests of a sub-agent or an auxiliary query (any ``query_source`` but the main loop's) are an execution
 of their own inside the turn, with the query source as their task, ended with the turn; as with nested
 ``execution()`` blocks, each request counts towards one execution only.
+A turn whose resource names a running ``execution()`` (``claude_exporter.scope``: a Claude Agent SDK session
+started inside one) is no execution: its requests count towards that execution.
 The agent is the resource attribute named by ``agent_attribute`` (``OTEL_RESOURCE_ATTRIBUTES=agent=NAME``),
 else ``default_agent`` (``claude-code``); the task is the resource attribute named by ``task_attribute``,
 else ``default``.
@@ -68,6 +70,7 @@ from claude_exporter.ingest.otlp_records import LogEvent, SumPoint
 from claude_exporter.ingest.otlp_state import WriterState
 from claude_exporter.recording.cardinality import OVERFLOW
 from claude_exporter.recording.claude_code_series import ClaudeCodeStore
+from claude_exporter.recording.execution import SCOPE_ATTRIBUTE, scoped
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.records import Totals
 from claude_exporter.recording.usage import Usage
@@ -128,6 +131,9 @@ class OpenTurn:
     subs: dict[str, OpenTurn] | None = None  # query source -> its own execution
     last_request: bytes | None = None  # digest of the request id its loop counted last
     stopped: bool = False  # a Stop or SessionEnd hook said it is over; its last records may still come
+    # The key of the running execution() its CLI was started in (a Claude Agent SDK session): its totals
+    # are that execution's, and it is no execution of its own.
+    scope: str | None = None
 
     @property
     def series(self) -> OpenTurn:
@@ -221,6 +227,12 @@ class ClaudeCodeIngest:
         """Apply one event; False when it repeats a request already counted."""
         agent = self.agent_of(event.resource)
         task = self._task_of(event.resource)
+        marker = event.resource.get(SCOPE_ATTRIBUTE)
+        if marker is not None and not isinstance(action, InternalError):
+            try:
+                self._scoped_turn(action.turn, agent, task, marker)
+            except Exception:
+                self.rec.fault("otlp_scope")  # the event still counts, its turn an ordinary one
         if isinstance(action, ApiCall):
             return self._api_call(agent, task, action)
         if isinstance(action, ToolResult):
@@ -329,7 +341,7 @@ class ClaudeCodeIngest:
             self._running(turn)
 
     def _running(self, turn: OpenTurn) -> None:
-        if turn.answered and not turn.stopped:
+        if turn.answered and not turn.stopped and turn.scope is None:
             turn.answered = False
             self.rec.running_executions[id(turn)] = turn  # type: ignore[assignment]
 
@@ -458,12 +470,35 @@ class ClaudeCodeIngest:
         else:
             self.turns.move_to_end(hashed)
             turn.touched = now
+            if turn.scope is not None and scoped(turn.scope) is None:
+                # Its execution() ended before these records came: they are the turn's own execution.
+                turn.scope, turn.totals = None, Totals()
+                if not turn.stopped:
+                    turn.answered = False
+                    self.rec.running_executions[id(turn)] = turn  # type: ignore[assignment]
         if task is not None and not turn.task_named:
             turn.task = self.rec.admission.fold("task", task)
             turn.task_named = True
         if start_ns is not None and (turn.start_ns is None or start_ns < turn.start_ns):
             turn.start_ns = start_ns
         return turn
+
+    def _scoped_turn(self, key: Turn | None, agent: str, task: str | None, marker: object) -> None:
+        """Make the turn of an event whose resource names an execution() (``marker``) as that execution's:
+        not in flight, its totals the execution's. An execution that is over, unknown or another
+        recorder's leaves it an ordinary turn (nothing is lost, nothing counted twice)."""
+        if key is None:
+            return
+        hashed = digest(key)
+        if hashed in self.turns or hashed in self._ended:
+            return  # decided when the turn was made
+        ex = scoped(marker)
+        if ex is None or ex.rec is not self.rec:
+            return
+        turn = self._turn(key, agent, task, None)
+        if turn is not None:
+            self.rec.running_executions.pop(id(turn), None)
+            turn.scope, turn.totals = ex.scope, ex.totals
 
     def _end_key(self, key: bytes, ok: bool, error_type: str | None, end_ns: int | None) -> None:
         turn = self.turns.pop(key, None)
@@ -478,6 +513,12 @@ class ClaudeCodeIngest:
 
     def _finish(self, turn: OpenTurn, ok: bool, error_type: str | None, end_ns: int | None) -> None:
         self.rec.running_executions.pop(id(turn), None)
+        if turn.scope is not None:
+            # Its execution() is the one execution; a failed turn fails it (unless its block raised).
+            ex = scoped(turn.scope)
+            if ex is not None and not ok:
+                ex.failed = error_type or turn.failed or "Error"
+            return
         end_ns = end_ns or turn.last_ns
         if turn.start_ns is not None and end_ns is not None and end_ns >= turn.start_ns:
             seconds = (end_ns - turn.start_ns) / 1e9

@@ -8,7 +8,10 @@ installed):
   to this exporter's OTLP receiver (``exporter.server``'s address, its bearer token), with short export
   intervals and the surrounding ``execution()``'s agent and task as resource attributes. A variable the
   caller set (in ``options.env`` or the process environment) is never replaced; if the caller chose any
-  OTLP endpoint, none of the destination variables are added (the token goes nowhere else).
+  OTLP endpoint, none of the destination variables are added (the token goes nowhere else). When the
+  receiver is in this process, the resource also names the execution by its scope key
+  (``recording.execution.SCOPE_ATTRIBUTE``): the Claude Code ingest then adds the CLI's requests to that
+  execution instead of counting its turns as executions, so the session is the one execution.
 - ``read_messages``: each ``result`` message is kept as it passes (its tokens by kind and cost are compared;
   ``num_turns``, ``duration_ms`` and ``is_error`` have no one-to-one counterpart in the request series).
 - ``close``: once the CLI has exited (so its telemetry is flushed), the figures are compared with what that
@@ -37,6 +40,7 @@ from typing import Any
 from urllib.parse import quote
 
 from claude_exporter.lifecycle import Opened
+from claude_exporter.recording.execution import SCOPE_ATTRIBUTE, scope_key
 from claude_exporter.recording.recorder import Recorder
 from claude_exporter.recording.state import CURRENT_EXECUTION
 from claude_exporter.server import read_token
@@ -95,8 +99,12 @@ def telemetry_env(opened: Opened) -> tuple[dict[str, str], dict[str, str]]:
 
 def _resource(current: str | None, attributes: Mapping[str, str]) -> str | None:
     """``current`` with each of ``attributes`` added unless it names that key already (W3C baggage
-    form: comma-separated key=value, values percent-encoded)."""
-    pairs = [part for part in (current or "").split(",") if part.strip()]
+    form: comma-separated key=value, values percent-encoded). The scope marker is never the caller's: an
+    inherited one (a CLI's child process runs this) is dropped, so it names only this process's scope."""
+    given = [part for part in (current or "").split(",") if part.strip()]
+    pairs = [part for part in given if part.split("=", 1)[0].strip() != SCOPE_ATTRIBUTE]
+    if len(pairs) != len(given):
+        current = ",".join(pairs) or None
     named = {part.split("=", 1)[0].strip() for part in pairs}
     added = [f"{key}={quote(value, safe='')}" for key, value in attributes.items() if key not in named]
     return ",".join(pairs + added) if added else current
@@ -143,6 +151,11 @@ class _Seams:
             env.update((k, v) for k, v in self.destination.items() if not chosen(k))
         ex = CURRENT_EXECUTION.get()
         attributes = {} if ex is None else {self.agent_key: ex.agent, self.task_key: ex.task}
+        # Only this process's receiver can add the CLI's requests to the execution (the ingest finds it by
+        # key); elsewhere its turns stay executions of their own.
+        key = scope_key(ex) if ex is not None and self.checking and ex.rec is self.rec else None
+        if key is not None:
+            attributes[SCOPE_ATTRIBUTE] = key
         current = given.get(_RESOURCE, os.environ.get(_RESOURCE))
         resource = _resource(current, attributes)
         if resource is not None and resource != current:

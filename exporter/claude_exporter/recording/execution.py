@@ -2,12 +2,19 @@
 
 The execution travels in a contextvar, so it follows ``await`` and threads started with
 ``contextvars.copy_context().run``. A request made outside any execution is an execution of its own.
+
+A Claude Code CLI started inside an execution (a Claude Agent SDK session) reports its requests over OTLP,
+from another process: its resource names the execution by a random key (:data:`SCOPE_ATTRIBUTE`, made by
+:func:`scope_key`), and the Claude Code ingest adds those requests to the execution (:func:`scoped`) while
+it runs, instead of counting the CLI's turns as executions of their own.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import secrets
+import threading
 import time
 from collections.abc import Callable
 from contextvars import Token
@@ -19,15 +26,22 @@ from claude_exporter.recording.records import Totals
 from claude_exporter.recording.state import ACTIVE, CURRENT_EXECUTION
 from claude_exporter.recording.storage.memory import ExecSeries
 
-__all__ = ["Execution", "execution"]
+__all__ = ["SCOPE_ATTRIBUTE", "Execution", "execution", "scope_key", "scoped"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The resource attribute that names the execution a Claude Code CLI was started in.
+SCOPE_ATTRIBUTE = "claude_exporter.scope"
+# Running executions by their scope key; an execution leaves when it finishes. Random keys: whoever may
+# send OTLP cannot add to an execution it was not given the key of.
+_SCOPES: dict[str, Execution] = {}
+_SCOPES_LOCK = threading.Lock()
 
 
 class Execution:
     """A running execution: its series and the totals of its requests."""
 
-    __slots__ = ("_token", "agent", "rec", "series", "start", "task", "totals")
+    __slots__ = ("_token", "agent", "failed", "rec", "scope", "series", "start", "task", "totals")
 
     def __init__(self, rec: Recorder | None, agent: str, task: str, series: ExecSeries | None) -> None:
         self.rec = rec  # None when opened while nothing records: its requests then stand alone
@@ -37,6 +51,8 @@ class Execution:
         self.start = time.perf_counter()
         self.totals = Totals()
         self._token: Token[Execution | None] | None = None  # set by the scope that made it current
+        self.scope: str | None = None  # its scope key, once a CLI was started in it
+        self.failed: str | None = None  # a CLI turn of its failed: its outcome unless the block raised
 
     # Kept for callers of the 0.1 API, which read the totals off the execution.
     @property
@@ -76,11 +92,36 @@ class Execution:
     def _finish(self, rec: Recorder, seconds: float, error: BaseException | None) -> None:
         try:
             rec.running_executions.pop(id(self), None)
-            error_type = None if error is None else type(error).__name__
+            if self.scope is not None:
+                with _SCOPES_LOCK:
+                    _SCOPES.pop(self.scope, None)  # from now on its CLIs' late requests stand alone
+            error_type = self.failed if error is None else type(error).__name__
             message = None if error is None else rec.describe_error(error)
             rec.finish_execution(self.series, seconds, self.totals, error_type, message)
         except Exception:
             rec.fault("execution_finish")
+
+
+def scope_key(ex: Execution) -> str | None:
+    """The key a CLI started inside ``ex`` names it by (made once, when the first one starts); None when
+    ``ex`` is not running (nothing records it, or a thread that copied its context outlived it)."""
+    rec = ex.rec
+    if rec is None:
+        return None
+    with _SCOPES_LOCK:
+        # The key before the check, and the check under the lock: _finish (which takes running first)
+        # then either sees the key and removes it, or this sees the execution gone.
+        if ex.scope is None:
+            ex.scope = secrets.token_hex(16)
+        if id(ex) not in rec.running_executions:
+            return None
+        _SCOPES[ex.scope] = ex
+        return ex.scope
+
+
+def scoped(key: object) -> Execution | None:
+    """The running execution ``key`` names; None for a finished, unknown or malformed one."""
+    return _SCOPES.get(key) if isinstance(key, str) else None
 
 
 def _open(task: str, agent: str | None) -> Execution:
@@ -134,6 +175,7 @@ class execution:  # lower case: it reads like a function, ``with execution("task
                 SimpleNamespace(
                     rec=None, agent=self.agent or "default", task=self.task, series=None, totals=None,
                     start=0.0, _token=None, input_tokens=0, output_tokens=0, requests=0, cost_usd=0.0,
+                    scope=None, failed=None,
                 ),
             )  # fmt: skip
         ex._token = CURRENT_EXECUTION.set(ex)
