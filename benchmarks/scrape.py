@@ -446,9 +446,7 @@ def main() -> None:
     )
     parser.add_argument("--sizes", help="series counts (default 1000,10000,50000 unless --fleets is given)")
     parser.add_argument("--fleets", help="AGENTSxMODELSxTASKS[s],...: /metrics before and after the writer")
-    parser.add_argument(
-        "--repeat", type=int, default=0, help="timed calls per figure (default: by size)"
-    )
+    parser.add_argument("--repeat", type=int, default=0, help="timed calls per figure (default: by size)")
     parser.add_argument("--json", type=Path, help="also write the full result here")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--fleet-worker", help=argparse.SUPPRESS)
