@@ -109,6 +109,7 @@ def test_ctrl_c_says_what_it_stops_and_exits_130(tmp_path):
     assert any(line.startswith("stopping the exporter at http://127.0.0.1:") for line in lines), out
     assert proc.returncode == 130
     assert no_survivors(tmp_path) == []
+    assert list((tmp_path / "tmp").iterdir()) == []  # its working directory removed
 
 
 def survivors(tmp: Path) -> list[int]:
@@ -144,11 +145,18 @@ STOPS = {"SIGTERM": (signal.SIGTERM, 0), "SIGINT": (signal.SIGINT, 130), "SIGHUP
 
 @pytest.mark.parametrize(
     ("stop", "when"),
-    [("SIGTERM", "spawning"), ("SIGINT", "spawning"), ("SIGHUP", "spawning"), ("SIGHUP", "running")],
+    [
+        ("SIGTERM", "spawning"),
+        ("SIGINT", "spawning"),
+        ("SIGHUP", "spawning"),
+        ("SIGTERM", "running"),
+        ("SIGHUP", "running"),
+    ],
 )
-def test_no_child_outlives_the_demo_whatever_stops_it_and_when(tmp_path, stop, when):
+def test_the_demo_stops_on_any_signal_at_any_moment_and_leaves_nothing(tmp_path, stop, when):
     """Issue 18 row 19: a signal while Alertmanager was being started, or any SIGHUP, left Prometheus or
-    Alertmanager running after the demo had exited."""
+    Alertmanager running after the demo had exited. Also the exit codes (INT 130, TERM and HUP 0) and the
+    temporary directory removed; SIGINT while running is ``test_ctrl_c_says_what_it_stops_and_exits_130``."""
     signum, status = STOPS[stop]
     with demo(tmp_path) as proc:
         if when == "spawning":
@@ -159,6 +167,7 @@ def test_no_child_outlives_the_demo_whatever_stops_it_and_when(tmp_path, stop, w
         out, _ = proc.communicate(timeout=40)
     assert no_survivors(tmp_path) == [], out
     assert proc.returncode == status, out
+    assert list((tmp_path / "tmp").iterdir()) == [], out
 
 
 def test_a_demo_killed_outright_takes_its_children_with_it(tmp_path):

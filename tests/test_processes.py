@@ -94,22 +94,7 @@ def wait_for_stack(proc: subprocess.Popen[str]) -> dict[int, str]:
     return kids
 
 
-@pytest.mark.system
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_stopped_demo_stops_its_prometheus_and_alertmanager_and_removes_its_files(tmp_path, signum):
-    tmp = tmp_path / "tmp"
-    proc = start_demo(tmp)
-    kids: dict[int, str] = {}
-    try:
-        kids = wait_for_stack(proc)
-        assert any(tmp.iterdir())  # its working directory is there while it runs
-        proc.send_signal(signum)
-        assert proc.wait(timeout=40) == (130 if signum == signal.SIGINT else 0)  # docs/reliability.md
-        left = [pid for pid in kids if alive(pid)]
-    finally:
-        reap(proc, kids)
-    assert left == []
-    assert list(tmp.iterdir()) == []
+# A demo stopped by a signal: tests/test_demo_cli.py (every signal, during start-up and while running).
 
 
 @pytest.mark.system
