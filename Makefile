@@ -93,12 +93,13 @@ check-generated: venv
 
 # The tests in tiers (markers in pyproject.toml; a test without exactly one fails the run): unit (in-process),
 # integration (real HTTP on 127.0.0.1), system (real Prometheus, Alertmanager, promtool, gunicorn, the CLI,
-# node), benchmark (the benchmarks' short runs). Two pytest-xdist workers, each with its own ports and
-# temporary directories; loadscope keeps each module on one worker (its module fixtures run once; the
-# promtool rule tests are spread, tests/conftest.py), the heaviest modules first.
+# node), benchmark (the benchmarks' short runs). Three pytest-xdist workers on two cores (many tests wait on
+# Prometheus, the CLI or a subprocess: `make test` took 334 s with three on 2026-12-07), each with its own
+# ports and temporary directories; loadscope keeps each module on one worker (its module fixtures run once;
+# the promtool rule tests are spread, tests/conftest.py), the heaviest modules first.
 # Progress is one dot per test, then the 15 slowest. `make test` runs every tier; `make test-fast` is the
 # inner loop (unit and integration, under a minute). PYTEST_ARGS passes more (e.g. -k, -x, -n 4).
-XDIST  ?= -n 2 --dist loadscope
+XDIST  ?= -n 3 --dist loadscope
 PYTEST := $(BIN)/python -m pytest -q -p no:randomly $(XDIST) --durations=15
 
 test: venv debs tools claude-code lint check-generated
